@@ -1,0 +1,45 @@
+# One way to do each thing. `make run` and `make test` are all a new machine needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+PORT ?= 8000
+
+.PHONY: setup migrate demo run test lint format check clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.X")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+setup: $(STAMP)
+
+migrate: setup
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py seed_demo
+
+## Run every process of the Procfile (web on http://127.0.0.1:$(PORT)/) on the embedded defaults,
+## or on whatever DATABASE_URL and CELERY_BROKER_URL say.
+run: migrate
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" honcho start --port $(PORT) -f Procfile
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## The whole suite: lint, then pytest on SQLite + the embedded broker, then on PostgreSQL +
+## Redis (skipped with a notice when they are not reachable, a failure when CI is set).
+test: lint
+	$(PY) scripts/test_passes.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

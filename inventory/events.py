@@ -1,0 +1,43 @@
+"""Events the inventory app publishes. Other apps import this module and nothing else of it."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from outbox import DomainEvent
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReservedLine:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShortLine:
+    sku: str
+    requested: int
+    available: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class StockUpdated(DomainEvent):
+    """Every line of the order is reserved."""
+
+    version: ClassVar[int] = 1
+    aggregate_type: ClassVar[str] = "reservation"
+
+    reservation_id: int
+    order_id: int
+    lines: tuple[ReservedLine, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StockNotAvailable(DomainEvent):
+    """At least one line could not be reserved, so none was."""
+
+    version: ClassVar[int] = 1
+    aggregate_type: ClassVar[str] = "reservation"
+
+    reservation_id: int
+    order_id: int
+    short: tuple[ShortLine, ...]

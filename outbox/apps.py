@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class OutboxConfig(AppConfig):
+    name = "outbox"
+    verbose_name = "Outbox (events and deliveries)"
+
+    def ready(self) -> None:
+        # Every app's events and their subscribers are known before the first publish.
+        autodiscover_modules("events")
+        autodiscover_modules("handlers")

@@ -1,0 +1,45 @@
+"""The outbox's settings: ``settings.OUTBOX`` overrides these defaults key by key."""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+DEFAULTS = {
+    # How long a dispatched delivery may stay unconfirmed before the relay sends it again.
+    "LEASE_SECONDS": 30.0,
+    # Attempts before a failing delivery is dead-lettered (a subscriber may override).
+    "MAX_ATTEMPTS": 8,
+    # Retry n waits about min(cap, base * 2**(n-1)) seconds, with jitter in [50%, 100%].
+    "BACKOFF_BASE_SECONDS": 1.0,
+    "BACKOFF_CAP_SECONDS": 300.0,
+    # Deliveries claimed per relay round trip.
+    "RELAY_BATCH_SIZE": 500,
+    # Deliveries per broker message (a worker process handles one message at a time).
+    "DISPATCH_CHUNK_SIZE": 50,
+    # The relay drains until it finds no work or has run this long.
+    "RELAY_MAX_SECONDS": 5.0,
+    # Events whose deliveries are all done are deleted after this many days (0: keep forever).
+    "RETENTION_DAYS": 30,
+}
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    LEASE_SECONDS: float
+    MAX_ATTEMPTS: int
+    BACKOFF_BASE_SECONDS: float
+    BACKOFF_CAP_SECONDS: float
+    RELAY_BATCH_SIZE: int
+    DISPATCH_CHUNK_SIZE: int
+    RELAY_MAX_SECONDS: float
+    RETENTION_DAYS: int
+
+
+def outbox_settings() -> OutboxSettings:
+    overrides = getattr(settings, "OUTBOX", {})
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"unknown OUTBOX settings: {', '.join(sorted(unknown))}")
+    return OutboxSettings(**{**DEFAULTS, **overrides})

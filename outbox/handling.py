@@ -1,0 +1,153 @@
+"""Running one delivery: the subscriber's handler and the delivery's record, in one transaction.
+
+That shared transaction is the whole exactly-once argument: the handler's writes and "this
+subscriber has handled this event" commit together or not at all, so a delivery dispatched
+twice (a lost acknowledgement, an expired lease, a duplicated message) has its effect once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import traceback
+
+from django.db import transaction
+from django.utils import timezone
+
+from outbox.conf import outbox_settings
+from outbox.context import Handling, handling
+from outbox.events import EventMeta, event_load
+from outbox.models import Delivery
+from outbox.registry import subscriber_get
+from outbox.tracing import trace_context
+
+logger = logging.getLogger(__name__)
+
+# How long a delivery of an ordered subscriber waits before looking again at its predecessor.
+ORDERED_RECHECK = dt.timedelta(seconds=1)
+
+
+def backoff_delay(*, attempt: int, base: float, cap: float) -> float:
+    """Seconds before retry ``attempt + 1``: capped exponential, with jitter in [50%, 100%]."""
+    return min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+def delivery_handle(*, delivery_id: int) -> str:
+    """Handle one delivery; returns what happened: done, retry, dead, waiting or skipped.
+
+    ``skipped`` means there was nothing to do: already done or dead, or another worker holds
+    it right now (its row is locked), which on PostgreSQL is how a duplicate steps aside.
+    """
+    conf = outbox_settings()
+    with transaction.atomic():
+        delivery = (
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("event")
+            .filter(pk=delivery_id, status=Delivery.Status.PENDING)
+            .first()
+        )
+        if delivery is None:
+            return "skipped"
+        now = timezone.now()
+        if delivery.ordered and _has_undone_predecessor(delivery):
+            delivery.next_attempt_at = now + ORDERED_RECHECK
+            delivery.save(update_fields=["next_attempt_at", "updated_at"])
+            return "waiting"
+
+        attempt = delivery.attempts + 1
+        event_row = delivery.event
+        max_attempts = conf.MAX_ATTEMPTS
+        try:
+            subscriber = subscriber_get(delivery.subscriber)
+            max_attempts = subscriber.max_attempts or conf.MAX_ATTEMPTS
+            event = event_load(
+                type=event_row.type,
+                version=event_row.version,
+                payload=event_row.payload,
+                meta=EventMeta(
+                    event_id=event_row.event_id,
+                    type=event_row.type,
+                    version=subscriber.event_class.version,
+                    stored_version=event_row.version,
+                    occurred_at=event_row.occurred_at,
+                    correlation_id=event_row.correlation_id,
+                    causation_id=event_row.causation_id,
+                    headers=event_row.headers,
+                ),
+            )
+            context = Handling(
+                event_id=event_row.event_id,
+                event_type=event_row.type,
+                correlation_id=event_row.correlation_id,
+                subscriber=delivery.subscriber,
+                attempt=attempt,
+            )
+            with handling(context), trace_context(event_row.headers):
+                # A savepoint: a failing handler's writes are undone, the attempt is recorded.
+                with transaction.atomic():
+                    subscriber.handler(event)
+        except Exception as exc:
+            delivery.attempts = attempt
+            delivery.last_error = _error_text(exc)
+            if attempt >= max_attempts:
+                delivery.status = Delivery.Status.DEAD
+                outcome = "dead"
+                logger.error(
+                    "delivery %s dead-lettered after %s attempts: %s %s -> %s: %s",
+                    delivery.pk,
+                    attempt,
+                    event_row.type,
+                    event_row.event_id,
+                    delivery.subscriber,
+                    exc,
+                )
+            else:
+                delay = backoff_delay(
+                    attempt=attempt,
+                    base=conf.BACKOFF_BASE_SECONDS,
+                    cap=conf.BACKOFF_CAP_SECONDS,
+                )
+                delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
+                outcome = "retry"
+                logger.warning(
+                    "delivery %s attempt %s/%s failed, retry in %.2fs: %s %s -> %s: %s",
+                    delivery.pk,
+                    attempt,
+                    max_attempts,
+                    delay,
+                    event_row.type,
+                    event_row.event_id,
+                    delivery.subscriber,
+                    exc,
+                )
+            delivery.save(
+                update_fields=["attempts", "last_error", "status", "next_attempt_at", "updated_at"]
+            )
+            return outcome
+
+        delivery.status = Delivery.Status.DONE
+        delivery.attempts = attempt
+        delivery.completed_at = timezone.now()
+        delivery.save(update_fields=["status", "attempts", "completed_at", "updated_at"])
+        return "done"
+
+
+def _has_undone_predecessor(delivery: Delivery) -> bool:
+    return (
+        Delivery.objects.filter(
+            subscriber=delivery.subscriber,
+            aggregate_key=delivery.aggregate_key,
+            ordered=True,
+            event_id__lt=delivery.event_id,
+        )
+        .exclude(status=Delivery.Status.DONE)
+        .exists()
+    )
+
+
+def _error_text(exc: BaseException) -> str:
+    # The one-line summary first (what the admin's list shows), then the traceback.
+    summary = f"{type(exc).__name__}: {exc}"
+    trace = "".join(traceback.format_exception(exc))
+    return f"{summary}\n\n{trace[-8000:]}"

@@ -1,0 +1,99 @@
+"""The event store and its deliveries.
+
+``Event`` is written in the publisher's transaction and never changed afterwards. ``Delivery``
+is one (event, subscriber) pair: created with the event, claimed by the relay, and marked done
+in the same transaction as the handler's own writes, which makes it the subscriber's inbox.
+"""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class Event(models.Model):
+    # ``position`` orders events as they were published; ``event_id`` is the public identity.
+    position = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=200, db_index=True)
+    version = models.PositiveIntegerField()
+    aggregate_type = models.CharField(max_length=100)
+    aggregate_id = models.CharField(max_length=100)
+    payload = models.JSONField()
+    correlation_id = models.UUIDField(db_index=True)
+    causation_id = models.UUIDField(null=True, blank=True, db_index=True)
+    # Trace context (traceparent, tracestate) and any other header a publisher adds.
+    headers = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["position"]
+        indexes = [models.Index(fields=["aggregate_type", "aggregate_id"], name="outbox_event_agg")]
+
+    def __str__(self) -> str:
+        return f"{self.type} v{self.version} {self.aggregate_type}:{self.aggregate_id}"
+
+
+class Delivery(models.Model):
+    class Status(models.TextChoices):
+        # Waiting for its next attempt, or dispatched and leased until next_attempt_at.
+        PENDING = "pending"
+        DONE = "done"
+        DEAD = "dead"
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    subscriber = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    # Eligible for dispatch from this moment. The relay pushes it one lease ahead when it
+    # dispatches, so a delivery whose message is lost becomes eligible again by itself.
+    next_attempt_at = models.DateTimeField()
+    last_error = models.TextField(blank=True)
+    # Copied from the subscriber and the event so the relay's claim reads one table.
+    ordered = models.BooleanField(default=False)
+    aggregate_key = models.CharField(max_length=201)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["event", "subscriber"], name="outbox_delivery_once")
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="outbox_delivery_due",
+            ),
+            models.Index(
+                fields=["subscriber", "aggregate_key", "event"],
+                condition=Q(ordered=True) & ~Q(status="done"),
+                name="outbox_delivery_ordered",
+            ),
+            models.Index(fields=["status", "subscriber"], name="outbox_delivery_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subscriber} <- {self.event_id} ({self.status})"
+
+
+class DeadLetter(Delivery):
+    """Dead-lettered deliveries, for the operator's list in the admin."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+
+
+class Heartbeat(models.Model):
+    """When each long-running role (relay, beat) last showed it was alive."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    beat_at = models.DateTimeField()
+    detail = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.beat_at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,123 @@
+"""publish(): write an event and its deliveries in the caller's transaction."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.utils import timezone
+
+from outbox.context import handling_current
+from outbox.errors import NotInTransaction, UnknownEventType
+from outbox.events import DomainEvent
+from outbox.models import Delivery, Event
+from outbox.registry import subscribers_for
+from outbox.tracing import trace_headers
+
+logger = logging.getLogger(__name__)
+
+
+def publish(
+    event: DomainEvent,
+    *,
+    correlation_id: uuid.UUID | str | None = None,
+    headers: dict | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> Event:
+    """Store ``event`` for delivery to every subscriber, in the current transaction.
+
+    Must be called inside ``transaction.atomic()``: the event then exists if and only if the
+    caller's transaction commits. Inside a handler the event inherits the handled event's
+    correlation id and names it as its cause; elsewhere ``correlation_id`` starts a new saga
+    (default: the event's own id).
+    """
+    return publish_many([event], correlation_id=correlation_id, headers=headers, using=using)[0]
+
+
+def publish_many(
+    events: Iterable[DomainEvent],
+    *,
+    correlation_id: uuid.UUID | str | None = None,
+    headers: dict | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> list[Event]:
+    events = list(events)
+    for event in events:
+        if not isinstance(event, DomainEvent):
+            raise UnknownEventType(
+                f"publish() takes a DomainEvent instance, got {type(event).__name__}: {event!r}"
+            )
+    connection = connections[using]
+    if not connection.in_atomic_block:
+        raise NotInTransaction(
+            "publish() must be called inside transaction.atomic(): the event has to commit "
+            "or roll back together with the change it describes"
+        )
+    current = handling_current()
+    causation_id = current.event_id if current else None
+    if correlation_id is None and current is not None:
+        correlation_id = current.correlation_id
+    if correlation_id is not None and not isinstance(correlation_id, uuid.UUID):
+        try:
+            correlation_id = uuid.UUID(str(correlation_id))
+        except ValueError:
+            raise ValueError(f"correlation_id must be a UUID, got {correlation_id!r}") from None
+    extra_headers = {**trace_headers(), **(headers or {})}
+
+    now = timezone.now()
+    rows = []
+    for event in events:
+        event_id = uuid.uuid4()
+        rows.append(
+            Event(
+                event_id=event_id,
+                type=event.event_type,
+                version=event.version,
+                aggregate_type=event.aggregate_type,
+                aggregate_id=event.aggregate_id,
+                payload=event.to_payload(),
+                correlation_id=correlation_id or event_id,
+                causation_id=causation_id,
+                headers=extra_headers,
+                occurred_at=now,
+            )
+        )
+    # One INSERT per table for the whole call; bulk_create sets ``position`` on PostgreSQL and
+    # SQLite alike (both support RETURNING).
+    Event.objects.using(using).bulk_create(rows)
+    deliveries = [
+        Delivery(
+            event=row,
+            subscriber=sub.name,
+            next_attempt_at=now,
+            ordered=sub.ordered,
+            aggregate_key=f"{row.aggregate_type}:{row.aggregate_id}",
+        )
+        for row in rows
+        for sub in subscribers_for(row.type)
+    ]
+    if deliveries:
+        Delivery.objects.using(using).bulk_create(deliveries)
+        _wake_relay_on_commit(connection, using)
+    return rows
+
+
+def _wake_relay_on_commit(connection, using: str) -> None:
+    # One wake-up per transaction, however many events it publishes.
+    if any(func is relay_wake for _, func, _ in connection.run_on_commit):
+        return
+    transaction.on_commit(relay_wake, using=using)
+
+
+def relay_wake() -> None:
+    """Ask the relay to run now rather than at beat's next tick. Best effort: if the broker is
+    unreachable the events are safe in the database and beat's tick will find them."""
+    from outbox.tasks import relay
+
+    try:
+        relay.apply_async(kwargs={"woken_at": time.time()}, retry=False)
+    except Exception:
+        logger.warning("could not wake the relay; beat's tick will dispatch", exc_info=True)

@@ -1,0 +1,123 @@
+"""The relay: claim due deliveries in batches and hand them to Celery.
+
+A claim pushes each delivery's ``next_attempt_at`` one lease ahead in the same transaction that
+selects it (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so relays running side by side never
+claim the same row; on SQLite every transaction takes the write lock first, so claims are
+serialised). Then the ids go to the broker, many per message. If the message is lost, the
+worker dies, or the relay dies between commit and send, the lease runs out and the next claim
+takes the delivery again: the broker carries work, the database remembers it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections import defaultdict
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from outbox.conf import outbox_settings
+from outbox.errors import UnknownSubscriber
+from outbox.models import Delivery, Heartbeat
+from outbox.registry import subscriber_get
+
+logger = logging.getLogger(__name__)
+
+# Where deliveries of a subscriber that no longer exists are sent, to be dead-lettered there
+# with a clear error rather than left pending forever.
+FALLBACK_QUEUE = "outbox"
+RELAY_QUEUE = "outbox"
+HEARTBEAT_EVERY = dt.timedelta(seconds=5)
+
+# When this process last began a drain that ended with nothing left to claim. A wake-up sent
+# before that moment describes a commit that drain already saw, so it needs no query at all.
+_last_full_drain_started = 0.0
+_last_heartbeat: dict[str, float] = {}
+
+
+def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
+    """Claim up to ``limit`` due deliveries for one lease; returns (id, subscriber) pairs."""
+    conf = outbox_settings()
+    now = timezone.now()
+    earlier_undone = Delivery.objects.filter(
+        subscriber=OuterRef("subscriber"),
+        aggregate_key=OuterRef("aggregate_key"),
+        ordered=True,
+        event_id__lt=OuterRef("event_id"),
+    ).exclude(status=Delivery.Status.DONE)
+    with transaction.atomic():
+        claimed = list(
+            Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+            .filter(Q(ordered=False) | ~Exists(earlier_undone))
+            .order_by("next_attempt_at")
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("id", "subscriber")[:limit]
+        )
+        if claimed:
+            Delivery.objects.filter(id__in=[pk for pk, _ in claimed]).update(
+                next_attempt_at=now + dt.timedelta(seconds=conf.LEASE_SECONDS),
+                dispatched_at=now,
+            )
+    return claimed
+
+
+def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
+    """Send claimed deliveries to their subscribers' queues, several ids per message."""
+    from outbox.tasks import deliver
+
+    conf = outbox_settings()
+    by_queue: dict[str, list[int]] = defaultdict(list)
+    for pk, name in claimed:
+        try:
+            queue = subscriber_get(name).queue
+        except UnknownSubscriber:
+            queue = FALLBACK_QUEUE
+        by_queue[queue].append(pk)
+    messages = 0
+    with deliver.app.producer_or_acquire() as producer:
+        for queue, ids in by_queue.items():
+            # Small batches spread over a worker's processes; large ones are capped per message.
+            size = max(1, min(conf.DISPATCH_CHUNK_SIZE, math.ceil(len(ids) / 4)))
+            for start in range(0, len(ids), size):
+                deliver.apply_async(
+                    args=[ids[start : start + size]], queue=queue, producer=producer
+                )
+                messages += 1
+    return messages
+
+
+def relay_run(*, woken_at: float | None = None) -> int:
+    """Claim and dispatch until nothing is due (or RELAY_MAX_SECONDS); returns deliveries sent."""
+    global _last_full_drain_started
+    if woken_at is not None and woken_at < _last_full_drain_started:
+        return 0
+    conf = outbox_settings()
+    started = time.time()
+    total = 0
+    while True:
+        claimed = deliveries_claim(limit=conf.RELAY_BATCH_SIZE)
+        if claimed:
+            deliveries_dispatch(claimed)
+            total += len(claimed)
+        if len(claimed) < conf.RELAY_BATCH_SIZE:
+            _last_full_drain_started = started
+            break
+        if time.time() - started > conf.RELAY_MAX_SECONDS:
+            break
+    heartbeat("relay")
+    return total
+
+
+def heartbeat(name: str, *, detail: dict | None = None) -> None:
+    """Record that ``name`` is alive, at most every few seconds per process."""
+    now = time.time()
+    if now - _last_heartbeat.get(name, 0.0) < HEARTBEAT_EVERY.total_seconds():
+        return
+    _last_heartbeat[name] = now
+    Heartbeat.objects.update_or_create(
+        name=name, defaults={"beat_at": timezone.now(), "detail": detail or {}}
+    )

@@ -1,0 +1,79 @@
+"""Sending events to a subscriber again: dead letters after a fix, or old events to a new
+subscriber (backfill)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from outbox.models import Delivery, Event
+from outbox.publisher import relay_wake
+from outbox.registry import subscriber_get
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    created: int
+    reset: int
+    skipped: int
+
+
+def deliveries_replay(deliveries: QuerySet[Delivery]) -> int:
+    """Make dead (or waiting) deliveries due now with a fresh set of attempts."""
+    with transaction.atomic():
+        count = deliveries.exclude(status=Delivery.Status.DONE).update(
+            status=Delivery.Status.PENDING,
+            attempts=0,
+            next_attempt_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        if count:
+            transaction.on_commit(relay_wake)
+    return count
+
+
+def events_replay(
+    *, subscriber: str, events: QuerySet[Event], include_done: bool = False
+) -> ReplayResult:
+    """Deliver ``events`` to ``subscriber`` again.
+
+    Events it never received get a new delivery (backfill); dead or waiting deliveries are
+    made due now. Done deliveries are left alone unless ``include_done``, which runs the
+    handler again: only for handlers that rebuild state idempotently.
+    """
+    sub = subscriber_get(subscriber)
+    events = events.filter(type=sub.event_type)
+    now = timezone.now()
+    with transaction.atomic():
+        existing = Delivery.objects.filter(subscriber=sub.name, event__in=events)
+        statuses = [Delivery.Status.PENDING, Delivery.Status.DEAD]
+        if include_done:
+            statuses.append(Delivery.Status.DONE)
+        reset = existing.filter(status__in=statuses).update(
+            status=Delivery.Status.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            completed_at=None,
+            updated_at=now,
+        )
+        skipped = 0 if include_done else existing.filter(status=Delivery.Status.DONE).count()
+        missing = events.exclude(deliveries__subscriber=sub.name).only(
+            "position", "aggregate_type", "aggregate_id"
+        )
+        new = [
+            Delivery(
+                event=event,
+                subscriber=sub.name,
+                next_attempt_at=now,
+                ordered=sub.ordered,
+                aggregate_key=f"{event.aggregate_type}:{event.aggregate_id}",
+            )
+            for event in missing.iterator()
+        ]
+        Delivery.objects.bulk_create(new, batch_size=1000)
+        if reset or new:
+            transaction.on_commit(relay_wake)
+    return ReplayResult(created=len(new), reset=reset, skipped=skipped)

@@ -1,0 +1,17 @@
+"""Events the shipping app publishes. Other apps import this module and nothing else of it."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from outbox import DomainEvent
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShippingScheduled(DomainEvent):
+    version: ClassVar[int] = 1
+    aggregate_type: ClassVar[str] = "shipment"
+
+    shipment_id: int
+    order_id: int
+    carrier: str
+    tracking_number: str

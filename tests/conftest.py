@@ -1,0 +1,65 @@
+"""Fixtures shared by the whole suite.
+
+End-to-end tests run a real Celery worker (celery.contrib.testing, in a thread of this process)
+on the broker the settings name: kombu's filesystem transport by default, Redis when
+CELERY_BROKER_URL says so. Nothing here uses task_always_eager.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from django.conf import settings
+
+from shop.celery import app as celery_app
+from tests.support import ALL_QUEUES, relay_ticker, require_service, running_worker
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_broker(tmp_path_factory):
+    """Give this run a broker space of its own, so it never meets another run's messages."""
+    url = settings.CELERY_BROKER_URL
+    if url.startswith("filesystem://"):
+        folder = tmp_path_factory.mktemp("broker")
+        (folder / "processed").mkdir()
+        celery_app.conf.broker_transport_options = {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.02,
+        }
+    elif url.startswith("redis://"):
+        require_service(url, "Redis")
+        celery_app.conf.broker_transport_options = {
+            "global_keyprefix": f"test-{os.getpid()}-{uuid.uuid4().hex[:6]}:",
+        }
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database_service():
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("postgresql"):
+        require_service(f"postgres://{db['HOST']}:{db['PORT'] or 5432}", "PostgreSQL")
+
+
+@pytest.fixture
+def outbox_fast(settings):
+    """Short leases and quick retries so that recovery paths finish in seconds."""
+    settings.OUTBOX = {
+        **settings.OUTBOX,
+        "LEASE_SECONDS": 1.0,
+        "BACKOFF_BASE_SECONDS": 0.05,
+        "BACKOFF_CAP_SECONDS": 0.3,
+    }
+    return settings.OUTBOX
+
+
+@pytest.fixture
+def worker(transactional_db, outbox_fast):
+    """A real Celery worker (2 threads) on every queue, plus a 'beat' ticking the relay."""
+    with running_worker(queues=ALL_QUEUES), relay_ticker():
+        yield

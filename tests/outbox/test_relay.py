@@ -1,0 +1,109 @@
+"""The relay's claims: leases, ordering, and relays running side by side."""
+
+import datetime as dt
+import threading
+from unittest import mock
+
+import pytest
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from outbox import publish_many
+from outbox.models import Delivery
+from outbox.relay import deliveries_claim, deliveries_dispatch
+from tests.testapp.events import OrderedThing, RoutedThing, ThingHappened
+
+
+@pytest.fixture(autouse=True)
+def quiet(monkeypatch):
+    monkeypatch.setattr("outbox.publisher.relay_wake", lambda: None)
+
+
+def publish_now(events):
+    with transaction.atomic():
+        return publish_many(events)
+
+
+@pytest.mark.django_db
+def test_a_claim_leases_deliveries_until_the_lease_runs_out(outbox_fast):
+    publish_now([ThingHappened(thing_id="t")])
+    first = deliveries_claim(limit=10)
+    assert sorted(name for _, name in first) == [
+        "tests.record_a",
+        "tests.record_b",
+        "tests.record_c",
+    ]
+    assert deliveries_claim(limit=10) == []  # leased: nobody else takes them
+    # The lease runs out (the message was lost, the worker died...): claimable again.
+    Delivery.objects.update(next_attempt_at=timezone.now() - dt.timedelta(seconds=1))
+    assert sorted(deliveries_claim(limit=10)) == sorted(first)
+
+
+@pytest.mark.django_db
+def test_a_claim_respects_its_limit_and_takes_the_most_overdue_first():
+    publish_now([ThingHappened(thing_id=str(i)) for i in range(4)])
+    oldest = Delivery.objects.order_by("-id").first()
+    Delivery.objects.filter(pk=oldest.pk).update(
+        next_attempt_at=timezone.now() - dt.timedelta(minutes=5)
+    )
+    claimed = deliveries_claim(limit=5)
+    assert len(claimed) == 5
+    assert claimed[0][0] == oldest.pk
+
+
+@pytest.mark.django_db
+def test_an_ordered_subscriber_gets_only_the_head_of_each_aggregate():
+    publish_now([OrderedThing(thing_id="t", seq=s) for s in (1, 2, 3)])
+    publish_now([OrderedThing(thing_id="u", seq=1)])
+    claimed = deliveries_claim(limit=10)
+    heads = Delivery.objects.filter(pk__in=[pk for pk, _ in claimed]).select_related("event")
+    assert sorted((d.event.aggregate_id, d.event.payload["seq"]) for d in heads) == [
+        ("t", 1),
+        ("u", 1),
+    ]
+
+
+@pytest.mark.django_db
+def test_dispatch_sends_each_subscriber_to_its_own_queue():
+    publish_now([RoutedThing(thing_id=str(i)) for i in range(20)])
+    claimed = deliveries_claim(limit=100)
+    with mock.patch("outbox.tasks.deliver.apply_async") as send:
+        messages = deliveries_dispatch(claimed)
+    sent: dict[str, list[int]] = {}
+    for call in send.call_args_list:
+        sent.setdefault(call.kwargs["queue"], []).extend(call.kwargs["args"][0])
+    by_sub = dict(Delivery.objects.values_list("id", "subscriber"))
+    assert {by_sub[i] for i in sent["payments"]} == {"tests.routed_payments"}
+    assert {by_sub[i] for i in sent["inventory"]} == {"tests.routed_inventory"}
+    assert sorted(sent["payments"] + sent["inventory"]) == sorted(pk for pk, _ in claimed)
+    assert messages == len(send.call_args_list) < len(claimed)  # several ids per message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relays_claiming_at_once_never_take_the_same_delivery():
+    publish_now([ThingHappened(thing_id=str(i)) for i in range(400)])  # 1,200 deliveries
+    start = threading.Barrier(3)
+    claims: list[list[int]] = [[], [], []]
+    errors = []
+
+    def relay(n):
+        try:
+            start.wait()
+            while batch := deliveries_claim(limit=50):
+                claims[n].extend(pk for pk, _ in batch)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            close_old_connections()
+            connection.close()
+
+    threads = [threading.Thread(target=relay, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    everything = claims[0] + claims[1] + claims[2]
+    assert len(everything) == len(set(everything)) == 1200
+    if connection.vendor == "postgresql":
+        assert all(claims), "SKIP LOCKED lets every relay claim a share"

@@ -1,0 +1,84 @@
+"""Helpers for tests: a real worker, a relay ticker, waiting, service checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.db import connection
+
+from shop.celery import app as celery_app
+
+ALL_QUEUES = ["outbox", "orders", "payments", "inventory", "shipping", "tests"]
+IN_CI = bool(os.environ.get("CI"))
+
+
+def require_service(url: str, name: str) -> None:
+    """Skip when a service the test needs is down; in CI that is a failure, never a skip."""
+    parts = urlparse(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 0), timeout=2):
+            return
+    except OSError as exc:
+        message = f"{name} at {parts.hostname}:{parts.port} is not reachable: {exc}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def running_worker(*, queues: list[str] = ALL_QUEUES, concurrency: int = 2):
+    """A real Celery worker in a thread of this process, with a pool of ``concurrency`` threads."""
+    return start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=concurrency,
+        queues=queues,
+        perform_ping_check=False,
+        shutdown_timeout=60,
+        loglevel="WARNING",
+    )
+
+
+class relay_ticker:
+    """Sends the relay task every ``interval`` seconds, as beat does in production."""
+
+    def __init__(self, interval: float = 0.25):
+        self.interval = interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        from outbox.tasks import relay
+
+        while not self.stop.wait(self.interval):
+            # A broker hiccup is no failure: the next tick tries again.
+            with contextlib.suppress(Exception):
+                relay.apply_async(kwargs={"source": "test-ticker"})
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")

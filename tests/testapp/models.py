@@ -1,0 +1,16 @@
+from django.db import models
+
+
+class Effect(models.Model):
+    """One row per handler run that committed: what the tests count to prove exactly-once."""
+
+    subscriber = models.CharField(max_length=200)
+    event_id = models.UUIDField()
+    aggregate_id = models.CharField(max_length=100)
+    seq = models.IntegerField(default=0)
+    attempt = models.IntegerField(default=0)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.subscriber} handled {self.event_id} (attempt {self.attempt})"
