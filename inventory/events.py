@@ -41,3 +41,21 @@ class StockNotAvailable(DomainEvent):
     reservation_id: int
     order_id: int
     short: tuple[ShortLine, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductCatalogued(DomainEvent):
+    """A product's sellable facts, as they are now: sent when it is created and whenever its
+    name or price changes. Orders keeps its own catalogue from these to price new orders."""
+
+    version: ClassVar[int] = 1
+    aggregate_type: ClassVar[str] = "product"
+
+    sku: str
+    name: str
+    price: str  # a decimal as a string, e.g. "19.99"
+    currency: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.sku

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "shop",
     "outbox",
     "orders",
     "payments",
@@ -120,7 +121,7 @@ DATABASES = {
 }
 _db = DATABASES["default"]
 # Test databases are named after this checkout, so two clones can run their suites at once.
-_checkout = hashlib.sha1(str(BASE_DIR).encode()).hexdigest()[:6]
+_checkout = hashlib.sha1(str(VAR_DIR).encode()).hexdigest()[:6]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE: every atomic block takes the write lock when it begins, so SQLite serialises
     # writers up front (the single-claimer path) instead of failing on a lock upgrade mid-way.
@@ -210,6 +211,20 @@ OUTBOX = {
     "BACKOFF_CAP_SECONDS": env_float("OUTBOX_BACKOFF_CAP_SECONDS", 300.0),
     "RELAY_BATCH_SIZE": int(os.environ.get("OUTBOX_RELAY_BATCH_SIZE", "500")),
     "RETENTION_DAYS": int(os.environ.get("OUTBOX_RETENTION_DAYS", "30")),
+}
+
+# --- The shop ---------------------------------------------------------------------------------
+
+SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "EUR")
+
+# The payment gateway adapter. The simulated gateway captures tok_visa, declines
+# tok_chargeDeclined, and times out on a share of calls (TIMEOUT_RATE, 0..1) so that retries
+# are exercised; TIMEOUTS_PER_CHARGE makes each charge time out that many times first
+# (counted per process).
+PAYMENTS = {
+    "GATEWAY": os.environ.get("PAYMENTS_GATEWAY", "payments.gateway.SimulatedGateway"),
+    "TIMEOUT_RATE": env_float("PAYMENTS_GATEWAY_TIMEOUT_RATE", 0.0),
+    "TIMEOUTS_PER_CHARGE": int(os.environ.get("PAYMENTS_GATEWAY_TIMEOUTS_PER_CHARGE", "0")),
 }
 
 # --- REST framework ---------------------------------------------------------------------------

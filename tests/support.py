@@ -82,3 +82,19 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float = 30, what: str 
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def event_deliver(event, *, subscriber: str, correlation_id=None) -> str:
+    """Publish ``event`` as its producer would, then run its delivery to ``subscriber`` here.
+
+    The real path (stored event, upcasting, the delivery record, the handler's transaction)
+    without a worker; returns the outcome: done, retry, dead, waiting or skipped.
+    """
+    from django.db import transaction
+
+    from outbox import publish
+    from outbox.handling import delivery_handle
+
+    with transaction.atomic():
+        stored = publish(event, correlation_id=correlation_id)
+    return delivery_handle(delivery_id=stored.deliveries.get(subscriber=subscriber).pk)
