@@ -28,6 +28,7 @@ def isolated_broker(tmp_path_factory):
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.02,
         }
