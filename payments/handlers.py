@@ -1,0 +1,34 @@
+"""What payments does when other apps' events arrive. Each handler runs in its own transaction
+with its delivery record; calling one twice for the same event changes nothing the second time.
+"""
+
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ValidationError
+
+from inventory.events import StockNotAvailable
+from orders.events import OrderPlaced
+from outbox import subscribe
+from payments.services import payment_charge, payment_refund
+
+
+@subscribe(OrderPlaced)
+def payment_charge_on_order_placed(event: OrderPlaced) -> None:
+    try:
+        amount = Decimal(event.total)
+    except InvalidOperation:
+        raise ValidationError(
+            f"OrderPlaced for order {event.order_id}: total {event.total!r} is not a decimal"
+        ) from None
+    payment_charge(
+        order_id=event.order_id,
+        amount=amount,
+        currency=event.currency,
+        token=event.payment_token,
+        lines=event.lines,
+    )
+
+
+@subscribe(StockNotAvailable)
+def payment_refund_on_stock_not_available(event: StockNotAvailable) -> None:
+    payment_refund(order_id=event.order_id)

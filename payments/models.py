@@ -1,0 +1,63 @@
+"""Payments' own tables. The order is referenced by id: orders' rows are not ours to join."""
+
+from django.db import models
+from django.db.models import Q
+
+
+class Payment(models.Model):
+    """The one charge attempt of an order: captured, failed (declined), or later refunded."""
+
+    class Status(models.TextChoices):
+        CAPTURED = "captured"
+        FAILED = "failed"
+        REFUNDED = "refunded"
+
+    # Unique: one payment per order, so a duplicated OrderPlaced cannot charge twice.
+    order_id = models.BigIntegerField(unique=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    decline_code = models.CharField(max_length=100, blank=True)
+    gateway_charge_id = models.CharField(max_length=255, blank=True, db_index=True)
+    idempotency_key = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gte=0), name="payments_payment_amount_gte_0"
+            ),
+            # A failed payment has no capture; a captured (or refunded) one has its charge id.
+            models.CheckConstraint(
+                condition=(Q(status="failed") & Q(gateway_charge_id=""))
+                | (Q(status__in=["captured", "refunded"]) & ~Q(gateway_charge_id="")),
+                name="payments_payment_charge_id_iff_captured",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"Payment {self.pk} of order {self.order_id}: "
+            f"{self.amount} {self.currency} ({self.status})"
+        )
+
+
+class Refund(models.Model):
+    """The refund of a captured payment. One-to-one: a payment is refunded at most once."""
+
+    payment = models.OneToOneField(Payment, on_delete=models.PROTECT, related_name="refund")
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    gateway_refund_id = models.CharField(max_length=255, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="payments_refund_amount_gte_0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Refund {self.pk} of payment {self.payment_id}: {self.amount} {self.currency}"
