@@ -1,0 +1,284 @@
+"""The orders HTTP API: validate the input, call a service or selector, shape the output."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
+from rest_framework import exceptions, serializers, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from orders.models import Order
+from orders.selectors import order_get_for_user, order_list_for_user, order_timeline
+from orders.services import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_LINES,
+    MAX_PAYMENT_TOKEN_LENGTH,
+    MAX_QUANTITY,
+    IdempotencyKeyReused,
+    order_place,
+)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class IdempotencyKeyConflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "idempotency_key_reused"
+    default_detail = (
+        "This Idempotency-Key was already used for a different request; "
+        "use a new key for a new order."
+    )
+
+
+# --- input --------------------------------------------------------------------------------------
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """Only a JSON integer: no "3", no 3.0, no true."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """Only a JSON string, taken as sent."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class OrderLineInputSerializer(serializers.Serializer):
+    sku = StrictCharField(max_length=100)
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
+
+
+class OrderPlaceInputSerializer(serializers.Serializer):
+    lines = OrderLineInputSerializer(many=True, allow_empty=False, max_length=MAX_LINES)
+    payment_token = StrictCharField(max_length=MAX_PAYMENT_TOKEN_LENGTH)
+
+
+def _idempotency_key_get(request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not all(
+        " " <= char <= "~" for char in key
+    ):
+        raise exceptions.ValidationError(
+            {
+                IDEMPOTENCY_HEADER: [
+                    f"Must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters."
+                ]
+            }
+        )
+    return key
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+class OrderLineOutputSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    quantity = serializers.IntegerField()
+    unit_price = serializers.DecimalField(max_digits=10, decimal_places=2)
+
+
+class PaymentOutputSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Order.PaymentStatus.choices)
+    amount = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+
+
+class ShipmentOutputSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    carrier = serializers.CharField(allow_null=True)
+    tracking_number = serializers.CharField(allow_null=True)
+
+
+class OrderOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Order.Status.choices)
+    cancellation_reason = serializers.ChoiceField(
+        choices=Order.CancellationReason.choices, allow_null=True
+    )
+    lines = OrderLineOutputSerializer(many=True)
+    total = serializers.DecimalField(max_digits=12, decimal_places=2)
+    payment = serializers.SerializerMethodField()
+    shipment = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    @extend_schema_field(PaymentOutputSerializer(allow_null=True))
+    def get_payment(self, order: Order):
+        if order.payment_status is None:
+            return None
+        return PaymentOutputSerializer(
+            {"status": order.payment_status, "amount": order.payment_amount}
+        ).data
+
+    @extend_schema_field(ShipmentOutputSerializer(allow_null=True))
+    def get_shipment(self, order: Order):
+        if order.shipment_status is None:
+            return None
+        return ShipmentOutputSerializer(
+            {
+                "status": order.shipment_status,
+                "carrier": order.shipment_carrier,
+                "tracking_number": order.shipment_tracking_number,
+            }
+        ).data
+
+
+class OrderPageOutputSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = OrderOutputSerializer(many=True)
+
+
+class TimelineDeliveryOutputSerializer(serializers.Serializer):
+    subscriber = serializers.CharField()
+    status = serializers.CharField()
+    attempts = serializers.IntegerField()
+    last_error = serializers.CharField(allow_null=True, help_text="The error's first line.")
+
+
+class TimelineEventOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    type = serializers.CharField()
+    version = serializers.IntegerField()
+    occurred_at = serializers.DateTimeField()
+    aggregate_type = serializers.CharField()
+    aggregate_id = serializers.CharField()
+    correlation_id = serializers.UUIDField()
+    causation_id = serializers.UUIDField(allow_null=True)
+    payload = serializers.JSONField()
+    deliveries = TimelineDeliveryOutputSerializer(many=True)
+
+
+class ErrorOutputSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+# --- views --------------------------------------------------------------------------------------
+
+
+class OrdersApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @staticmethod
+    def order_get_or_404(request, order_id: int) -> Order:
+        try:
+            return order_get_for_user(user=request.user, order_id=order_id)
+        except Order.DoesNotExist:
+            raise exceptions.NotFound("No such order.") from None
+
+
+class OrderListCreateApi(OrdersApi):
+    @extend_schema(
+        operation_id="orders_list",
+        summary="Your orders, newest first (staff: everyone's)",
+        parameters=[OpenApiParameter("page", OpenApiTypes.INT, OpenApiParameter.QUERY)],
+        responses={200: OrderPageOutputSerializer},
+    )
+    def get(self, request):
+        paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+        page = paginator.paginate_queryset(
+            order_list_for_user(user=request.user), request, view=self
+        )
+        return paginator.get_paginated_response(OrderOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="orders_place",
+        summary="Place an order",
+        description=(
+            "Accepts the order at once (202) and starts its saga: payment, stock, shipping. "
+            "Poll the order (its Location) or its events to follow it. Repeating a request "
+            "with the same Idempotency-Key returns the order it created; reusing the key for "
+            "another request is a 409."
+        ),
+        request=OrderPlaceInputSerializer,
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=False,
+                description=(
+                    f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters, unique per "
+                    "order you mean to place."
+                ),
+            ),
+            OpenApiParameter(
+                "Location",
+                OpenApiTypes.URI,
+                OpenApiParameter.HEADER,
+                response=[202],
+                description="The order's absolute URL.",
+            ),
+        ],
+        responses={
+            202: OrderOutputSerializer,
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Field errors."),
+            409: OpenApiResponse(
+                ErrorOutputSerializer, description="Idempotency-Key reused for another request."
+            ),
+            415: ErrorOutputSerializer,
+        },
+    )
+    def post(self, request):
+        idempotency_key = _idempotency_key_get(request)
+        serializer = OrderPlaceInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            order, _created = order_place(
+                customer=request.user,
+                lines=[dict(line) for line in data["lines"]],
+                payment_token=data["payment_token"],
+                idempotency_key=idempotency_key,
+            )
+        except IdempotencyKeyReused:
+            raise IdempotencyKeyConflict() from None
+        location = request.build_absolute_uri(reverse("orders:order-detail", args=[order.pk]))
+        return Response(
+            OrderOutputSerializer(order).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": location},
+        )
+
+
+class OrderDetailApi(OrdersApi):
+    @extend_schema(
+        operation_id="orders_retrieve",
+        responses={200: OrderOutputSerializer, 404: ErrorOutputSerializer},
+    )
+    def get(self, request, order_id: int):
+        return Response(OrderOutputSerializer(self.order_get_or_404(request, order_id)).data)
+
+
+class OrderEventsApi(OrdersApi):
+    @extend_schema(
+        operation_id="orders_events",
+        summary="The order's saga: its events in causal order, with each delivery's state",
+        responses={200: TimelineEventOutputSerializer(many=True), 404: ErrorOutputSerializer},
+    )
+    def get(self, request, order_id: int):
+        order = self.order_get_or_404(request, order_id)
+        return Response(TimelineEventOutputSerializer(order_timeline(order=order), many=True).data)

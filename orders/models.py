@@ -1,0 +1,94 @@
+"""Orders' own tables: the order and its lines, and the catalogue orders prices them from.
+
+Other apps' rows are referenced by id only; the catalogue is a local copy kept from
+``inventory.ProductCatalogued`` events, because orders may not read inventory's tables.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class CatalogItem(models.Model):
+    """A sellable product as orders last heard of it: what a new order line costs."""
+
+    sku = models.CharField(max_length=100, primary_key=True)
+    name = models.CharField(max_length=255)
+    price = models.DecimalField(max_digits=10, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.sku} {self.name} ({self.price} {self.currency})"
+
+
+class Order(models.Model):
+    class Status(models.TextChoices):
+        PLACED = "placed"
+        PAID = "paid"
+        STOCK_RESERVED = "stock_reserved"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+
+    class CancellationReason(models.TextChoices):
+        PAYMENT_FAILED = "payment_failed"
+        OUT_OF_STOCK = "out_of_stock"
+
+    class PaymentStatus(models.TextChoices):
+        CAPTURED = "captured"
+        FAILED = "failed"
+        REFUNDED = "refunded"
+
+    customer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PLACED)
+    # Null, not "", for facts not known yet (DJ001): the API shows them as null, and the
+    # idempotency constraint leaves keyless orders out.
+    cancellation_reason = models.CharField(  # noqa: DJ001
+        max_length=20, choices=CancellationReason.choices, null=True, blank=True
+    )
+    currency = models.CharField(max_length=3)
+    total = models.DecimalField(max_digits=12, decimal_places=2)
+    # The saga's id: every event of this order's story carries it.
+    correlation_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # sha256 of the request's canonical form, to tell a retry from a reused key.
+    request_fingerprint = models.CharField(max_length=64)
+    # What orders has heard from payments and shipping, for the order's view.
+    payment_status = models.CharField(  # noqa: DJ001
+        max_length=20, choices=PaymentStatus.choices, null=True, blank=True
+    )
+    payment_amount = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    shipment_status = models.CharField(max_length=20, null=True, blank=True)  # noqa: DJ001
+    shipment_carrier = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+    shipment_tracking_number = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="orders_order_idempotency_key",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["customer", "-created_at"], name="orders_order_customer_recent")
+        ]
+
+    def __str__(self) -> str:
+        return f"Order #{self.pk} ({self.status})"
+
+
+class OrderLine(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    sku = models.CharField(max_length=100)
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=10, decimal_places=2)
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.sku} @ {self.unit_price}"

@@ -1,0 +1,75 @@
+"""Reads of the orders app."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
+
+from orders.models import Order
+from outbox.selectors import events_for_correlation
+
+
+def order_list_for_user(*, user) -> QuerySet[Order]:
+    """The user's orders (staff: everyone's), newest first, with their lines."""
+    orders = Order.objects.prefetch_related("lines").order_by("-created_at", "-id")
+    if not user.is_staff:
+        orders = orders.filter(customer=user)
+    return orders
+
+
+def order_get_for_user(*, user, order_id: int) -> Order:
+    """One order the user may see; raises Order.DoesNotExist for anyone else's."""
+    return order_list_for_user(user=user).get(pk=order_id)
+
+
+@dataclass(frozen=True)
+class TimelineDelivery:
+    subscriber: str
+    status: str
+    attempts: int
+    last_error: str | None  # the error's first line
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    id: uuid.UUID
+    type: str
+    version: int
+    occurred_at: dt.datetime
+    aggregate_type: str
+    aggregate_id: str
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None
+    payload: dict[str, Any]
+    deliveries: tuple[TimelineDelivery, ...]
+
+
+def order_timeline(*, order: Order) -> list[TimelineEvent]:
+    """Every event of the order's saga, causes before effects, with each delivery's state."""
+    return [
+        TimelineEvent(
+            id=event.event_id,
+            type=event.type,
+            version=event.version,
+            occurred_at=event.occurred_at,
+            aggregate_type=event.aggregate_type,
+            aggregate_id=event.aggregate_id,
+            correlation_id=event.correlation_id,
+            causation_id=event.causation_id,
+            payload=event.payload,
+            deliveries=tuple(
+                TimelineDelivery(
+                    subscriber=delivery.subscriber,
+                    status=delivery.status,
+                    attempts=delivery.attempts,
+                    last_error=delivery.last_error.split("\n", 1)[0] or None,
+                )
+                for delivery in event.deliveries.all()
+            ),
+        )
+        for event in events_for_correlation(order.correlation_id)
+    ]

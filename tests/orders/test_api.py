@@ -1,0 +1,441 @@
+"""The orders HTTP API: placing, reading, the timeline, and every way a client can get it wrong."""
+
+import json
+import uuid
+
+import pytest
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from orders.models import Order, OrderLine
+from orders.services import MAX_QUANTITY
+from outbox.models import Event
+from payments.events import PaidLine, PaymentCompleted
+from shipping.events import ShippingScheduled
+from tests.support import event_deliver
+
+pytestmark = pytest.mark.django_db
+
+LIST_URL = "/api/orders/"
+ORDER_KEYS = {
+    "id",
+    "status",
+    "cancellation_reason",
+    "lines",
+    "total",
+    "payment",
+    "shipment",
+    "created_at",
+    "updated_at",
+}
+GOOD_BODY = {"lines": [{"sku": "MUG", "quantity": 2}], "payment_token": "tok_visa"}
+
+
+def detail_url(order_id) -> str:
+    return f"/api/orders/{order_id}/"
+
+
+def events_url(order_id) -> str:
+    return f"/api/orders/{order_id}/events/"
+
+
+@pytest.fixture
+def api(customer, catalogue):
+    client = APIClient()
+    client.force_authenticate(customer)
+    return client
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def post_json(client, body, **headers):
+    raw = body if isinstance(body, str) else json.dumps(body)
+    return client.post(LIST_URL, data=raw, content_type="application/json", headers=headers)
+
+
+# --- placing ------------------------------------------------------------------------------------
+
+
+def test_placing_answers_202_with_the_order_and_its_location(api):
+    response = post_json(api, GOOD_BODY)
+    assert response.status_code == 202, response.content
+    order = Order.objects.get()
+    body = response.json()
+    assert set(body) == ORDER_KEYS
+    assert body["id"] == order.pk
+    assert body["status"] == "placed"
+    assert body["cancellation_reason"] is None
+    assert body["lines"] == [{"sku": "MUG", "quantity": 2, "unit_price": "9.50"}]
+    assert body["total"] == "19.00"
+    assert body["payment"] is None and body["shipment"] is None
+    assert response["Location"] == f"http://testserver/api/orders/{order.pk}/"
+    assert reverse("orders:order-detail", args=[order.pk]) == detail_url(order.pk)
+    assert Event.objects.filter(type="orders.OrderPlaced", correlation_id=order.correlation_id)
+
+
+def test_placing_with_a_token_works(customer, catalogue):
+    client = APIClient()
+    token = Token.objects.create(user=customer)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert post_json(client, GOOD_BODY).status_code == 202
+
+
+def test_unknown_extra_fields_are_ignored(api):
+    body = {
+        "lines": [{"sku": "MUG", "quantity": 1, "colour": "red"}],
+        "payment_token": "tok_visa",
+        "coupon": "FREE",
+        "total": "0.01",
+    }
+    response = post_json(api, body)
+    assert response.status_code == 202
+    assert response.json()["total"] == "9.50"
+
+
+def test_the_same_idempotency_key_and_body_returns_the_same_order(api):
+    first = post_json(api, GOOD_BODY, **{"Idempotency-Key": "abc-123"})
+    again = post_json(api, GOOD_BODY, **{"Idempotency-Key": "abc-123"})
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert first.json()["id"] == again.json()["id"]
+    assert first["Location"] == again["Location"]
+    assert Order.objects.count() == 1
+
+
+def test_the_same_idempotency_key_with_another_body_is_a_409(api):
+    post_json(api, GOOD_BODY, **{"Idempotency-Key": "abc-123"})
+    other = {"lines": [{"sku": "TEE", "quantity": 1}], "payment_token": "tok_visa"}
+    response = post_json(api, other, **{"Idempotency-Key": "abc-123"})
+    assert response.status_code == 409
+    assert "Idempotency-Key" in response.json()["detail"]
+    assert Order.objects.count() == 1
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "new\x01line", "ключ"])
+def test_a_malformed_idempotency_key_is_a_400(api, key):
+    response = post_json(api, GOOD_BODY, **{"Idempotency-Key": key})
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()
+    assert Order.objects.count() == 0
+
+
+def test_an_idempotency_key_of_255_printable_characters_is_fine(api):
+    assert post_json(api, GOOD_BODY, **{"Idempotency-Key": "k " + "~" * 253}).status_code == 202
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+BAD_BODIES = [
+    ({"lines": [], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": {"sku": "MUG", "quantity": 1}, "payment_token": "tok_visa"}, "lines"),
+    ({"lines": "MUG", "payment_token": "tok_visa"}, "lines"),
+    ({"lines": None, "payment_token": "tok_visa"}, "lines"),
+    ({"payment_token": "tok_visa"}, "lines"),
+    ({"lines": [None], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": ["MUG"], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [[1, 2]], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG"}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"quantity": 1}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG", "quantity": 0}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG", "quantity": -3}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG", "quantity": 2.5}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG", "quantity": 2.0}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG", "quantity": "3"}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG", "quantity": True}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG", "quantity": None}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG", "quantity": [1]}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG", "quantity": {"n": 1}}], "payment_token": "tok_visa"}, "lines"),
+    (
+        {"lines": [{"sku": "MUG", "quantity": MAX_QUANTITY + 1}], "payment_token": "tok_visa"},
+        "lines",
+    ),
+    ({"lines": [{"sku": "MUG", "quantity": 10**30}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG", "quantity": -(10**30)}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "NOPE", "quantity": 1}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "", "quantity": 1}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": None, "quantity": 1}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": 42, "quantity": 1}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": ["MUG"], "quantity": 1}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "M" * 101, "quantity": 1}], "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG\x00", "quantity": 1}], "payment_token": "tok_visa"}, "lines"),
+    (
+        {
+            "lines": [{"sku": "MUG", "quantity": 1}, {"sku": "MUG", "quantity": 2}],
+            "payment_token": "tok_visa",
+        },
+        "lines",
+    ),
+    ({"lines": [{"sku": "MUG", "quantity": 1}] * 101, "payment_token": "tok_visa"}, "lines"),
+    ({"lines": [{"sku": "MUG", "quantity": 1}]}, "payment_token"),
+    ({"lines": [{"sku": "MUG", "quantity": 1}], "payment_token": ""}, "payment_token"),
+    ({"lines": [{"sku": "MUG", "quantity": 1}], "payment_token": "   "}, "payment_token"),
+    ({"lines": [{"sku": "MUG", "quantity": 1}], "payment_token": None}, "payment_token"),
+    ({"lines": [{"sku": "MUG", "quantity": 1}], "payment_token": 4242}, "payment_token"),
+    ({"lines": [{"sku": "MUG", "quantity": 1}], "payment_token": {"t": 1}}, "payment_token"),
+    ({"lines": [{"sku": "MUG", "quantity": 1}], "payment_token": "t" * 256}, "payment_token"),
+    ({}, "lines"),
+    ([GOOD_BODY], "non_field_errors"),
+    ("null", None),
+    ('"just a string"', "non_field_errors"),
+    ("42", "non_field_errors"),
+    ("{not json", "detail"),
+    ('{"lines": [', "detail"),
+    ("", None),
+    ('{"lines": [{"sku": "MUG", "quantity": NaN}], "payment_token": "t"}', "detail"),
+    ('{"lines": [{"sku": "MUG", "quantity": 1e999}], "payment_token": "t"}', "lines"),
+    ('{"lines": [{"sku": "MUG", "quantity": ' + "9" * 5000 + '}], "payment_token": "t"}', None),
+    (nested(100_000), "detail"),
+    ('{"lines": ' + nested(5000) + ', "payment_token": "t"}', None),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_BODIES)
+def test_bad_input_is_a_400_with_field_errors_and_changes_nothing(api, body, field):
+    response = post_json(api, body)
+    assert response.status_code == 400, response.content
+    if field is not None:
+        assert field in response.json(), response.json()
+    assert Order.objects.count() == 0
+    assert OrderLine.objects.count() == 0
+    assert not Event.objects.filter(type="orders.OrderPlaced").exists()
+
+
+def test_errors_point_at_the_line_and_field(api):
+    body = {
+        "lines": [{"sku": "MUG", "quantity": 1}, {"sku": "TEE", "quantity": "3"}],
+        "payment_token": "tok_visa",
+    }
+    assert post_json(api, body).json() == {
+        "lines": {"1": {"quantity": ["A valid integer is required."]}}
+    }
+
+
+def test_an_unknown_sku_is_named(api):
+    body = {"lines": [{"sku": "NOPE", "quantity": 1}], "payment_token": "tok_visa"}
+    assert post_json(api, body).json() == {"lines": ["Unknown sku 'NOPE'."]}
+
+
+def test_an_unknown_charset_falls_back_to_utf8(api):
+    response = api.post(
+        LIST_URL, data=json.dumps(GOOD_BODY), content_type="application/json; charset=nope"
+    )
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        ("lines=MUG&payment_token=tok_visa", "application/x-www-form-urlencoded"),
+        (json.dumps(GOOD_BODY), "text/plain"),
+        ("<order/>", "application/xml"),
+    ],
+)
+def test_a_body_that_is_not_json_is_a_415(api, data, content_type):
+    response = api.post(LIST_URL, data=data, content_type=content_type)
+    assert response.status_code == 415
+    assert Order.objects.count() == 0
+
+
+def test_a_multipart_body_is_a_415(api):
+    response = api.post(LIST_URL, data={"payment_token": "tok_visa"}, format="multipart")
+    assert response.status_code == 415
+    assert Order.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("post", LIST_URL),
+        ("get", LIST_URL),
+        ("get", detail_url(1)),
+        ("get", events_url(1)),
+    ],
+)
+def test_anonymous_requests_are_a_401(catalogue, method, url):
+    client = APIClient()
+    response = getattr(client, method)(url, data=GOOD_BODY, format="json")
+    assert response.status_code == 401
+    assert Order.objects.count() == 0
+
+
+def test_a_bad_token_is_a_401(catalogue):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token nope")
+    assert post_json(client, GOOD_BODY).status_code == 401
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def test_the_list_is_paginated_newest_first_and_only_mine(api, other_customer):
+    mine = [post_json(api, GOOD_BODY).json()["id"] for _ in range(3)]
+    post_json(client_for(other_customer), GOOD_BODY)
+    body = api.get(LIST_URL).json()
+    assert set(body) == {"count", "next", "previous", "results"}
+    assert body["count"] == 3
+    assert [o["id"] for o in body["results"]] == list(reversed(mine))
+    assert all(set(o) == ORDER_KEYS for o in body["results"])
+
+
+def test_the_list_pages_by_twenty(api):
+    for _ in range(21):
+        post_json(api, GOOD_BODY)
+    first = api.get(LIST_URL).json()
+    assert (first["count"], len(first["results"])) == (21, 20)
+    assert first["next"].endswith("?page=2")
+    second = api.get(first["next"]).json()
+    assert len(second["results"]) == 1
+    assert api.get(LIST_URL, {"page": 99}).status_code == 404
+    assert api.get(LIST_URL, {"page": "x"}).status_code == 404
+
+
+def test_staff_see_everyones_orders(api, other_customer, staff):
+    mine = post_json(api, GOOD_BODY).json()["id"]
+    theirs = post_json(client_for(other_customer), GOOD_BODY).json()["id"]
+    staff_client = client_for(staff)
+    assert staff_client.get(LIST_URL).json()["count"] == 2
+    assert staff_client.get(detail_url(mine)).status_code == 200
+    assert staff_client.get(events_url(theirs)).status_code == 200
+
+
+def test_the_detail_shows_payment_and_shipment_once_known(api):
+    order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
+    event_deliver(
+        PaymentCompleted(
+            payment_id=1,
+            order_id=order.id,
+            amount="19.00",
+            currency="EUR",
+            lines=(PaidLine(sku="MUG", quantity=2),),
+        ),
+        subscriber="orders.order_mark_paid_on_payment_completed",
+        correlation_id=order.correlation_id,
+    )
+    event_deliver(
+        ShippingScheduled(shipment_id=7, order_id=order.id, carrier="DHL", tracking_number="T1"),
+        subscriber="orders.order_complete_on_shipping_scheduled",
+        correlation_id=order.correlation_id,
+    )
+    body = api.get(detail_url(order.id)).json()
+    assert set(body) == ORDER_KEYS
+    assert body["status"] == "completed"
+    assert body["payment"] == {"status": "captured", "amount": "19.00"}
+    assert body["shipment"] == {"status": "scheduled", "carrier": "DHL", "tracking_number": "T1"}
+    assert body["lines"] == [{"sku": "MUG", "quantity": 2, "unit_price": "9.50"}]
+
+
+def test_another_customers_order_is_a_404(api, other_customer):
+    theirs = post_json(client_for(other_customer), GOOD_BODY).json()["id"]
+    assert api.get(detail_url(theirs)).status_code == 404
+    assert api.get(events_url(theirs)).status_code == 404
+
+
+@pytest.mark.parametrize("order_id", ["999999", "9" * 40])
+def test_a_missing_order_is_a_404(api, order_id):
+    assert api.get(detail_url(order_id)).status_code == 404
+    assert api.get(events_url(order_id)).status_code == 404
+
+
+def test_the_timeline_lists_the_sagas_events_in_causal_order(api):
+    order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
+    event_deliver(
+        ShippingScheduled(shipment_id=7, order_id=order.id, carrier="DHL", tracking_number="T1"),
+        subscriber="orders.order_complete_on_shipping_scheduled",
+        correlation_id=order.correlation_id,
+    )
+    timeline = api.get(events_url(order.id)).json()
+    assert [e["type"] for e in timeline] == [
+        "orders.OrderPlaced",
+        "shipping.ShippingScheduled",
+        "orders.OrderCompleted",
+    ]
+    placed, scheduled, completed = timeline
+    assert set(placed) == {
+        "id",
+        "type",
+        "version",
+        "occurred_at",
+        "aggregate_type",
+        "aggregate_id",
+        "correlation_id",
+        "causation_id",
+        "payload",
+        "deliveries",
+    }
+    stored = Event.objects.get(type="orders.OrderPlaced")
+    assert placed["id"] == str(stored.event_id)
+    assert (placed["version"], placed["aggregate_type"], placed["aggregate_id"]) == (
+        1,
+        "order",
+        str(order.id),
+    )
+    assert placed["correlation_id"] == str(order.correlation_id)
+    assert placed["causation_id"] is None
+    assert placed["payload"]["total"] == "19.00"
+    assert completed["causation_id"] == scheduled["id"]
+    [delivery] = [
+        d
+        for d in scheduled["deliveries"]
+        if d["subscriber"] == "orders.order_complete_on_shipping_scheduled"
+    ]
+    assert delivery == {
+        "subscriber": "orders.order_complete_on_shipping_scheduled",
+        "status": "done",
+        "attempts": 1,
+        "last_error": None,
+    }
+
+
+def test_the_timeline_shows_only_the_first_line_of_an_error(api):
+    order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
+    stored = Event.objects.get(type="orders.OrderPlaced")
+    # Whatever subscribes to OrderPlaced, give the event a failed delivery to show.
+    from outbox.models import Delivery
+
+    Delivery.objects.create(
+        event=stored,
+        subscriber="tests.failing",
+        next_attempt_at=stored.occurred_at,
+        attempts=2,
+        last_error="RuntimeError: gateway down\n\nTraceback ...",
+        aggregate_key=f"order:{order.id}",
+    )
+    [placed] = api.get(events_url(order.id)).json()
+    [failing] = [d for d in placed["deliveries"] if d["subscriber"] == "tests.failing"]
+    assert failing == {
+        "subscriber": "tests.failing",
+        "status": "pending",
+        "attempts": 2,
+        "last_error": "RuntimeError: gateway down",
+    }
+
+
+# --- the schema ---------------------------------------------------------------------------------
+
+
+def test_the_schema_documents_the_orders_api(api):
+    response = api.get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200
+    schema = json.loads(response.content)
+    post = schema["paths"]["/api/orders/"]["post"]
+    [key] = [p for p in post["parameters"] if p["name"] == "Idempotency-Key"]
+    assert (key["in"], key.get("required", False)) == ("header", False)
+    assert {"202", "400", "409", "415"} <= set(post["responses"])
+    assert "Location" in post["responses"]["202"]["headers"]
+    assert "/api/orders/{order_id}/" in schema["paths"]
+    assert "/api/orders/{order_id}/events/" in schema["paths"]
+    page = schema["components"]["schemas"]["OrderPageOutput"]
+    assert set(page["properties"]) == {"count", "next", "previous", "results"}
+    order = schema["components"]["schemas"]["OrderOutput"]
+    assert set(order["properties"]) == ORDER_KEYS
+
+
+def test_correlation_ids_are_uuids(api):
+    body = post_json(api, GOOD_BODY).json()
+    assert uuid.UUID(str(Order.objects.get(pk=body["id"]).correlation_id))
