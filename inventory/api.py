@@ -1,0 +1,149 @@
+"""The catalogue over HTTP: anyone reads it, staff write it. Serializers in, services, out."""
+
+from django.core.exceptions import ValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inventory.models import PRICE_MIN, STOCK_MAX, Product, sku_validator
+from inventory.selectors import product_get, product_list
+from inventory.services import product_create, product_update
+
+
+class ProductOutputSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    name = serializers.CharField()
+    price = serializers.DecimalField(max_digits=10, decimal_places=2)
+    available = serializers.IntegerField(help_text="Units on hand that no paid order reserved.")
+
+
+def _price_field(**kwargs) -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        min_value=PRICE_MIN,
+        help_text='A positive decimal with at most 2 decimal places, e.g. "19.99".',
+        **kwargs,
+    )
+
+
+def _stock_field(**kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=0, max_value=STOCK_MAX, **kwargs)
+
+
+class ProductCreateInputSerializer(serializers.Serializer):
+    sku = serializers.CharField(
+        max_length=64,
+        trim_whitespace=False,
+        validators=[sku_validator],
+    )
+    name = serializers.CharField(max_length=200)
+    price = _price_field()
+    stock = _stock_field(help_text="Units on hand.")
+
+
+class ProductUpdateInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    price = _price_field(required=False)
+    stock = _stock_field(
+        required=False, help_text="Units on hand; not below the units reserved right now."
+    )
+
+
+class _StaffWrites(APIView):
+    # Reads are public; writes need a staff user (401 without credentials, 403 non-staff).
+
+    def get_permissions(self):
+        if self.request.method in ("GET", "HEAD", "OPTIONS"):
+            return [AllowAny()]
+        return [IsAdminUser()]
+
+
+def _product_or_404(sku: str) -> Product:
+    not_found = NotFound(f"No product with sku {sku!r}.")
+    try:
+        # A sku that cannot exist is not looked up (PostgreSQL refuses NUL characters).
+        sku_validator(sku)
+        return product_get(sku=sku)
+    except (ValidationError, Product.DoesNotExist):
+        raise not_found from None
+
+
+def _product_response(sku: str, status_code: int = status.HTTP_200_OK) -> Response:
+    return Response(ProductOutputSerializer(_product_or_404(sku)).data, status=status_code)
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=OpenApiTypes.OBJECT, description=description)
+
+
+_NOT_FOUND = _error('No product has this sku: {"detail": "..."}.')
+_WRITE_ERRORS = {
+    400: _error('Invalid input: field name -> list of messages, e.g. {"price": ["..."]}.'),
+    401: _error('No (or invalid) credentials: {"detail": "..."}.'),
+    403: _error('The user is not staff: {"detail": "..."}.'),
+}
+
+
+class ProductListApi(_StaffWrites):
+    @extend_schema(
+        operation_id="products_list",
+        summary="List the catalogue",
+        description="Every product, by sku, with the units available to order. Public.",
+        responses={200: ProductOutputSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(ProductOutputSerializer(product_list(), many=True).data)
+
+    @extend_schema(
+        operation_id="products_create",
+        summary="Add a product (staff)",
+        description="Catalogue a new product with its initial stock on hand.",
+        request=ProductCreateInputSerializer,
+        responses={201: ProductOutputSerializer, **_WRITE_ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = ProductCreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        product = product_create(**serializer.validated_data)
+        return _product_response(product.sku, status.HTTP_201_CREATED)
+
+
+class ProductDetailApi(_StaffWrites):
+    @extend_schema(
+        operation_id="products_retrieve",
+        summary="Read a product",
+        description="One product with the units available to order. Public.",
+        responses={200: ProductOutputSerializer, 404: _NOT_FOUND},
+    )
+    def get(self, request: Request, sku: str) -> Response:
+        return _product_response(sku)
+
+    @extend_schema(
+        operation_id="products_partial_update",
+        summary="Change a product (staff)",
+        description=(
+            "Change any of name, price and stock. Stock sets the units on hand and may not go "
+            "below the units reserved for paid orders."
+        ),
+        request=ProductUpdateInputSerializer,
+        responses={
+            200: ProductOutputSerializer,
+            **_WRITE_ERRORS,
+            404: _NOT_FOUND,
+        },
+    )
+    def patch(self, request: Request, sku: str) -> Response:
+        _product_or_404(sku)
+        serializer = ProductUpdateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            product_update(sku=sku, **serializer.validated_data)
+        except Product.DoesNotExist:
+            raise NotFound(f"No product with sku {sku!r}.") from None
+        return _product_response(sku)

@@ -1,0 +1,285 @@
+"""Writes of the inventory app. Each runs in one transaction and publishes what it did in it.
+
+Stock rules: ``0 <= reserved <= on_hand`` on every StockLevel (checked by the database too);
+an order's reservation takes every line or none; at rest ``on_hand`` is the initial stock
+minus what fulfilled orders took. Concurrent reservations lock the StockLevel rows they touch,
+always in sku order, so two orders for the same products queue instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any, Protocol
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from inventory.events import (
+    ProductCatalogued,
+    ReservedLine,
+    ShortLine,
+    StockNotAvailable,
+    StockUpdated,
+)
+from inventory.models import (
+    STOCK_MAX,
+    Product,
+    StockLevel,
+    StockReservation,
+    StockReservationLine,
+)
+from outbox import publish
+
+logger = logging.getLogger(__name__)
+
+_CENT = Decimal("0.01")
+_SKU_MAX_LENGTH = Product._meta.get_field("sku").max_length
+_QUANTITY_MAX = 2**63 - 1  # StockReservationLine.quantity is a 64-bit column
+
+
+class StockLine(Protocol):
+    """A line to reserve (payments.events.PaidLine has it; a {"sku", "quantity"} dict too)."""
+
+    sku: str
+    quantity: int
+
+
+# --- products ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def product_create(*, sku: str, name: str, price: Decimal, stock: int) -> Product:
+    """Catalogue a new product with ``stock`` units on hand; publish ProductCatalogued."""
+    product = Product(sku=sku, name=_name_clean(name), price=price)
+    errors = _model_errors(product)
+    errors.update(_stock_errors(stock))
+    if errors:
+        raise ValidationError(errors)
+    product.price = product.price.quantize(_CENT)
+    try:
+        # A concurrent create of the same sku may have committed since full_clean looked.
+        with transaction.atomic():
+            product.save()
+    except IntegrityError:
+        raise ValidationError({"sku": [f"A product with sku {sku!r} already exists."]}) from None
+    StockLevel.objects.create(product=product, on_hand=stock)
+    _catalogued_publish(product)
+    return product
+
+
+@transaction.atomic
+def product_update(
+    *,
+    sku: str,
+    name: str | None = None,
+    price: Decimal | None = None,
+    stock: int | None = None,
+) -> Product:
+    """Change a product's name, price and/or stock on hand.
+
+    ``stock`` sets the units on hand; it may not go below what is reserved right now.
+    Publishes ProductCatalogued when the name or the price changed. Raises
+    ``Product.DoesNotExist`` for an unknown sku.
+    """
+    product = Product.objects.select_for_update().get(sku=sku)
+    before = (product.name, product.price)
+    if name is not None:
+        product.name = _name_clean(name)
+    if price is not None:
+        product.price = price
+    errors = _model_errors(product)
+    level = None
+    if stock is not None:
+        stock_errors = _stock_errors(stock)
+        if not stock_errors:
+            level = StockLevel.objects.select_for_update().get(product=product)
+            if stock < level.reserved:
+                stock_errors = {
+                    "stock": [
+                        f"Ensure this value is at least {level.reserved}: "
+                        f"{level.reserved} units are reserved for paid orders."
+                    ]
+                }
+        errors.update(stock_errors)
+    if errors:
+        raise ValidationError(errors)
+
+    product.price = product.price.quantize(_CENT)
+    if (product.name, product.price) != before:
+        product.save(update_fields=["name", "price", "updated_at"])
+        _catalogued_publish(product)
+    if level is not None and level.on_hand != stock:
+        level.on_hand = stock
+        level.save(update_fields=["on_hand"])
+    return product
+
+
+def _name_clean(name: Any) -> Any:
+    return name.strip() if isinstance(name, str) else name
+
+
+def _model_errors(product: Product) -> dict[str, list[str]]:
+    """The model's own rules (sku pattern and uniqueness, lengths, price digits and sign)."""
+    errors: dict[str, list[str]] = {}
+    try:
+        product.full_clean()
+    except ValidationError as exc:
+        errors = dict(exc.message_dict)
+    if isinstance(product.name, str) and "\x00" in product.name:
+        errors.setdefault("name", []).append("Null characters are not allowed.")
+    return errors
+
+
+def _stock_errors(stock: Any) -> dict[str, list[str]]:
+    if not isinstance(stock, int) or isinstance(stock, bool):
+        return {"stock": [f"A whole number of units is required, got {stock!r}."]}
+    if not 0 <= stock <= STOCK_MAX:
+        return {"stock": [f"Ensure this value is between 0 and {STOCK_MAX}."]}
+    return {}
+
+
+def _catalogued_publish(product: Product) -> None:
+    publish(
+        ProductCatalogued(
+            sku=product.sku,
+            name=product.name,
+            price=str(product.price),
+            currency=product.currency,
+        )
+    )
+
+
+# --- stock ------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def stock_reserve(*, order_id: int, lines: Iterable[StockLine]) -> StockReservation:
+    """Reserve every line of the order, or none; publish StockUpdated or StockNotAvailable.
+
+    Idempotent per order: when the order already has a reservation (reserved, rejected or
+    fulfilled) it is returned and nothing changes. An unknown sku has 0 units available.
+    """
+    requested = _lines_validate(order_id=order_id, lines=lines)
+    existing = StockReservation.objects.filter(order_id=order_id).first()
+    if existing is not None:
+        return existing
+
+    # Sku order for every locker: two orders for the same products queue, never deadlock.
+    levels = {
+        level.product.sku: level
+        for level in StockLevel.objects.select_for_update(of=("self",))
+        .select_related("product")
+        .filter(product__sku__in=requested)
+        .order_by("product__sku")
+    }
+    # A concurrent duplicate for this order held the same locks; now it has committed.
+    existing = StockReservation.objects.filter(order_id=order_id).first()
+    if existing is not None:
+        return existing
+
+    available = {sku: levels[sku].available if sku in levels else 0 for sku in requested}
+    short = [
+        ShortLine(sku=sku, requested=quantity, available=available[sku])
+        for sku, quantity in requested.items()
+        if quantity > available[sku]
+    ]
+    status = StockReservation.Status.REJECTED if short else StockReservation.Status.RESERVED
+    try:
+        with transaction.atomic():
+            reservation = StockReservation.objects.create(order_id=order_id, status=status)
+    except IntegrityError:
+        # A duplicate that took no lock of ours (no known sku in common) committed first.
+        existing = StockReservation.objects.filter(order_id=order_id).first()
+        if existing is None:
+            raise
+        return existing
+    StockReservationLine.objects.bulk_create(
+        StockReservationLine(reservation=reservation, sku=sku, quantity=quantity)
+        for sku, quantity in requested.items()
+    )
+
+    if short:
+        publish(
+            StockNotAvailable(reservation_id=reservation.pk, order_id=order_id, short=tuple(short))
+        )
+        return reservation
+
+    for sku, quantity in requested.items():
+        StockLevel.objects.filter(pk=levels[sku].pk).update(reserved=F("reserved") + quantity)
+    publish(
+        StockUpdated(
+            reservation_id=reservation.pk,
+            order_id=order_id,
+            lines=tuple(
+                ReservedLine(sku=sku, quantity=quantity) for sku, quantity in requested.items()
+            ),
+        )
+    )
+    return reservation
+
+
+@transaction.atomic
+def stock_fulfil(*, order_id: int) -> StockReservation | None:
+    """The order's reserved goods leave the warehouse: on hand and reserved both drop.
+
+    Idempotent: only a ``reserved`` reservation changes (to ``fulfilled``); a fulfilled or
+    rejected one is returned as it is, and an order without a reservation gives None.
+    """
+    reservation = StockReservation.objects.select_for_update().filter(order_id=order_id).first()
+    if reservation is None:
+        logger.warning("order %s has no stock reservation to fulfil", order_id)
+        return None
+    if reservation.status != StockReservation.Status.RESERVED:
+        return reservation
+
+    quantities = dict(reservation.lines.values_list("sku", "quantity"))
+    levels = (
+        StockLevel.objects.select_for_update(of=("self",))
+        .filter(product__sku__in=quantities)
+        .order_by("product__sku")
+        .values_list("pk", "product__sku")
+    )
+    for pk, sku in list(levels):
+        quantity = quantities[sku]
+        StockLevel.objects.filter(pk=pk).update(
+            on_hand=F("on_hand") - quantity, reserved=F("reserved") - quantity
+        )
+    reservation.status = StockReservation.Status.FULFILLED
+    reservation.save(update_fields=["status", "updated_at"])
+    return reservation
+
+
+def _lines_validate(*, order_id: int, lines: Iterable[StockLine]) -> dict[str, int]:
+    """The requested quantity per sku, in sku order (a sku on two lines counts once, summed)."""
+    errors: dict[str, list[str]] = {}
+    if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 1:
+        errors.setdefault("order_id", []).append(f"must be a positive integer, got {order_id!r}")
+    requested: dict[str, int] = {}
+    lines = list(lines)
+    if not lines:
+        errors.setdefault("lines", []).append("an order has at least one line")
+    for i, line in enumerate(lines):
+        if isinstance(line, Mapping):
+            sku, quantity = line.get("sku"), line.get("quantity")
+        else:
+            sku, quantity = getattr(line, "sku", None), getattr(line, "quantity", None)
+        if not isinstance(sku, str) or not 1 <= len(sku) <= _SKU_MAX_LENGTH:
+            errors.setdefault("lines", []).append(
+                f"line {i}: sku must be a string of 1 to {_SKU_MAX_LENGTH} characters, got {sku!r}"
+            )
+        elif (
+            not isinstance(quantity, int)
+            or isinstance(quantity, bool)
+            or not 1 <= quantity <= _QUANTITY_MAX
+        ):
+            errors.setdefault("lines", []).append(
+                f"line {i}: quantity must be a positive integer, got {quantity!r}"
+            )
+        else:
+            requested[sku] = requested.get(sku, 0) + quantity
+    if errors:
+        raise ValidationError(errors)
+    return dict(sorted(requested.items()))

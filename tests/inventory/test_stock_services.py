@@ -1,0 +1,170 @@
+"""stock_reserve and stock_fulfil: all or nothing, never below zero, once per order."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from inventory.models import StockReservation
+from inventory.selectors import stock_reservation_get
+from inventory.services import product_update, stock_fulfil, stock_reserve
+from payments.events import PaidLine
+from tests.inventory.helpers import a_product, payloads, snapshot, stock
+
+pytestmark = pytest.mark.django_db
+
+
+def line(sku: str, quantity: int) -> PaidLine:
+    return PaidLine(sku=sku, quantity=quantity)
+
+
+def test_reserving_lines_that_fit_reserves_them_all_and_publishes_stock_updated():
+    a_product("MUG", stock=5)
+    a_product("TEE", stock=2)
+    reservation = stock_reserve(order_id=7, lines=[line("TEE", 2), line("MUG", 3)])
+    assert reservation.status == StockReservation.Status.RESERVED
+    assert (stock("MUG"), stock("TEE")) == ((5, 3), (2, 2))
+    assert sorted(reservation.lines.values_list("sku", "quantity")) == [("MUG", 3), ("TEE", 2)]
+    assert payloads("inventory.StockUpdated") == [
+        {
+            "reservation_id": reservation.pk,
+            "order_id": 7,
+            "lines": [{"sku": "MUG", "quantity": 3}, {"sku": "TEE", "quantity": 2}],
+        }
+    ]
+    assert payloads("inventory.StockNotAvailable") == []
+
+
+def test_one_short_line_means_nothing_is_reserved():
+    a_product("MUG", stock=5)
+    a_product("TEE", stock=1)
+    reservation = stock_reserve(order_id=7, lines=[line("MUG", 2), line("TEE", 3)])
+    assert reservation.status == StockReservation.Status.REJECTED
+    assert (stock("MUG"), stock("TEE")) == ((5, 0), (1, 0))
+    assert sorted(reservation.lines.values_list("sku", "quantity")) == [("MUG", 2), ("TEE", 3)]
+    assert payloads("inventory.StockNotAvailable") == [
+        {
+            "reservation_id": reservation.pk,
+            "order_id": 7,
+            "short": [{"sku": "TEE", "requested": 3, "available": 1}],
+        }
+    ]
+    assert payloads("inventory.StockUpdated") == []
+
+
+def test_an_unknown_sku_has_nothing_available():
+    a_product("MUG", stock=5)
+    reservation = stock_reserve(order_id=7, lines=[line("MUG", 1), line("GHOST", 1)])
+    assert reservation.status == "rejected"
+    assert stock("MUG") == (5, 0)
+    assert payloads("inventory.StockNotAvailable")[0]["short"] == [
+        {"sku": "GHOST", "requested": 1, "available": 0}
+    ]
+
+
+def test_available_is_on_hand_minus_what_other_orders_reserved():
+    a_product("MUG", stock=5)
+    assert stock_reserve(order_id=1, lines=[line("MUG", 3)]).status == "reserved"
+    assert stock_reserve(order_id=2, lines=[line("MUG", 3)]).status == "rejected"
+    assert stock_reserve(order_id=3, lines=[line("MUG", 2)]).status == "reserved"
+    assert stock("MUG") == (5, 5)
+    assert payloads("inventory.StockNotAvailable")[0]["short"] == [
+        {"sku": "MUG", "requested": 3, "available": 2}
+    ]
+
+
+def test_a_sku_on_two_lines_is_checked_and_reserved_as_their_sum():
+    a_product("MUG", stock=3)
+    rejected = stock_reserve(order_id=1, lines=[line("MUG", 2), line("MUG", 2)])
+    assert rejected.status == "rejected"
+    assert payloads("inventory.StockNotAvailable")[0]["short"] == [
+        {"sku": "MUG", "requested": 4, "available": 3}
+    ]
+    reserved = stock_reserve(order_id=2, lines=[line("MUG", 1), {"sku": "MUG", "quantity": 2}])
+    assert reserved.status == "reserved"
+    assert list(reserved.lines.values_list("sku", "quantity")) == [("MUG", 3)]
+    assert stock("MUG") == (3, 3)
+
+
+@pytest.mark.parametrize("enough", [True, False])
+def test_reserving_again_for_the_same_order_returns_the_first_answer_and_changes_nothing(enough):
+    a_product("MUG", stock=5 if enough else 1)
+    first = stock_reserve(order_id=7, lines=[line("MUG", 2)])
+    before = snapshot()
+    product_update(sku="MUG", stock=6)  # even if the answer would differ now
+    again = stock_reserve(order_id=7, lines=[line("MUG", 2)])
+    assert again.pk == first.pk
+    assert again.status == first.status
+    assert stock("MUG") == (6, 2 if enough else 0)
+    assert snapshot()[2:] == before[2:]  # no new reservation, no new event
+
+
+@pytest.mark.parametrize(
+    ("order_id", "lines"),
+    [
+        (7, []),
+        (7, [line("MUG", 0)]),
+        (7, [line("MUG", -1)]),
+        (7, [{"sku": "MUG", "quantity": True}]),
+        (7, [{"sku": "MUG", "quantity": "1"}]),
+        (7, [{"sku": "", "quantity": 1}]),
+        (7, [{"quantity": 1}]),
+        (7, [{"sku": "M" * 65, "quantity": 1}]),
+        (7, [line("MUG", 1), line("TEE", 0)]),
+        (0, [line("MUG", 1)]),
+        ("7", [line("MUG", 1)]),
+    ],
+)
+def test_malformed_requests_are_refused_and_change_nothing(order_id, lines):
+    a_product("MUG", stock=5)
+    before = snapshot()
+    with pytest.raises(ValidationError):
+        stock_reserve(order_id=order_id, lines=lines)
+    assert snapshot() == before
+
+
+def test_fulfil_takes_the_reserved_goods_off_the_shelf_once():
+    a_product("MUG", stock=5)
+    a_product("TEE", stock=2)
+    stock_reserve(order_id=7, lines=[line("MUG", 3), line("TEE", 2)])
+    stock_reserve(order_id=8, lines=[line("MUG", 1)])
+
+    fulfilled = stock_fulfil(order_id=7)
+    assert fulfilled.status == StockReservation.Status.FULFILLED
+    assert (stock("MUG"), stock("TEE")) == ((2, 1), (0, 0))
+
+    before = snapshot()
+    assert stock_fulfil(order_id=7).status == "fulfilled"
+    assert snapshot() == before
+    # The reservation still answers a late duplicate of the payment: nothing is reserved anew.
+    assert stock_reserve(order_id=7, lines=[line("MUG", 3)]).status == "fulfilled"
+    assert snapshot() == before
+
+
+def test_fulfil_leaves_a_rejected_reservation_alone_and_ignores_unknown_orders():
+    a_product("MUG", stock=1)
+    stock_reserve(order_id=7, lines=[line("MUG", 2)])
+    before = snapshot()
+    assert stock_fulfil(order_id=7).status == "rejected"
+    assert stock_fulfil(order_id=99) is None
+    assert snapshot() == before
+
+
+def test_at_rest_on_hand_is_initial_stock_minus_fulfilled_orders():
+    a_product("MUG", stock=10)
+    quantities = {1: 3, 2: 4, 3: 5, 4: 2}  # order 3 does not fit once 1 and 2 are reserved
+    for order_id, quantity in quantities.items():
+        stock_reserve(order_id=order_id, lines=[line("MUG", quantity)])
+    for order_id in quantities:
+        stock_fulfil(order_id=order_id)
+    completed = [
+        r.order_id for r in StockReservation.objects.filter(status="fulfilled").order_by("order_id")
+    ]
+    assert completed == [1, 2, 4]
+    assert stock("MUG") == (10 - 3 - 4 - 2, 0)
+
+
+def test_the_reservation_selector_returns_it_with_its_lines():
+    a_product("MUG", stock=5)
+    stock_reserve(order_id=7, lines=[line("MUG", 2)])
+    reservation = stock_reservation_get(order_id=7)
+    assert [(rl.sku, rl.quantity) for rl in reservation.lines.all()] == [("MUG", 2)]
+    assert stock_reservation_get(order_id=8) is None
