@@ -24,7 +24,7 @@ demo: migrate
 
 ## Run every process of the Procfile (web on http://127.0.0.1:$(PORT)/) on the embedded defaults,
 ## or on whatever DATABASE_URL and CELERY_BROKER_URL say.
-run: migrate
+run: demo
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" honcho start --port $(PORT) -f Procfile
 
 lint: setup
