@@ -3,6 +3,10 @@
 import os
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
+
+# filesystem:// (the embedded default) writes its messages atomically; see shop/broker.py.
+TRANSPORT_ALIASES["filesystem"] = "shop.broker:Transport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
 
