@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PORT ?= 8000
 
-.PHONY: setup migrate demo run test lint format check clean
+.PHONY: setup migrate demo run test lint format chaos bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.X")'
@@ -40,6 +40,15 @@ format: setup
 ## Redis (skipped with a notice when they are not reachable, a failure when CI is set).
 test: lint
 	$(PY) scripts/test_passes.py
+
+## Fault injection against the real processes on PostgreSQL + Redis (docs/chaos.md).
+## make chaos ARGS="--orders 5000"
+chaos: setup
+	$(PY) scripts/chaos.py $(ARGS)
+
+## Benchmarks on PostgreSQL + Redis: one table, figures to var/bench/ (docs/benchmarks.md).
+bench: setup
+	$(PY) bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
