@@ -48,6 +48,20 @@ class TimelineEvent:
     deliveries: tuple[TimelineDelivery, ...]
 
 
+# Payload fields the timeline shows masked: the event store keeps them for the handlers, but a
+# payment token has no business in a page a customer or an operator reads.
+REDACTED_FIELDS = frozenset({"payment_token"})
+
+
+def payload_redact(payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: (f"{value[:4]}…" if isinstance(value, str) else "…")
+        if key in REDACTED_FIELDS
+        else value
+        for key, value in payload.items()
+    }
+
+
 def order_timeline(*, order: Order) -> list[TimelineEvent]:
     """Every event of the order's saga, causes before effects, with each delivery's state."""
     return [
@@ -60,7 +74,7 @@ def order_timeline(*, order: Order) -> list[TimelineEvent]:
             aggregate_id=event.aggregate_id,
             correlation_id=event.correlation_id,
             causation_id=event.causation_id,
-            payload=event.payload,
+            payload=payload_redact(event.payload),
             deliveries=tuple(
                 TimelineDelivery(
                     subscriber=delivery.subscriber,

@@ -392,6 +392,13 @@ def test_the_timeline_lists_the_sagas_events_in_causal_order(api):
     }
 
 
+def test_the_timeline_masks_the_payment_token(api):
+    order_id = post_json(api, GOOD_BODY).json()["id"]
+    [placed] = api.get(events_url(order_id)).json()
+    assert placed["payload"]["payment_token"] == "tok_…"
+    assert "tok_visa" not in api.get(events_url(order_id)).content.decode()
+
+
 def test_the_timeline_shows_only_the_first_line_of_an_error(api):
     order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
     stored = Event.objects.get(type="orders.OrderPlaced")
