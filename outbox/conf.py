@@ -20,6 +20,9 @@ DEFAULTS = {
     "RELAY_MAX_SECONDS": 5.0,
     # Events whose deliveries are all done are deleted after this many days (0: keep forever).
     "RETENTION_DAYS": 30,
+    # A relay or beat heartbeat older than this is reported stale (outbox_status, /readyz).
+    # The relay beats at most every 5 s while it runs; beat's relay tick comes every second.
+    "HEARTBEAT_STALE_SECONDS": 30.0,
 }
 
 
@@ -33,6 +36,7 @@ class OutboxSettings:
     DISPATCH_CHUNK_SIZE: int
     RELAY_MAX_SECONDS: float
     RETENTION_DAYS: int
+    HEARTBEAT_STALE_SECONDS: float
 
 
 def outbox_settings() -> OutboxSettings:

@@ -10,17 +10,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import time
 import traceback
+from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
 
+from outbox import metrics
 from outbox.conf import outbox_settings
 from outbox.context import Handling, handling
 from outbox.events import EventMeta, event_load
+from outbox.logcontext import log_fields
 from outbox.models import Delivery
 from outbox.registry import subscriber_get
-from outbox.tracing import trace_context
+from outbox.tracing import handler_span, handler_span_end
 
 logger = logging.getLogger(__name__)
 
@@ -53,84 +57,130 @@ def delivery_handle(*, delivery_id: int) -> str:
         if delivery.ordered and _has_undone_predecessor(delivery):
             delivery.next_attempt_at = now + ORDERED_RECHECK
             delivery.save(update_fields=["next_attempt_at", "updated_at"])
+            _count_on_commit(delivery.subscriber, "waiting")
             return "waiting"
 
         attempt = delivery.attempts + 1
         event_row = delivery.event
         max_attempts = conf.MAX_ATTEMPTS
-        try:
-            subscriber = subscriber_get(delivery.subscriber)
-            max_attempts = subscriber.max_attempts or conf.MAX_ATTEMPTS
-            event = event_load(
-                type=event_row.type,
-                version=event_row.version,
-                payload=event_row.payload,
-                meta=EventMeta(
-                    event_id=event_row.event_id,
+        # Every log line of this run, the handler's own included, carries these fields; the
+        # run's span is a child of the span that published the event (its headers).
+        fields = {
+            "delivery_id": delivery.pk,
+            "event_id": str(event_row.event_id),
+            "event_type": event_row.type,
+            "correlation_id": str(event_row.correlation_id),
+            "causation_id": str(event_row.causation_id) if event_row.causation_id else None,
+            "subscriber": delivery.subscriber,
+            "attempt": attempt,
+        }
+        with (
+            log_fields(**fields),
+            handler_span(
+                headers=event_row.headers, event_type=event_row.type, attributes=fields
+            ) as span,
+        ):
+            started = time.perf_counter()
+            try:
+                subscriber = subscriber_get(delivery.subscriber)
+                max_attempts = subscriber.max_attempts or conf.MAX_ATTEMPTS
+                event = event_load(
                     type=event_row.type,
-                    version=subscriber.event_class.version,
-                    stored_version=event_row.version,
-                    occurred_at=event_row.occurred_at,
+                    version=event_row.version,
+                    payload=event_row.payload,
+                    meta=EventMeta(
+                        event_id=event_row.event_id,
+                        type=event_row.type,
+                        version=subscriber.event_class.version,
+                        stored_version=event_row.version,
+                        occurred_at=event_row.occurred_at,
+                        correlation_id=event_row.correlation_id,
+                        causation_id=event_row.causation_id,
+                        headers=event_row.headers,
+                    ),
+                )
+                context = Handling(
+                    event_id=event_row.event_id,
+                    event_type=event_row.type,
                     correlation_id=event_row.correlation_id,
-                    causation_id=event_row.causation_id,
-                    headers=event_row.headers,
-                ),
-            )
-            context = Handling(
-                event_id=event_row.event_id,
-                event_type=event_row.type,
-                correlation_id=event_row.correlation_id,
-                subscriber=delivery.subscriber,
-                attempt=attempt,
-            )
-            with handling(context), trace_context(event_row.headers):
-                # A savepoint: a failing handler's writes are undone, the attempt is recorded.
-                with transaction.atomic():
-                    subscriber.handler(event)
-        except Exception as exc:
-            delivery.attempts = attempt
-            delivery.last_error = _error_text(exc)
-            if attempt >= max_attempts:
-                delivery.status = Delivery.Status.DEAD
-                outcome = "dead"
-                logger.error(
-                    "delivery %s dead-lettered after %s attempts: %s %s -> %s: %s",
-                    delivery.pk,
-                    attempt,
-                    event_row.type,
-                    event_row.event_id,
-                    delivery.subscriber,
-                    exc,
-                )
-            else:
-                delay = backoff_delay(
+                    subscriber=delivery.subscriber,
                     attempt=attempt,
-                    base=conf.BACKOFF_BASE_SECONDS,
-                    cap=conf.BACKOFF_CAP_SECONDS,
                 )
-                delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
-                outcome = "retry"
-                logger.warning(
-                    "delivery %s attempt %s/%s failed, retry in %.2fs: %s %s -> %s: %s",
-                    delivery.pk,
-                    attempt,
-                    max_attempts,
-                    delay,
-                    event_row.type,
-                    event_row.event_id,
-                    delivery.subscriber,
-                    exc,
+                with handling(context):
+                    # A savepoint: a failing handler's writes are undone, the attempt is
+                    # recorded.
+                    with transaction.atomic():
+                        subscriber.handler(event)
+            except Exception as exc:
+                seconds = time.perf_counter() - started
+                delivery.attempts = attempt
+                delivery.last_error = _error_text(exc)
+                if attempt >= max_attempts:
+                    delivery.status = Delivery.Status.DEAD
+                    outcome = "dead"
+                    logger.error(
+                        "delivery %s dead-lettered after %s attempts: %s %s -> %s: %s",
+                        delivery.pk,
+                        attempt,
+                        event_row.type,
+                        event_row.event_id,
+                        delivery.subscriber,
+                        exc,
+                    )
+                else:
+                    delay = backoff_delay(
+                        attempt=attempt,
+                        base=conf.BACKOFF_BASE_SECONDS,
+                        cap=conf.BACKOFF_CAP_SECONDS,
+                    )
+                    delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
+                    outcome = "retry"
+                    logger.warning(
+                        "delivery %s attempt %s/%s failed, retry in %.2fs: %s %s -> %s: %s",
+                        delivery.pk,
+                        attempt,
+                        max_attempts,
+                        delay,
+                        event_row.type,
+                        event_row.event_id,
+                        delivery.subscriber,
+                        exc,
+                    )
+                delivery.save(
+                    update_fields=[
+                        "attempts",
+                        "last_error",
+                        "status",
+                        "next_attempt_at",
+                        "updated_at",
+                    ]
                 )
-            delivery.save(
-                update_fields=["attempts", "last_error", "status", "next_attempt_at", "updated_at"]
-            )
-            return outcome
+                handler_span_end(span, outcome, exc)
+                _count_on_commit(delivery.subscriber, outcome, seconds)
+                return outcome
 
-        delivery.status = Delivery.Status.DONE
-        delivery.attempts = attempt
-        delivery.completed_at = timezone.now()
-        delivery.save(update_fields=["status", "attempts", "completed_at", "updated_at"])
-        return "done"
+            seconds = time.perf_counter() - started
+            delivery.status = Delivery.Status.DONE
+            delivery.attempts = attempt
+            delivery.completed_at = timezone.now()
+            delivery.save(update_fields=["status", "attempts", "completed_at", "updated_at"])
+            logger.debug(
+                "delivery %s done in %.3fs: %s %s -> %s",
+                delivery.pk,
+                seconds,
+                event_row.type,
+                event_row.event_id,
+                delivery.subscriber,
+            )
+            handler_span_end(span, "done")
+            _count_on_commit(delivery.subscriber, "done", seconds)
+            return "done"
+
+
+def _count_on_commit(subscriber: str, outcome: str, seconds: float | None = None) -> None:
+    # Counted when the outcome is committed, so a run whose transaction fails is not.
+    if metrics.enabled:
+        transaction.on_commit(partial(metrics.delivery_finished, subscriber, outcome, seconds))
 
 
 def _has_undone_predecessor(delivery: Delivery) -> bool:

@@ -6,16 +6,18 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
+from functools import partial
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
+from outbox import metrics
 from outbox.context import handling_current
 from outbox.errors import NotInTransaction, UnknownEventType
 from outbox.events import DomainEvent
 from outbox.models import Delivery, Event
 from outbox.registry import subscribers_for
-from outbox.tracing import trace_headers
+from outbox.tracing import publish_span, publish_span_describe, trace_headers
 
 logger = logging.getLogger(__name__)
 
@@ -65,43 +67,50 @@ def publish_many(
             correlation_id = uuid.UUID(str(correlation_id))
         except ValueError:
             raise ValueError(f"correlation_id must be a UUID, got {correlation_id!r}") from None
-    extra_headers = {**trace_headers(), **(headers or {})}
+    type_names = [event.event_type for event in events]
+    with publish_span(type_names) as span:
+        extra_headers = {**trace_headers(), **(headers or {})}
 
-    now = timezone.now()
-    rows = []
-    for event in events:
-        event_id = uuid.uuid4()
-        rows.append(
-            Event(
-                event_id=event_id,
-                type=event.event_type,
-                version=event.version,
-                aggregate_type=event.aggregate_type,
-                aggregate_id=event.aggregate_id,
-                payload=event.to_payload(),
-                correlation_id=correlation_id or event_id,
-                causation_id=causation_id,
-                headers=extra_headers,
-                occurred_at=now,
+        now = timezone.now()
+        rows = []
+        for event in events:
+            event_id = uuid.uuid4()
+            rows.append(
+                Event(
+                    event_id=event_id,
+                    type=event.event_type,
+                    version=event.version,
+                    aggregate_type=event.aggregate_type,
+                    aggregate_id=event.aggregate_id,
+                    payload=event.to_payload(),
+                    correlation_id=correlation_id or event_id,
+                    causation_id=causation_id,
+                    headers=extra_headers,
+                    occurred_at=now,
+                )
             )
-        )
-    # One INSERT per table for the whole call; bulk_create sets ``position`` on PostgreSQL and
-    # SQLite alike (both support RETURNING).
-    Event.objects.using(using).bulk_create(rows)
-    deliveries = [
-        Delivery(
-            event=row,
-            subscriber=sub.name,
-            next_attempt_at=now,
-            ordered=sub.ordered,
-            aggregate_key=f"{row.aggregate_type}:{row.aggregate_id}",
-        )
-        for row in rows
-        for sub in subscribers_for(row.type)
-    ]
-    if deliveries:
-        Delivery.objects.using(using).bulk_create(deliveries)
-        _wake_relay_on_commit(connection, using)
+        # One INSERT per table for the whole call; bulk_create sets ``position`` on PostgreSQL and
+        # SQLite alike (both support RETURNING).
+        Event.objects.using(using).bulk_create(rows)
+        deliveries = [
+            Delivery(
+                event=row,
+                subscriber=sub.name,
+                next_attempt_at=now,
+                ordered=sub.ordered,
+                aggregate_key=f"{row.aggregate_type}:{row.aggregate_id}",
+            )
+            for row in rows
+            for sub in subscribers_for(row.type)
+        ]
+        if deliveries:
+            Delivery.objects.using(using).bulk_create(deliveries)
+            _wake_relay_on_commit(connection, using)
+        publish_span_describe(span, rows)
+    if metrics.enabled:
+        # Counted when the transaction commits; a rollback (or a rolled-back savepoint)
+        # drops the callback with the events.
+        transaction.on_commit(partial(metrics.events_published, type_names), using=using)
     return rows
 
 

@@ -20,8 +20,10 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from outbox import metrics
 from outbox.conf import outbox_settings
 from outbox.errors import UnknownSubscriber
+from outbox.logcontext import log_fields
 from outbox.models import Delivery, Heartbeat
 from outbox.registry import subscriber_get
 
@@ -94,6 +96,7 @@ def relay_run(*, woken_at: float | None = None) -> int:
     """Claim and dispatch until nothing is due (or RELAY_MAX_SECONDS); returns deliveries sent."""
     global _last_full_drain_started
     if woken_at is not None and woken_at < _last_full_drain_started:
+        _relay_finished("skipped")
         return 0
     conf = outbox_settings()
     started = time.time()
@@ -101,15 +104,49 @@ def relay_run(*, woken_at: float | None = None) -> int:
     while True:
         claimed = deliveries_claim(limit=conf.RELAY_BATCH_SIZE)
         if claimed:
-            deliveries_dispatch(claimed)
+            _relay_claimed(len(claimed))
+            with log_fields(batch_size=len(claimed)):
+                try:
+                    messages = deliveries_dispatch(claimed)
+                except Exception:
+                    logger.warning(
+                        "relay could not send %s claimed deliveries; they are sent again when "
+                        "their lease of %ss runs out",
+                        len(claimed),
+                        conf.LEASE_SECONDS,
+                    )
+                    _relay_finished("error")
+                    raise
+                logger.debug(
+                    "relay dispatched %s deliveries in %s messages", len(claimed), messages
+                )
             total += len(claimed)
         if len(claimed) < conf.RELAY_BATCH_SIZE:
             _last_full_drain_started = started
+            result = "drained" if total else "idle"
             break
         if time.time() - started > conf.RELAY_MAX_SECONDS:
+            result = "timeboxed"
+            logger.info(
+                "relay stopped after %.1fs with deliveries still due (%s sent); the next run "
+                "goes on",
+                time.time() - started,
+                total,
+            )
             break
     heartbeat("relay")
+    _relay_finished(result)
     return total
+
+
+def _relay_claimed(count: int) -> None:
+    if metrics.enabled:
+        metrics.relay_claimed(count)
+
+
+def _relay_finished(result: str) -> None:
+    if metrics.enabled:
+        metrics.relay_finished(result)
 
 
 def heartbeat(name: str, *, detail: dict | None = None) -> None:

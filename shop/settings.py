@@ -253,10 +253,38 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-}
+# --- Observability: logs, metrics, tracing, health (docs/operations.md) ----------------------
+
+# Structured logs through structlog: JSON lines when stderr is not a terminal, readable lines
+# on one; LOG_FORMAT=json|console decides instead.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or None
+if LOG_FORMAT not in (None, "json", "console"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} must be json or console")
+LOGGING_CONFIG = "shop.observability.logs.configure"
+from shop.observability.logs import logging_settings  # noqa: E402
+
+LOGGING = logging_settings(level=os.environ.get("LOG_LEVEL", "INFO").upper(), renderer=LOG_FORMAT)
+
+# Prometheus: every process (web, worker, relay, beat) counts into files in this folder, and
+# /metrics adds them up. prometheus_client reads the variable when it is imported, so it is
+# set here, before any import of it; each process empties the folder at start when no process
+# still running owns a file in it (shop/observability/metrics.py says why).
+PROMETHEUS_MULTIPROC_DIR = Path(
+    os.environ.get("PROMETHEUS_MULTIPROC_DIR") or VAR_DIR / "prometheus"
+)
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+
+# Tracing is configured from the OTEL_* variables (off unless an exporter or endpoint is set).
+
+# /readyz: how long a broker check may take; heartbeats older than this are stale.
+HEALTH_BROKER_TIMEOUT_SECONDS = env_float("HEALTH_BROKER_TIMEOUT_SECONDS", 1.0)
+OUTBOX["HEARTBEAT_STALE_SECONDS"] = env_float("OUTBOX_HEARTBEAT_STALE_SECONDS", 30.0)
+# The heartbeats /readyz requires: "relay" alone where `manage.py outbox_relay` replaces beat.
+HEALTH_HEARTBEATS = [
+    h.strip() for h in os.environ.get("HEALTH_HEARTBEATS", "relay,beat").split(",") if h.strip()
+]
+
+INSTALLED_APPS.append("shop.observability")
+# Probes and scrapers talk plain HTTP to the process, behind any TLS-terminating proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]

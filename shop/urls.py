@@ -10,4 +10,6 @@ urlpatterns = [
     path("api/", include("orders.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # /metrics, /healthz, /readyz
+    path("", include("shop.observability.urls")),
 ]

@@ -2,8 +2,9 @@ import json
 
 from django.core.management.base import BaseCommand
 
+from outbox.conf import outbox_settings
 from outbox.models import Delivery
-from outbox.selectors import outbox_status
+from outbox.selectors import HEARTBEAT_ROLES, heartbeat_problems, outbox_status
 
 
 class Command(BaseCommand):
@@ -17,8 +18,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         status = outbox_status()
+        stale_after = outbox_settings().HEARTBEAT_STALE_SECONDS
+        problems = heartbeat_problems(status.heartbeats, stale_after=stale_after)
         if options["json"]:
-            self.stdout.write(json.dumps(status.__dict__, indent=2, sort_keys=True))
+            stale = sorted(name for name, problem in problems.items() if problem)
+            data = {**status.__dict__, "heartbeats_stale": stale}
+            self.stdout.write(json.dumps(data, indent=2, sort_keys=True))
             return
         w = self.stdout.write
         w(f"events stored: {status.events}")
@@ -26,10 +31,13 @@ class Command(BaseCommand):
         age = status.oldest_pending_age_seconds
         w(f"oldest pending: {'none' if age is None else f'{age:.1f}s old'}")
         w(f"dead letters:  {status.dead_letters}")
-        for name, seconds in sorted(status.heartbeats.items()):
-            w(f"heartbeat {name}: {seconds:.1f}s ago")
-        if not status.heartbeats:
-            w("heartbeats:    none yet (relay and beat not seen)")
+        w(f"heartbeats (stale after {stale_after:g}s):")
+        others = sorted(set(status.heartbeats) - set(HEARTBEAT_ROLES))
+        for name in [*HEARTBEAT_ROLES, *others]:
+            seconds = status.heartbeats.get(name)
+            seen = "never seen" if seconds is None else f"{seconds:.1f}s ago"
+            verdict = "STALE: " + HEARTBEAT_ROLES[name] if problems.get(name) else "ok"
+            w(f"  {name:<6} {seen:<14} {verdict}")
         if status.counts:
             w("")
             w(f"{'subscriber':<50} {'pending':>8} {'done':>8} {'dead':>6}")

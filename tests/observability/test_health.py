@@ -1,0 +1,86 @@
+"""/healthz: the process answers. /readyz: database, broker, relay and beat heartbeats."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from outbox.models import Heartbeat
+from shop.celery import app as celery_app
+
+pytestmark = pytest.mark.django_db
+
+
+def beat(name: str, *, seconds_ago: float = 0) -> None:
+    Heartbeat.objects.update_or_create(
+        name=name, defaults={"beat_at": timezone.now() - dt.timedelta(seconds=seconds_ago)}
+    )
+
+
+def test_healthz_answers_without_looking_at_anything(client, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_is_200_when_everything_answers_and_beats(client):
+    beat("relay", seconds_ago=2)
+    beat("beat", seconds_ago=1)
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.json()
+    assert response.json() == {
+        "status": "ok",
+        "failed": [],
+        "checks": {"database": "ok", "broker": "ok", "relay": "ok", "beat": "ok"},
+    }
+
+
+def test_readyz_is_503_naming_a_stale_relay_heartbeat(client):
+    beat("relay", seconds_ago=120)
+    beat("beat", seconds_ago=1)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["failed"] == ["relay"]
+    assert body["checks"]["relay"].startswith("heartbeat 120s old (stale after 30s)")
+    assert body["checks"]["beat"] == "ok"
+
+
+def test_readyz_is_503_when_beat_was_never_seen(client):
+    beat("relay")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["beat"]
+    assert "never seen" in response.json()["checks"]["beat"]
+
+
+def test_readyz_is_503_when_the_broker_does_not_answer(client, monkeypatch):
+    beat("relay")
+    beat("beat")
+    # Nothing listens on port 1: refused at once, well within the short timeout.
+    monkeypatch.setattr(celery_app.conf, "broker_write_url", "redis://127.0.0.1:1/0")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["broker"]
+    assert response.json()["checks"]["broker"].startswith("unreachable")
+
+
+def test_probes_and_scrapes_are_anonymous_and_not_redirected_to_https(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    beat("relay")
+    beat("beat")
+    assert client.get("/admin/login/").status_code == 301
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert client.get(path).status_code == 200, path
+
+
+def test_readyz_requires_only_the_configured_heartbeats(client, settings):
+    settings.HEALTH_HEARTBEATS = ["relay"]
+    beat("relay")
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.json()
+    assert set(response.json()["checks"]) == {"database", "broker", "relay"}
