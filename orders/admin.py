@@ -1,6 +1,7 @@
 """Orders in the admin: read-only, because an order's status is the saga's to change."""
 
 from django.contrib import admin
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from orders.models import CatalogItem, Order, OrderLine
@@ -45,6 +46,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = [OrderLineInline]
     fields = [
         "id",
+        "saga_flow",
         "customer",
         "status",
         "cancellation_reason",
@@ -62,6 +64,13 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "timeline",
     ]
     readonly_fields = fields
+
+    @admin.display(description="saga flow")
+    def saga_flow(self, obj: Order):
+        return format_html(
+            '<a href="{}">Open the saga flow: sequence diagram and timeline</a>',
+            reverse("order_pages:order-flow", args=[obj.pk]),
+        )
 
     @admin.display(description="timeline")
     def timeline(self, obj: Order):

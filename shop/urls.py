@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/", include("inventory.urls")),
     path("api/", include("orders.urls")),
+    path("", include("orders.urls_pages")),  # HTML: /orders/<id>/flow/, /accounts/login/
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     # /metrics, /healthz, /readyz
