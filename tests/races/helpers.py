@@ -1,0 +1,47 @@
+"""Helpers of the race tests: these need PostgreSQL's row locks and real concurrency (SQLite
+serialises every writer at BEGIN, so nothing can overlap there)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from django.db import connection
+
+
+def skip_unless_postgres():
+    return pytest.mark.skipif(
+        connection.vendor != "postgresql",
+        reason=(
+            "races need PostgreSQL: SQLite takes its one write lock at BEGIN (IMMEDIATE), so "
+            "concurrent transactions queue instead of racing"
+        ),
+    )
+
+
+def run_at_once(calls: list[Callable[[], object]], *, timeout: float = 120) -> list:
+    """Run each call in its own thread (its own database connection), all released together by
+    a barrier; returns their results in order, re-raising the first error."""
+    start = threading.Barrier(len(calls), timeout=60)
+    results: list = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(index: int, call: Callable[[], object]) -> None:
+        try:
+            start.wait()
+            results[index] = call()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a thread is still running"
+    if errors:
+        raise errors[0]
+    return results

@@ -1,0 +1,69 @@
+"""Production settings pass Django's deployment checklist, and refuse to start without a real
+secret. Run as subprocesses: settings are read once per process, from the environment."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def manage(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        # the suite's own switches (pytest-env) are no part of a production environment
+        if not key.startswith(("DJANGO_", "SHOP_", "OUTBOX_", "PYTEST"))
+    }
+    environment.update(
+        SHOP_VAR_DIR=str(tmp_path / "var"),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
+        DJANGO_ALLOWED_HOSTS="shop.example.com",
+    )
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_check_deploy_passes_with_production_settings(tmp_path):
+    result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "System check identified no issues" in output, output
+
+
+def test_production_settings_are_the_secure_ones(tmp_path):
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.DEBUG, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT, "
+        "s.SECURE_HSTS_SECONDS >= 31536000, s.SESSION_COOKIE_HTTPONLY, s.X_FRAME_OPTIONS, "
+        "s.ALLOWED_HOSTS)"
+    )
+    result = manage(tmp_path, "shell", "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == (
+        "False True True True True True DENY ['shop.example.com']"
+    )
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["", "too-short", "dev-only-insecure-secret-key-never-use-in-production"],
+    ids=["missing", "short", "the-development-key"],
+)
+def test_production_refuses_a_weak_secret_key(tmp_path, secret):
+    result = manage(tmp_path, "check", DJANGO_SECRET_KEY=secret)
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
