@@ -1,0 +1,340 @@
+"""After the storm: wait until the system is quiet, then check every invariant.
+
+Runs in this process through Django's ORM on the run's database (set up by ``run``), and asks
+the HTTP API about a sample of orders and the catalogue. Import after ``django.setup()``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import DatabaseError, connection
+from django.db.models import Sum
+
+from chaos.clock import say
+from chaos.load import DECLINED_TOKEN, Ack, Http
+from inventory.models import StockLevel, StockReservation
+from orders.models import Order, OrderLine
+from outbox.models import Delivery, Event
+from payments.models import Payment, Refund
+from shipping.models import Shipment
+
+TERMINAL = (Order.Status.COMPLETED, Order.Status.CANCELLED)
+PAYMENT_FAILED = Order.CancellationReason.PAYMENT_FAILED
+OUT_OF_STOCK = Order.CancellationReason.OUT_OF_STOCK
+
+
+@dataclass
+class Quiet:
+    reached: bool
+    at: float  # time.monotonic() when it was reached (or given up)
+    state: dict
+
+
+def _quiet_state(acked_ids: set[int]) -> dict:
+    return {
+        "orders not completed/cancelled": Order.objects.exclude(status__in=TERMINAL).count(),
+        "acknowledged orders not found": len(acked_ids)
+        - Order.objects.filter(pk__in=acked_ids).count(),
+        "pending deliveries": Delivery.objects.filter(status=Delivery.Status.PENDING).count(),
+    }
+
+
+def wait_quiet(
+    acked_ids: set[int], *, timeout: float, describe: Callable[[], str] | None = None
+) -> Quiet:
+    """Until every order is completed or cancelled, every acknowledged order exists, and no
+    delivery is pending (dead letters do not count: they wait for an operator)."""
+    deadline = time.monotonic() + timeout
+    next_report = time.monotonic() + 10
+    state: dict = {}
+    while True:
+        try:
+            state = _quiet_state(acked_ids)
+        except DatabaseError as exc:  # PostgreSQL restarting: ask again
+            state = {"database": str(exc).strip().splitlines()[0]}
+            connection.close()
+        else:
+            if not any(state.values()):
+                return Quiet(reached=True, at=time.monotonic(), state=state)
+        if time.monotonic() > deadline:
+            return Quiet(reached=False, at=time.monotonic(), state=state)
+        if time.monotonic() > next_report:
+            next_report += 10
+            extra = f", {describe()}" if describe else ""
+            say("waiting for quiet: " + ", ".join(f"{k} {v}" for k, v in state.items()) + extra)
+        time.sleep(0.5)
+
+
+@dataclass
+class Report:
+    rows: list[tuple[str, object, bool | None]] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, label: str, value: object, ok: bool | None = None) -> None:
+        """A line of the summary; ok=False makes it a violation."""
+        self.rows.append((label, value, ok))
+        if ok is False:
+            self.violations.append(f"{label}: {value}")
+
+    def must(self, condition: bool, violation: str) -> None:
+        if not condition:
+            self.violations.append(violation)
+
+
+def _examples(items, limit: int = 5) -> str:
+    items = sorted(items)
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(str(item) for item in items[:limit]) + more
+
+
+def check(
+    *, report: Report, acks: list[Ack], initial_stock: dict[str, int], at_rest: bool = True
+) -> None:
+    """Every invariant of the saga, from each app's own tables.
+
+    Safety (nothing lost, nothing twice, stock never negative) must hold at any moment.
+    Completion (every order ended, refunds match, stock adds up, no delivery pending) only
+    holds at rest: when the run did not get quiet, those rows are shown but not judged, and the
+    one violation is that it did not get quiet.
+    """
+
+    def rest(ok: bool) -> bool | None:
+        return ok if at_rest else None
+
+    orders = {order.pk: order for order in Order.objects.all()}
+    acked_ids = Counter(ack.order_id for ack in acks)
+    terminal = {pk for pk, order in orders.items() if order.status in TERMINAL}
+
+    # --- acknowledged orders: all there, once, as they were asked for -----------------------
+    report.row("orders placed (2xx answers, client side)", len(acks))
+    report.row("orders found (database)", len(orders))
+    lost = set(acked_ids) - set(orders)
+    report.row("lost orders (acknowledged, not found)", len(lost), not lost)
+    report.must(not lost, f"lost orders: {_examples(lost)}")
+    twice = [order_id for order_id, n in acked_ids.items() if n > 1]
+    report.row("one order acknowledged for two requests", len(twice), not twice)
+    mismatched = [
+        ack.order_id
+        for ack in acks
+        if ack.order_id in orders
+        and (
+            orders[ack.order_id].idempotency_key != ack.request.key
+            or orders[ack.order_id].customer_id != ack.request.customer.user_id
+        )
+    ]
+    report.row("acknowledged ids of another request", len(mismatched), not mismatched)
+    keyless = [pk for pk, order in orders.items() if order.idempotency_key is None]
+    report.row("orders without an idempotency key", len(keyless), not keyless)
+    unacknowledged = set(orders) - set(acked_ids)
+    if unacknowledged:
+        report.notes.append(
+            f"{len(unacknowledged)} orders exist whose request never got a 2xx (given up): "
+            f"{_examples(unacknowledged)}"
+        )
+
+    # --- where every order ended ----------------------------------------------------------
+    statuses = Counter(order.status for order in orders.values())
+    reasons = Counter(orders[pk].cancellation_reason for pk in terminal)
+    report.row("completed", statuses[Order.Status.COMPLETED])
+    report.row("cancelled: payment_failed", reasons[PAYMENT_FAILED])
+    report.row("cancelled: out_of_stock", reasons[OUT_OF_STOCK])
+    odd_reasons = sum(
+        n
+        for reason, n in reasons.items()
+        if reason is not None and reason not in (PAYMENT_FAILED, OUT_OF_STOCK)
+    )
+    report.row("cancelled: other reason", odd_reasons, odd_reasons == 0)
+    stuck = sorted(set(orders) - terminal)
+    report.row("stuck in between (placed/paid/stock_reserved)", len(stuck), rest(not stuck))
+    if at_rest:
+        report.must(not stuck, f"stuck orders: {_examples(stuck)}")
+    wrong_outcome = [
+        ack.order_id
+        for ack in acks
+        if ack.order_id in terminal
+        and (ack.request.payment_token == DECLINED_TOKEN)
+        != (orders[ack.order_id].cancellation_reason == PAYMENT_FAILED)
+    ]
+    report.row(
+        "outcome contradicts the card (declined <=> payment_failed)",
+        len(wrong_outcome),
+        not wrong_outcome,
+    )
+
+    # --- money: one capture at most, a refund exactly for each out-of-stock order -----------
+    captures = _per_order("payments.PaymentCompleted")
+    refund_events = _per_order("payments.PaymentRefunded")
+    payments = {payment.order_id: payment for payment in Payment.objects.all()}
+    refunds = Counter(Refund.objects.values_list("payment__order_id", flat=True))
+    most = max(captures.values(), default=0)
+    report.row("max captures per order", most, most <= 1)
+    refunded_twice = [
+        pk for pk in set(refunds) | set(refund_events) if refunds[pk] > 1 or refund_events[pk] > 1
+    ]
+    report.row("orders refunded twice", len(refunded_twice), not refunded_twice)
+    out_of_stock = {pk for pk in terminal if orders[pk].cancellation_reason == OUT_OF_STOCK}
+    unrefunded = out_of_stock - set(refunds)
+    refunded_otherwise = {pk for pk in refunds if pk in terminal} - out_of_stock
+    report.row(
+        "refunds (= out-of-stock cancellations)",
+        sum(refunds.values()),
+        not unrefunded and not refunded_otherwise and rest(set(refunds) == out_of_stock),
+    )
+    report.must(not unrefunded, f"out_of_stock, not refunded: {_examples(unrefunded)}")
+    report.must(
+        not refunded_otherwise, f"refunded, not out_of_stock: {_examples(refunded_otherwise)}"
+    )
+    expected_payment = {
+        Order.Status.COMPLETED: (Payment.Status.CAPTURED, 1),
+        PAYMENT_FAILED: (Payment.Status.FAILED, 0),
+        OUT_OF_STOCK: (Payment.Status.REFUNDED, 1),
+    }
+    payment_wrong = []
+    for pk in terminal:
+        order = orders[pk]
+        payment = payments.get(pk)
+        found = (payment.status if payment else None, captures[pk])
+        if found != expected_payment.get(order.cancellation_reason or order.status):
+            payment_wrong.append(pk)
+    report.row("ended orders whose payment does not match", len(payment_wrong), not payment_wrong)
+    report.must(not payment_wrong, f"payment mismatch: {_examples(payment_wrong)}")
+
+    # --- the event store: each saga event once per order, every end announced once ----------
+    per_order = Counter(
+        Event.objects.filter(payload__has_key="order_id").values_list("type", "payload__order_id")
+    )
+    repeated = sorted(f"{kind} of {order_id}" for (kind, order_id), n in per_order.items() if n > 1)
+    report.row("saga events published twice for one order", len(repeated), not repeated)
+    report.must(not repeated, f"events published twice: {_examples(repeated)}")
+    end_event = {Order.Status.COMPLETED: "orders.OrderCompleted"}
+    unannounced = [
+        pk
+        for pk, order in orders.items()
+        if per_order[("orders.OrderPlaced", pk)] != 1
+        or (
+            pk in terminal
+            and per_order[(end_event.get(order.status, "orders.OrderCancelled"), pk)] != 1
+        )
+    ]
+    report.row("orders without their OrderPlaced / end event", len(unannounced), not unannounced)
+
+    # --- stock: never negative; at rest on hand = initial - completed, nothing reserved ------
+    taken = dict(
+        OrderLine.objects.filter(order__status=Order.Status.COMPLETED)
+        .values("sku")
+        .annotate(units=Sum("quantity"))
+        .values_list("sku", "units")
+    )
+    levels = {level.product.sku: level for level in StockLevel.objects.select_related("product")}
+    negative, unbalanced = [], []
+    for sku, initial in sorted(initial_stock.items()):
+        level = levels.get(sku)
+        if level is None or level.on_hand < 0 or level.reserved > level.on_hand:
+            negative.append(f"{sku}: {level.on_hand if level else 'missing'}")
+            continue
+        expected = initial - taken.get(sku, 0)
+        if level.on_hand != expected or level.reserved:
+            unbalanced.append(
+                f"{sku}: on hand {level.on_hand} (expected {expected}), reserved {level.reserved}"
+            )
+    report.row("stock below zero (or reserved > on hand)", len(negative), not negative)
+    report.row(
+        "stock on hand = initial - completed, none reserved",
+        " ".join(f"{sku}={levels[sku].on_hand}" for sku in sorted(levels)),
+        rest(not unbalanced),
+    )
+    for line in negative + (unbalanced if at_rest else []):
+        report.violations.append(f"stock: {line}")
+    if not any(level.on_hand == 0 for level in levels.values()):
+        report.notes.append("no product ran out: the out-of-stock path was not exercised")
+    open_reservations = StockReservation.objects.filter(
+        status=StockReservation.Status.RESERVED
+    ).count()
+    report.row("reservations left open", open_reservations, rest(open_reservations == 0))
+    shipments = Counter(Shipment.objects.values_list("order_id", flat=True))
+    completed = {pk for pk in terminal if orders[pk].status == Order.Status.COMPLETED}
+    report.row(
+        "shipments (one per completed order)",
+        sum(shipments.values()),
+        completed <= set(shipments)
+        and all(n == 1 for n in shipments.values())
+        and rest(set(shipments) == completed),
+    )
+
+    # --- the outbox ---------------------------------------------------------------------------
+    by_status = Counter(Delivery.objects.values_list("status", flat=True))
+    pending, dead = by_status[Delivery.Status.PENDING], by_status[Delivery.Status.DEAD]
+    report.row(
+        "deliveries done / pending / dead",
+        f"{by_status[Delivery.Status.DONE]} / {pending} / {dead}",
+        dead == 0 and rest(pending == 0),
+    )
+    for letter in Delivery.objects.filter(status=Delivery.Status.DEAD)[:5]:
+        report.violations.append(
+            f"dead letter {letter.pk} ({letter.subscriber}, {letter.attempts} attempts): "
+            f"{letter.last_error.splitlines()[0] if letter.last_error else ''}"
+        )
+    retried = Delivery.objects.filter(attempts__gt=1)
+    errors = Counter(
+        (error.splitlines()[0][:70] if error else "(no error recorded)")
+        for error in retried.values_list("last_error", flat=True)
+    )
+    report.row("deliveries that needed more than one attempt", retried.count())
+    for error, n in errors.most_common(4):
+        report.rows.append((f"  {n} x", error, None))
+
+
+def _per_order(event_type: str) -> Counter:
+    """How many events of this type each order has in the event store."""
+    return Counter(
+        Event.objects.filter(type=event_type).values_list("payload__order_id", flat=True)
+    )
+
+
+def check_api(
+    *, report: Report, acks: list[Ack], http: Http, sample_size: int, rng: random.Random
+) -> None:
+    """The API tells a sample of customers what the database says, and the catalogue's
+    availability is the stock at rest."""
+    orders = Order.objects.in_bulk([ack.order_id for ack in acks])
+    levels = {level.product.sku: level for level in StockLevel.objects.select_related("product")}
+    sample = rng.sample(acks, min(sample_size, len(acks)))
+    disagree = []
+    for ack in sample:
+        try:
+            status, body = http.request(
+                "GET", f"/api/orders/{ack.order_id}/", token=ack.request.customer.token
+            )
+        except OSError as exc:
+            disagree.append(f"{ack.order_id}: {exc}")
+            continue
+        order = orders.get(ack.order_id)
+        if (
+            status != 200
+            or order is None
+            or not isinstance(body, dict)
+            or body.get("status") != order.status
+            or body.get("cancellation_reason") != order.cancellation_reason
+        ):
+            disagree.append(f"{ack.order_id}: {status} {str(body)[:120]}")
+    status, products = http.request("GET", "/api/products/")
+    if status != 200 or not isinstance(products, list):
+        disagree.append(f"GET /api/products/: {status}")
+    else:
+        for product in products:
+            level = levels.get(product["sku"])
+            if level is None or product["available"] != level.on_hand - level.reserved:
+                disagree.append(f"product {product['sku']}: available {product['available']}")
+    report.row(
+        f"API disagrees with the database (of {len(sample)} orders + catalogue)",
+        len(disagree),
+        not disagree,
+    )
+    for line in disagree[:5]:
+        report.violations.append(f"API: {line}")

@@ -1,0 +1,220 @@
+"""The services under the processes: a private Redis, the run's own PostgreSQL database.
+
+Redis is a child of this run on a free port (no persistence), so killing, restarting and
+flushing it disturbs nobody. PostgreSQL is the machine's server: the run creates a database of
+its own there and drops it at the end; only ``--restart-postgres`` restarts the server itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlparse
+
+import psycopg
+from psycopg import sql
+
+DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+# The machine's cluster, restarted in place (systemd is not asked: it may not be running).
+DEFAULT_POSTGRES_RESTART = (
+    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | tail -n 1) main restart"
+)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1:<port> without persistence: a restart loses every message."""
+
+    def __init__(self, *, port: int, log_folder: Path, binary: str = "redis-server"):
+        self.port = port
+        self.log_folder = log_folder
+        self.binary = binary
+        self.popen: subprocess.Popen | None = None
+        self.started = 0
+        self.closed = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15) -> None:
+        if self.closed:
+            raise RuntimeError("this run's Redis is shut down")
+        self.started += 1
+        log = (self.log_folder / f"redis.{self.started}.log").open("ab")
+        command = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+        self.popen = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.popen.returncode}")
+            if self.command("PING") == "+PONG":
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} did not answer PING")
+            time.sleep(0.05)
+
+    def command(self, *words: str) -> str | None:
+        """One inline command; its reply's first line, or None when Redis does not answer."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                sock.sendall((" ".join(words) + "\r\n").encode())
+                return sock.makefile("rb").readline().decode().strip()
+        except OSError:
+            return None
+
+    def queued(self, queues: list[str]) -> int | None:
+        """Messages waiting in these queues (kombu keeps each queue as a Redis list)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                sock.sendall("".join(f"LLEN {queue}\r\n" for queue in queues).encode())
+                replies = sock.makefile("rb")
+                return sum(int(replies.readline().decode().strip().lstrip(":")) for _ in queues)
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def kill(self) -> None:
+        """SIGKILL: every queued message is gone (nothing is saved)."""
+        if self.popen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+    def flushall(self) -> str | None:
+        return self.command("FLUSHALL")
+
+    def stop(self) -> None:
+        """Kill it for good: a fault running at this moment cannot start it again."""
+        self.closed = True
+        self.kill()
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    host: str
+    port: int
+    user: str
+    password: str | None
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresServer:
+        parts = urlparse(url)
+        if parts.scheme not in ("postgres", "postgresql", "pgsql"):
+            raise ValueError(f"not a PostgreSQL URL: {url}")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def url(self, database: str) -> str:
+        auth = quote(self.user, safe="")
+        if self.password:
+            auth += ":" + quote(self.password, safe="")
+        return f"postgres://{auth}@{self.host}:{self.port}/{database}"
+
+    def connect(self, database: str = "postgres", timeout: int = 5) -> psycopg.Connection:
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=database,
+            autocommit=True,
+            connect_timeout=timeout,
+        )
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self.connect() as conn:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.Error:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+class Database:
+    """A database of this run's own on the server, dropped at the end (unless kept)."""
+
+    def __init__(self, server: PostgresServer, name: str):
+        self.server = server
+        self.name = name
+        self.created = False
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.name)
+
+    def create(self) -> None:
+        with self.server.connect() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        self.created = True
+
+    def drop(self) -> None:
+        if not self.created:
+            return
+        # FORCE (PostgreSQL 13+) ends the connections our killed processes may have left.
+        with self.server.connect() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
+            )
+        self.created = False
+
+
+def postgres_restart(command: str, server: PostgresServer, timeout: float = 120) -> str:
+    """Restart the PostgreSQL server with ``command`` (a shell line); wait until it answers."""
+    result = subprocess.run(
+        command, shell=True, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{shlex.quote(command)} exited with {result.returncode}: "
+            f"{(result.stderr or result.stdout).strip()[-500:]}"
+        )
+    server.wait_ready(timeout)
+    lines = (result.stdout or "").strip().splitlines()
+    return lines[-1] if lines else ""
