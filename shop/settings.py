@@ -80,6 +80,9 @@ INSTALLED_APPS = [
 # The test suite's own app (events, handlers and an effects table); never in production.
 if env_bool("SHOP_TEST_APPS", False):
     INSTALLED_APPS.append("tests.testapp")
+# The benchmark's own app (bench-only events, no-op handlers and tasks); only for `make bench`.
+if env_bool("SHOP_BENCH_APPS", False):
+    INSTALLED_APPS.append("bench.benchapp")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -1,0 +1,1034 @@
+"""The six measurements. Each function is one run of one scenario and returns its figures.
+
+Every run starts from an empty Redis database and empty shop tables, with real processes
+started for it (relay, worker, beat, and web where HTTP is measured) and stopped after it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from bench.harness import (
+    ROOT,
+    WORKER_QUEUES,
+    BenchError,
+    CpuWindow,
+    Proc,
+    RedisDb,
+    celery_beat,
+    celery_worker,
+    die_with_parent,
+    free_port,
+    gunicorn_web,
+    percentile,
+    pss_kb,
+    rss_kb,
+    wait_for,
+    wait_for_count,
+    web_wait_ready,
+    worker_wait_ready,
+)
+
+NOOP_SUBSCRIBER = "bench.ping_noop"
+BENCH_QUEUE = "bench"
+TERMINAL = ("completed", "cancelled")
+TERMINAL_EVENTS = ("orders.OrderCompleted", "orders.OrderCancelled")
+SAGA_SKUS = [f"BENCH-{i:02d}" for i in range(20)]
+# Tables a run empties: everything the shop and the bench write, never the migrations' rows
+# (content types, permissions, beat's schedule).
+RESET_PREFIXES = (
+    "outbox_",
+    "orders_",
+    "payments_",
+    "inventory_",
+    "shipping_",
+    "benchapp_",
+    "authtoken_",
+    "auth_user",
+    "django_session",
+    "django_admin_log",
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    publish_tx: int = 2000  # transactions each way
+    backlog: int = 20_000
+    e2e: int = 5000  # per variant
+    saga_service: int = 1000
+    saga_paced_rate: float = 50.0
+    saga_paced_seconds: float = 20.0
+    saga_http: int = 300
+    latency_rate: float = 100.0
+    latency_seconds: float = 30.0
+    idle_events: int = 50
+    memory_events: int = 100_000
+    warmup: int = 200
+
+    # Smallest values a --size factor may bring each to (rates are never scaled).
+    FLOORS = {
+        "publish_tx": 50,
+        "backlog": 200,
+        "e2e": 100,
+        "saga_service": 20,
+        "saga_paced_seconds": 2.0,
+        "saga_http": 10,
+        "latency_seconds": 2.0,
+        "idle_events": 5,
+        "memory_events": 1000,
+        "warmup": 20,
+    }
+
+    @classmethod
+    def smoke(cls) -> Sizes:
+        """Just enough of everything to prove the harness works (CI)."""
+        return cls(
+            publish_tx=50,
+            backlog=200,
+            e2e=50,
+            saga_service=10,
+            saga_paced_seconds=0.4,
+            saga_http=5,
+            latency_seconds=1.0,
+            idle_events=3,
+            memory_events=500,
+            warmup=10,
+        )
+
+    def scaled(self, factor: float) -> Sizes:
+        changes = {}
+        for f in fields(self):
+            if f.name not in self.FLOORS:
+                continue
+            value = getattr(self, f.name) * factor
+            value = max(self.FLOORS[f.name], value)
+            changes[f.name] = round(value) if isinstance(getattr(self, f.name), int) else value
+        return replace(self, **changes)
+
+
+class Bench:
+    """One benchmark invocation: environment, Redis database, process set, producers."""
+
+    def __init__(
+        self,
+        *,
+        env: dict,
+        run_dir: Path,
+        redis_db: RedisDb,
+        sizes: Sizes,
+        producers: int,
+        concurrency: int,
+        web_workers: int,
+        profile_dir: Path | None = None,
+    ):
+        self.env = env
+        self.run_dir = run_dir
+        self.log_dir = run_dir / "logs"
+        self.redis_db = redis_db
+        self.r = redis_db.client
+        self.sizes = sizes
+        self.producers = producers
+        self.concurrency = concurrency
+        self.web_workers = web_workers
+        self.procs: dict[str, Proc] = {}
+        self.web_port: int | None = None
+        self.profile_dir = profile_dir
+        self._profilers: list[tuple[subprocess.Popen, Path]] = []
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Empty Redis and the shop's tables (no process of the system may be running)."""
+        from django.db import connection
+
+        assert not self.procs, "reset with processes running"
+        self.redis_db.flush()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            tables = [t for (t,) in cursor.fetchall() if t.startswith(RESET_PREFIXES)]
+            if tables:
+                names = ", ".join(f'"{t}"' for t in tables)
+                cursor.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+    # --- processes -----------------------------------------------------------------------------
+
+    def start(self, *, relay=True, worker=True, beat=True, web=False) -> None:
+        if relay:
+            self.procs["relay"] = celery_worker(
+                "relay",
+                queues="outbox",
+                pool="solo",
+                concurrency=1,
+                env=self.env,
+                log_dir=self.log_dir,
+            ).start()
+        if worker:
+            self.procs["worker"] = celery_worker(
+                "worker",
+                queues=WORKER_QUEUES,
+                pool="prefork",
+                concurrency=self.concurrency,
+                env=self.env,
+                log_dir=self.log_dir,
+            ).start()
+        for name in ("relay", "worker"):
+            if name in self.procs:
+                worker_wait_ready(self.procs[name])
+        if beat:
+            self.procs["beat"] = celery_beat(self.env, self.log_dir).start()
+        if web:
+            self.web_port = free_port()
+            self.procs["web"] = gunicorn_web(
+                self.env, self.log_dir, self.web_port, self.web_workers
+            ).start()
+            web_wait_ready(self.procs["web"], self.web_port)
+
+    def stop(self) -> None:
+        self.profile_stop()
+        for name in ("web", "beat", "worker", "relay"):
+            proc = self.procs.pop(name, None)
+            if proc is not None:
+                proc.stop()
+        self.procs.clear()
+
+    @contextlib.contextmanager
+    def system(self, **kwargs):
+        try:
+            self.start(**kwargs)
+            yield self.procs
+        finally:
+            self.stop()
+
+    def alive(self) -> list[Proc]:
+        return list(self.procs.values())
+
+    # --- profiling (py-spy) --------------------------------------------------------------------
+
+    def profile_start(self, label: str, names: list[str]) -> None:
+        if self.profile_dir is None:
+            return
+        for name in names:
+            proc = self.procs[name]
+            out = self.profile_dir / f"{label}-{name}.txt"
+            cmd = [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "100",
+                "--idle",
+                "--nonblocking",
+                "--output",
+                str(out),
+            ]
+            if name == "worker":
+                cmd.append("--subprocesses")
+            log = open(self.profile_dir / f"{label}-{name}.log", "wb")  # noqa: SIM115
+            self._profilers.append(
+                (
+                    subprocess.Popen(
+                        cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+                    ),
+                    out,
+                )
+            )
+            log.close()
+        time.sleep(1.0)  # py-spy attaches
+
+    def profile_stop(self) -> None:
+        import signal
+
+        for popen, _ in self._profilers:
+            if popen.poll() is None:
+                popen.send_signal(signal.SIGINT)
+        for popen, _ in self._profilers:
+            try:
+                popen.wait(30)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+        self._profilers.clear()
+
+    # --- producers -----------------------------------------------------------------------------
+
+    def producers_run(self, kind: str, *, total: int, n: int, tag: str, **spec) -> ProducerBatch:
+        return ProducerBatch(self, kind, total=total, n=n, tag=tag, **spec)
+
+    # --- observations --------------------------------------------------------------------------
+
+    def starts(self, tag: str) -> dict[int, float]:
+        return {int(k): float(v) for k, v in self.r.hgetall(f"bench:start:{tag}").items()}
+
+    def runs(self, tag: str) -> int:
+        return int(self.r.get(f"bench:runs:{tag}") or 0)
+
+    def stamps(self, key: str) -> dict[int, float]:
+        return {int(k): float(v) for k, v in self.r.hgetall(key).items()}
+
+
+class ProducerBatch:
+    """``n`` producer processes sharing ``total`` items; started and ready before go()."""
+
+    def __init__(self, bench: Bench, kind: str, *, total: int, n: int, tag: str, **spec):
+        self.bench = bench
+        self.token = secrets.token_hex(4)
+        self.n = n
+        self.procs: list[subprocess.Popen] = []
+        self.stamps_key = spec.pop("stamps_key", None)
+        share, extra = divmod(total, n)
+        seq = 0
+        for index in range(n):
+            count = share + (1 if index < extra else 0)
+            item = {
+                "kind": kind,
+                "token": self.token,
+                "index": index,
+                "count": count,
+                "seq_start": seq,
+                "tag": tag,
+                "stamps_key": self.stamps_key,
+                **spec,
+            }
+            seq += count
+            log = open(bench.log_dir / f"producer-{kind}.log", "ab")  # noqa: SIM115
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bench.producer", json.dumps(item)],
+                    cwd=ROOT,
+                    env=bench.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=die_with_parent,
+                )
+            )
+            log.close()
+        try:
+            for _ in range(n):
+                if bench.r.blpop([f"bench:ready:{self.token}"], timeout=120) is None:
+                    raise BenchError(f"{kind} producers did not start; see logs/producer-*.log")
+        except BaseException:
+            self.kill()
+            raise
+
+    def go(self) -> float:
+        started = time.time()
+        self.bench.r.rpush(f"bench:go:{self.token}", *range(self.n))
+        return started
+
+    def results(self, timeout: float) -> list[dict]:
+        out = []
+        try:
+            deadline = time.monotonic() + timeout
+            while len(out) < self.n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BenchError(f"producers did not finish within {timeout:.0f}s")
+                item = self.bench.r.blpop([f"bench:result:{self.token}"], timeout=min(5, left))
+                if item is not None:
+                    out.append(json.loads(item[1]))
+                for proc in self.bench.alive():
+                    proc.check_alive()
+            for proc in self.procs:
+                proc.wait(30)
+        finally:
+            self.kill()
+        errors = sum(r["error_count"] for r in out)
+        if errors:
+            first = next(e for r in out for e in r["errors"])
+            raise BenchError(f"{errors} producer errors; first: {first}")
+        return out
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def _latency_figures(prefix: str, latencies_ms: list[float]) -> dict:
+    return {
+        f"{prefix}_p50": percentile(latencies_ms, 50),
+        f"{prefix}_p95": percentile(latencies_ms, 95),
+        f"{prefix}_p99": percentile(latencies_ms, 99),
+    }
+
+
+def _max_delivery_id() -> int:
+    from django.db.models import Max
+
+    from outbox.models import Delivery
+
+    return Delivery.objects.aggregate(m=Max("id"))["m"] or 0
+
+
+def _noop_deliveries(after_id: int):
+    from outbox.models import Delivery
+
+    return Delivery.objects.filter(subscriber=NOOP_SUBSCRIBER, id__gt=after_id)
+
+
+def _publish_pings(count: int, tag: str, *, per_tx: int = 1, first: int = 0) -> None:
+    from django.db import transaction
+
+    from bench.benchapp.events import Ping
+    from outbox import publish_many
+
+    for start in range(0, count, per_tx):
+        with transaction.atomic():
+            publish_many(
+                [
+                    Ping(ping_id=first + start + k, tag=tag)
+                    for k in range(min(per_tx, count - start))
+                ]
+            )
+
+
+def _warm_up(bench: Bench, *, plain: bool = False) -> None:
+    """Every pool process has imported its code and opened its connections."""
+    from bench.benchapp.tasks import noop
+
+    n = bench.sizes.warmup
+    _publish_pings(n, "warm-outbox")
+    if plain:
+        for i in range(n):
+            noop.delay("warm-plain", i)
+    wait_for(
+        lambda: (
+            len(bench.starts("warm-outbox")) >= n
+            and (not plain or len(bench.starts("warm-plain")) >= n)
+        ),
+        timeout=120,
+        what="warm-up",
+        alive=bench.alive(),
+    )
+
+
+def _outbox_settle(bench: Bench, timeout: float) -> None:
+    from outbox.models import Delivery
+
+    wait_for_count(
+        lambda: -Delivery.objects.filter(status="pending").count(),
+        0,
+        what="every delivery done (pending count)",
+        stall=timeout,
+        interval=0.2,
+        alive=bench.alive(),
+    )
+
+
+class PgWindow:
+    """PostgreSQL's own counters for the benchmark database over a window: new sessions
+    (connections opened) and commits. Read a moment after the window, since backends report
+    their counters at most once a second."""
+
+    QUERY = (
+        "SELECT sessions, xact_commit, xact_rollback FROM pg_stat_database "
+        "WHERE datname = current_database()"
+    )
+
+    def __enter__(self) -> PgWindow:
+        self.start = self._read()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ended = time.monotonic()
+
+    def _read(self) -> tuple:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(self.QUERY)
+            return cursor.fetchone()
+
+    def per_item(self, items: int) -> dict:
+        time.sleep(max(0.0, 1.2 - (time.monotonic() - self.ended)))
+        end = self._read()
+        sessions, commits, rollbacks = (e - s for e, s in zip(end, self.start, strict=True))
+        return {
+            "pg_sessions_per_item": round(sessions / items, 3),
+            "pg_commits_per_item": round(commits / items, 3),
+            "pg_rollbacks": rollbacks,
+        }
+
+
+def _delivery_checks(after_id: int, expected: int) -> dict:
+    from django.db.models import Count, Max
+
+    qs = _noop_deliveries(after_id)
+    by_status = dict(qs.values_list("status").annotate(n=Count("id")))
+    return {
+        "deliveries": expected,
+        "by_status": by_status,
+        "max_attempts": qs.aggregate(m=Max("attempts"))["m"],
+        "ok": by_status.get("done", 0) == expected and len(by_status) == 1,
+    }
+
+
+# --- 1. publish overhead ----------------------------------------------------------------------
+
+
+def publish_overhead(bench: Bench, run: int) -> dict:
+    """The same transaction (create an order row) with and without publish() of one event,
+    interleaved in blocks of 100 so that drift on a busy machine hits both alike."""
+    from decimal import Decimal
+
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+
+    from orders.events import OrderPlaced, PlacedLine
+    from orders.models import Order
+    from outbox import publish
+    from outbox.registry import subscribers_for
+
+    bench.reset()
+    customer = get_user_model().objects.create_user(f"bench-publish-{run}")
+
+    def order_only() -> None:
+        with transaction.atomic():
+            Order.objects.create(
+                customer=customer,
+                currency="EUR",
+                total=Decimal("19.00"),
+                request_fingerprint="0" * 64,
+            )
+
+    def order_and_event() -> None:
+        with transaction.atomic():
+            order = Order.objects.create(
+                customer=customer,
+                currency="EUR",
+                total=Decimal("19.00"),
+                request_fingerprint="0" * 64,
+            )
+            publish(
+                OrderPlaced(
+                    order_id=order.pk,
+                    customer_id=customer.pk,
+                    lines=(PlacedLine(sku="BENCH-00", quantity=1, unit_price="19.00"),),
+                    total="19.00",
+                    currency="EUR",
+                    payment_token="tok_visa",
+                ),
+                correlation_id=order.correlation_id,
+            )
+
+    for _ in range(50):  # warm-up: connections, caches, the broker's producer pool
+        order_only()
+        order_and_event()
+    times = {"without": [], "with": []}
+    n = bench.sizes.publish_tx
+    block = 100
+    for start in range(0, n, block):
+        for label, fn in (("without", order_only), ("with", order_and_event)):
+            for _ in range(min(block, n - start)):
+                t = time.perf_counter()
+                fn()
+                times[label].append(time.perf_counter() - t)
+    without = _ms(sum(times["without"]) / len(times["without"]))
+    with_ = _ms(sum(times["with"]) / len(times["with"]))
+    return {
+        "figures": {
+            "tx_without_ms": without,
+            "tx_with_ms": with_,
+            "overhead_ms": with_ - without,
+            "ratio": with_ / without,
+        },
+        "details": {
+            "transactions_each": n,
+            "deliveries_per_event": len(subscribers_for("orders.OrderPlaced")),
+            "p50_without_ms": _ms(percentile(times["without"], 50)),
+            "p50_with_ms": _ms(percentile(times["with"], 50)),
+            "p99_without_ms": _ms(percentile(times["without"], 99)),
+            "p99_with_ms": _ms(percentile(times["with"], 99)),
+        },
+    }
+
+
+# --- 2. relay dispatch ------------------------------------------------------------------------
+
+
+def _messages_expected(n: int, batch: int, chunk: int) -> int:
+    """Broker messages the relay sends for n deliveries to one queue (see deliveries_dispatch)."""
+    total = 0
+    while n > 0:
+        claimed = min(batch, n)
+        size = max(1, min(chunk, math.ceil(claimed / 4)))
+        total += math.ceil(claimed / size)
+        n -= claimed
+    return total
+
+
+def _queued_ids(r, queue: str) -> list[int]:
+    ids: list[int] = []
+    for raw in r.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        ids.extend(args[0])
+    return ids
+
+
+def relay_dispatch(bench: Bench, run: int) -> dict:
+    """A backlog of pending deliveries, then the relay alone (no worker consumes): from the
+    signal that wakes it to the moment the broker holds every delivery id."""
+    from django.db import connection
+
+    from outbox.conf import outbox_settings
+    from outbox.models import Delivery
+    from outbox.tasks import relay
+
+    bench.reset()
+    n = bench.sizes.backlog
+    _publish_pings(n, f"backlog-{run}", per_tx=1000)
+    with connection.cursor() as cursor:
+        # What autovacuum does after this many inserts; the claim is planned on real stats.
+        cursor.execute("ANALYZE outbox_delivery, outbox_event")
+    # The publishers' wake-ups are dropped: the relay starts on our signal, not before.
+    bench.redis_db.flush()
+    conf = outbox_settings()
+    expected_messages = _messages_expected(n, conf.RELAY_BATCH_SIZE, conf.DISPATCH_CHUNK_SIZE)
+    with bench.system(relay=True, worker=False, beat=False):
+        bench.profile_start(f"relay-{run}", ["relay"])
+        done_at = None
+        with CpuWindow(bench.alive()) as window, PgWindow() as pg:
+            started = time.time()
+            relay.apply_async(kwargs={"source": "bench"})
+            # Beat's one-second tick, as in production: it resumes a drain that hit
+            # RELAY_MAX_SECONDS.
+            bench.procs["beat"] = celery_beat(bench.env, bench.log_dir).start()
+            deadline = time.monotonic() + 60 + n / 200
+            last_db_check = 0.0
+            while done_at is None:
+                if bench.r.llen(BENCH_QUEUE) >= expected_messages:
+                    done_at = time.time()
+                elif time.monotonic() - last_db_check > 1.0:
+                    last_db_check = time.monotonic()
+                    if (
+                        not Delivery.objects.filter(dispatched_at__isnull=True).exists()
+                        and len(_queued_ids(bench.r, BENCH_QUEUE)) >= n
+                    ):
+                        done_at = time.time()
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the relay did not dispatch {n} deliveries in time")
+                for proc in bench.alive():
+                    proc.check_alive()
+                time.sleep(0.005)
+        bench.profile_stop()
+    ids = _queued_ids(bench.r, BENCH_QUEUE)
+    dispatched = set(ids)
+    wanted = set(Delivery.objects.values_list("id", flat=True))
+    return {
+        "figures": {"rate": n / (done_at - started)},
+        "details": {
+            "backlog": n,
+            "seconds": done_at - started,
+            "messages": bench.r.llen(BENCH_QUEUE),
+            "messages_expected": expected_messages,
+            "ids_sent": len(ids),
+            "duplicate_ids": len(ids) - len(dispatched),
+            "missing_ids": len(wanted - dispatched),
+            "relay_cpu_us_per_delivery": 1e6 * window.proc_cpu_s.get("relay", 0) / n,
+            **pg.per_item(n),
+            **window.describe(),
+        },
+        "checks_ok": dispatched == wanted and len(ids) == n,
+    }
+
+
+# --- 3. end to end, no-op ---------------------------------------------------------------------
+
+E2E_VARIANTS = ("outbox", "delay", "delay_on_commit")
+E2E_KINDS = {"outbox": "ping_tx", "delay": "delay", "delay_on_commit": "delay_on_commit"}
+
+
+def end_to_end(bench: Bench, run: int) -> dict:
+    """The same number of no-op handler runs three ways, on one worker and one broker:
+    outbox (publish() per transaction -> relay -> deliver), plain .delay() per event, and
+    delay_on_commit() in a transaction per event. Order rotated from run to run."""
+    bench.reset()
+    n = bench.sizes.e2e
+    figures, details = {}, {}
+    ok = True
+    order = E2E_VARIANTS[run % 3 :] + E2E_VARIANTS[: run % 3]
+    with bench.system(relay=True, worker=True, beat=True):
+        _warm_up(bench, plain=True)
+        for variant in order:
+            tag = f"{variant}-{run}"
+            after_id = _max_delivery_id()
+            batch = bench.producers_run(E2E_KINDS[variant], total=n, n=bench.producers, tag=tag)
+            bench.profile_start(f"e2e-{variant}-{run}", ["worker", "relay"])
+            with CpuWindow(bench.alive()) as window, PgWindow() as pg:
+                started = batch.go()
+                if variant == "outbox":
+                    wait_for_count(
+                        lambda a=after_id: _noop_deliveries(a).filter(status="done").count(),
+                        n,
+                        what=f"{n} outbox deliveries done",
+                        alive=bench.alive(),
+                    )
+                else:
+                    wait_for_count(
+                        lambda t=tag: bench.r.hlen(f"bench:start:{t}"),
+                        n,
+                        what=f"{n} {variant} tasks run",
+                        interval=0.05,
+                        alive=bench.alive(),
+                    )
+                results = batch.results(timeout=120)
+            bench.profile_stop()
+            if variant == "outbox":
+                from django.db.models import Max
+
+                last = _noop_deliveries(after_id).aggregate(m=Max("completed_at"))["m"]
+                finished = last.timestamp()
+                checks = _delivery_checks(after_id, n)
+            else:
+                finished = max(bench.starts(tag).values())
+                checks = {"ok": True}
+            runs = bench.runs(tag)
+            checks["handler_runs"] = runs
+            checks["ok"] = checks["ok"] and runs == n
+            ok = ok and checks["ok"]
+            seconds = finished - started
+            sent = max(r["t_last"] for r in results) - started
+            figures[f"{variant}_rate"] = n / seconds
+            worker_cpu = window.proc_cpu_s.get("worker", 0.0)
+            figures[f"{variant}_worker_cpu_ms"] = 1000 * worker_cpu / n
+            details[variant] = {
+                "seconds": seconds,
+                "send_seconds": sent,
+                "send_rate": n / sent if sent else None,
+                "relay_cpu_ms_per_item": 1000 * window.proc_cpu_s.get("relay", 0.0) / n,
+                **pg.per_item(n),
+                "checks": checks,
+                **window.describe(),
+            }
+    figures["ratio_delay"] = figures["outbox_rate"] / figures["delay_rate"]
+    figures["ratio_on_commit"] = figures["outbox_rate"] / figures["delay_on_commit_rate"]
+    details["order"] = list(order)
+    details["items"] = n
+    return {"figures": figures, "details": details, "checks_ok": ok}
+
+
+# --- 4. the saga ------------------------------------------------------------------------------
+
+
+def _saga_setup(bench: Bench, run: int) -> tuple[int, str]:
+    from decimal import Decimal
+
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from inventory.models import STOCK_MAX
+    from inventory.services import product_create
+    from orders.models import CatalogItem
+
+    for i, sku in enumerate(SAGA_SKUS):
+        product_create(sku=sku, name=f"Bench {i}", price=Decimal("10.00") + i, stock=STOCK_MAX)
+    wait_for(
+        lambda: CatalogItem.objects.count() == len(SAGA_SKUS),
+        timeout=60,
+        what="orders' catalogue",
+        alive=bench.alive(),
+    )
+    customer = get_user_model().objects.create_user(f"bench-saga-{run}")
+    token = Token.objects.create(user=customer)
+    return customer.pk, token.key
+
+
+def _saga_measure(
+    bench: Bench, kind: str, *, total: int, n: int, tag: str, timeout: float, **spec
+) -> tuple[dict, dict]:
+    from django.db.models import Count
+
+    from orders.models import Order
+    from outbox.models import Event
+
+    key = f"bench:placed:{tag}"
+    batch = bench.producers_run(kind, total=total, n=n, tag=tag, stamps_key=key, **spec)
+    with CpuWindow(bench.alive()) as window, PgWindow() as pg:
+        started = batch.go()
+        batch.results(timeout=timeout)
+        placed = bench.stamps(key)
+        ids = list(placed)
+        wait_for_count(
+            lambda: Order.objects.filter(pk__in=ids, status__in=TERMINAL).count(),
+            len(ids),
+            what=f"orders ({tag}) reaching completed or cancelled",
+            alive=bench.alive(),
+        )
+    terminal: dict[int, float] = {}
+    rows = Event.objects.filter(
+        type__in=TERMINAL_EVENTS, aggregate_type="order", aggregate_id__in=[str(i) for i in ids]
+    ).values_list("aggregate_id", "occurred_at")
+    for aggregate_id, occurred_at in rows:
+        order_id = int(aggregate_id)
+        terminal[order_id] = min(terminal.get(order_id, math.inf), occurred_at.timestamp())
+    latencies = [_ms(terminal[i] - placed[i]) for i in ids]
+    statuses = dict(Order.objects.filter(pk__in=ids).values_list("status").annotate(n=Count("id")))
+    seconds = max(terminal.values()) - started
+    figures = {"rate": len(ids) / seconds, **_latency_figures("lat", latencies)}
+    details = {
+        "orders": len(ids),
+        "seconds": seconds,
+        "statuses": statuses,
+        "latency_max_ms": max(latencies),
+        **pg.per_item(len(ids)),
+        **window.describe(),
+    }
+    _outbox_settle(bench, timeout)
+    return figures, details
+
+
+def saga(bench: Bench, run: int) -> dict:
+    """Orders through the service layer (a burst, then a steady 50/s) and through HTTP."""
+    from django.db.models import Max
+
+    from outbox.models import Delivery
+
+    bench.reset()
+    s = bench.sizes
+    figures, details = {}, {}
+    with bench.system(relay=True, worker=True, beat=True, web=s.saga_http > 0):
+        customer_id, api_token = _saga_setup(bench, run)
+        _warm_up(bench)
+        common = {"customer_id": customer_id, "skus": SAGA_SKUS}
+        burst, d = _saga_measure(
+            bench,
+            "order_service",
+            total=s.saga_service,
+            n=bench.producers,
+            tag=f"service-{run}",
+            timeout=120 + s.saga_service / 5,
+            **common,
+        )
+        figures.update({f"service_{k}": v for k, v in burst.items()})
+        details["service_burst"] = d
+        paced_total = round(s.saga_paced_rate * s.saga_paced_seconds)
+        paced, d = _saga_measure(
+            bench,
+            "order_service",
+            total=paced_total,
+            n=1,
+            tag=f"paced-{run}",
+            timeout=120 + s.saga_paced_seconds * 2,
+            rate=s.saga_paced_rate,
+            **common,
+        )
+        figures.update({f"paced_{k}": v for k, v in paced.items() if k != "rate"})
+        details["service_paced"] = {**d, "rate_target": s.saga_paced_rate}
+        if s.saga_http:
+            http, d = _saga_measure(
+                bench,
+                "order_http",
+                total=s.saga_http,
+                n=bench.producers,
+                tag=f"http-{run}",
+                timeout=120 + s.saga_http / 5,
+                url=f"http://127.0.0.1:{bench.web_port}",
+                api_token=api_token,
+                **common,
+            )
+            figures.update({f"http_{k}": v for k, v in http.items()})
+            details["http_burst"] = d
+        details["max_attempts"] = Delivery.objects.aggregate(m=Max("attempts"))["m"]
+        details["dead"] = Delivery.objects.filter(status="dead").count()
+    ok = details["dead"] == 0 and all(
+        set(v["statuses"]) == {"completed"}
+        for k, v in details.items()
+        if isinstance(v, dict) and "statuses" in v
+    )
+    return {"figures": figures, "details": details, "checks_ok": ok}
+
+
+# --- 5. commit-to-handler latency -------------------------------------------------------------
+
+
+def _latencies(bench: Bench, tag: str, count: int) -> list[float]:
+    wait_for(
+        lambda: bench.r.hlen(f"bench:start:{tag}") >= count,
+        timeout=60,
+        what=f"{count} handler starts ({tag})",
+        alive=bench.alive(),
+    )
+    commits = bench.stamps(f"bench:commit:{tag}")
+    starts = bench.starts(tag)
+    if len(commits) != count:
+        raise BenchError(f"{tag}: {len(commits)} commit times for {count} events")
+    return [_ms(starts[seq] - commits[seq]) for seq in commits]
+
+
+def commit_to_handler(bench: Bench, run: int) -> dict:
+    """From the publishing transaction's commit to the handler's start: at a steady rate,
+    then one event at a time on an idle system."""
+    bench.reset()
+    s = bench.sizes
+    figures, details = {}, {}
+    with bench.system(relay=True, worker=True, beat=True):
+        _warm_up(bench)
+        count = round(s.latency_rate * s.latency_seconds)
+        tag = f"steady-{run}"
+        batch = bench.producers_run(
+            "ping_tx",
+            total=count,
+            n=1,
+            tag=tag,
+            rate=s.latency_rate,
+            stamps_key=f"bench:commit:{tag}",
+        )
+        with CpuWindow(bench.alive()) as window, PgWindow() as pg:
+            batch.go()
+            (result,) = batch.results(timeout=60 + s.latency_seconds * 3)
+            latencies = _latencies(bench, tag, count)
+        figures.update(_latency_figures("steady", latencies))
+        details["steady"] = {
+            "events": count,
+            "rate_target": s.latency_rate,
+            "rate_achieved": count / (result["t_last"] - result["t_first"]),
+            "producer_lag_max_ms": _ms(result["lag_max"]),
+            "max_ms": max(latencies),
+            **pg.per_item(count),
+            **window.describe(),
+        }
+        time.sleep(2.0)
+        tag = f"idle-{run}"
+        batch = bench.producers_run(
+            "ping_idle",
+            total=s.idle_events,
+            n=1,
+            tag=tag,
+            gap=0.25,
+            stamps_key=f"bench:commit:{tag}",
+        )
+        batch.go()
+        batch.results(timeout=60 + s.idle_events * 2)
+        latencies = _latencies(bench, tag, s.idle_events)
+        figures.update(_latency_figures("idle", latencies))
+        details["idle"] = {"events": s.idle_events, "max_ms": max(latencies)}
+        checks = {"steady": bench.runs(f"steady-{run}") == count}
+    return {"figures": figures, "details": details, "checks_ok": all(checks.values())}
+
+
+# --- 6. memory --------------------------------------------------------------------------------
+
+
+def _rss_sample(bench: Bench) -> dict:
+    worker = bench.procs["worker"].pids()
+    relay = bench.procs["relay"].pids()
+    return {
+        "t": time.time(),
+        "worker_kb": sum(rss_kb(p) for p in worker),
+        "worker_pss_kb": sum(pss_kb(p) or 0 for p in worker),
+        "worker_each_kb": [rss_kb(p) for p in worker],
+        "relay_kb": sum(rss_kb(p) for p in relay),
+    }
+
+
+def memory(bench: Bench, run: int) -> dict:
+    """Worker (main process and pool) and relay RSS over a long run of no-op deliveries."""
+    bench.reset()
+    s = bench.sizes
+    n = s.memory_events
+    with bench.system(relay=True, worker=True, beat=True):
+        _warm_up(bench)
+        # A second warm-up at volume, so that the start figure is not a cold process's.
+        after_warm = _max_delivery_id()
+        _publish_pings(max(s.warmup, n // 50), "warm-volume", per_tx=10)
+        wait_for(
+            lambda: (
+                _noop_deliveries(after_warm).filter(status="done").count() >= max(s.warmup, n // 50)
+            ),
+            timeout=120,
+            what="volume warm-up",
+            alive=bench.alive(),
+        )
+        time.sleep(2.0)
+        start = _rss_sample(bench)
+        after_id = _max_delivery_id()
+        samples = [start]
+        batch = bench.producers_run(
+            "ping_batch", total=n, n=bench.producers, tag=f"memory-{run}", batch=10
+        )
+        with CpuWindow(bench.alive()) as window, PgWindow() as pg:
+            started = batch.go()
+            next_sample = time.monotonic() + 1.0
+            last, moved = -1, time.monotonic()
+            while (done := _noop_deliveries(after_id).filter(status="done").count()) < n:
+                if done != last:
+                    last, moved = done, time.monotonic()
+                elif time.monotonic() - moved > 90:
+                    raise BenchError(f"memory run stuck at {done}/{n} deliveries for 90s")
+                for proc in bench.alive():
+                    proc.check_alive()
+                if time.monotonic() >= next_sample:
+                    samples.append(_rss_sample(bench))
+                    next_sample += 1.0
+                time.sleep(0.25)
+            finished = time.time()
+            batch.results(timeout=120)
+        time.sleep(2.0)
+        end = _rss_sample(bench)
+        samples.append(end)
+        checks = _delivery_checks(after_id, n)
+    figures = {
+        "worker_start_mb": start["worker_kb"] / 1024,
+        "worker_end_mb": end["worker_kb"] / 1024,
+        "worker_growth_pct": 100.0 * (end["worker_kb"] / start["worker_kb"] - 1),
+        "relay_start_mb": start["relay_kb"] / 1024,
+        "relay_end_mb": end["relay_kb"] / 1024,
+        "relay_growth_pct": 100.0 * (end["relay_kb"] / start["relay_kb"] - 1),
+        "sustained_rate": n / (finished - started),
+    }
+    step = max(1, len(samples) // 60)
+    details = {
+        "events": n,
+        "worker_peak_mb": max(x["worker_kb"] for x in samples) / 1024,
+        "relay_peak_mb": max(x["relay_kb"] for x in samples) / 1024,
+        "worker_pss_start_mb": start["worker_pss_kb"] / 1024,
+        "worker_pss_end_mb": end["worker_pss_kb"] / 1024,
+        "worker_each_kb": {"start": start["worker_each_kb"], "end": end["worker_each_kb"]},
+        "samples": [
+            {
+                "t": round(x["t"] - started, 1),
+                "worker_mb": round(x["worker_kb"] / 1024, 1),
+                "relay_mb": round(x["relay_kb"] / 1024, 1),
+            }
+            for x in samples[::step]
+        ],
+        "checks": checks,
+        **pg.per_item(n),
+        **window.describe(),
+    }
+    return {"figures": figures, "details": details, "checks_ok": checks["ok"]}
+
+
+SCENARIOS = {
+    "publish": publish_overhead,
+    "relay": relay_dispatch,
+    "e2e": end_to_end,
+    "saga": saga,
+    "latency": commit_to_handler,
+    "memory": memory,
+}
