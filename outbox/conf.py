@@ -7,6 +7,8 @@ from django.conf import settings
 DEFAULTS = {
     # How long a dispatched delivery may stay unconfirmed before the relay sends it again.
     "LEASE_SECONDS": 30.0,
+    # A delivery sent again before any worker ran it gets twice the lease, up to 2**this.
+    "LEASE_MAX_DOUBLINGS": 5,
     # Attempts before a failing delivery is dead-lettered (a subscriber may override).
     "MAX_ATTEMPTS": 8,
     # Retry n waits about min(cap, base * 2**(n-1)) seconds, with jitter in [50%, 100%].
@@ -29,6 +31,7 @@ DEFAULTS = {
 @dataclass(frozen=True)
 class OutboxSettings:
     LEASE_SECONDS: float
+    LEASE_MAX_DOUBLINGS: int
     MAX_ATTEMPTS: int
     BACKOFF_BASE_SECONDS: float
     BACKOFF_CAP_SECONDS: float

@@ -114,6 +114,7 @@ def delivery_handle(*, delivery_id: int) -> str:
             except Exception as exc:
                 seconds = time.perf_counter() - started
                 delivery.attempts = attempt
+                delivery.dispatches = 0  # the retry starts with a plain lease again
                 delivery.last_error = _error_text(exc)
                 if attempt >= max_attempts:
                     delivery.status = Delivery.Status.DEAD
@@ -149,6 +150,7 @@ def delivery_handle(*, delivery_id: int) -> str:
                 delivery.save(
                     update_fields=[
                         "attempts",
+                        "dispatches",
                         "last_error",
                         "status",
                         "next_attempt_at",

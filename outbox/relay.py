@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from outbox import metrics
@@ -42,7 +42,14 @@ _last_heartbeat: dict[str, float] = {}
 
 
 def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
-    """Claim up to ``limit`` due deliveries for one lease; returns (id, subscriber) pairs."""
+    """Claim up to ``limit`` due deliveries for one lease; returns (id, subscriber) pairs.
+
+    The lease doubles with every dispatch since the delivery's last attempt (capped at
+    2**LEASE_MAX_DOUBLINGS leases): when workers fall behind, a delivery still queued in the
+    broker is sent again ever more rarely, instead of once per lease, which would flood the
+    queues with duplicates faster than the workers can skip them and never let the system
+    catch up.
+    """
     conf = outbox_settings()
     now = timezone.now()
     earlier_undone = Delivery.objects.filter(
@@ -52,19 +59,23 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
         event_id__lt=OuterRef("event_id"),
     ).exclude(status=Delivery.Status.DONE)
     with transaction.atomic():
-        claimed = list(
+        rows = list(
             Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
             .filter(Q(ordered=False) | ~Exists(earlier_undone))
             .order_by("next_attempt_at")
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("id", "subscriber")[:limit]
+            .values_list("id", "subscriber", "dispatches")[:limit]
         )
-        if claimed:
-            Delivery.objects.filter(id__in=[pk for pk, _ in claimed]).update(
-                next_attempt_at=now + dt.timedelta(seconds=conf.LEASE_SECONDS),
+        by_dispatches: dict[int, list[int]] = defaultdict(list)
+        for pk, _, dispatches in rows:
+            by_dispatches[min(dispatches, conf.LEASE_MAX_DOUBLINGS)].append(pk)
+        for doublings, ids in by_dispatches.items():
+            Delivery.objects.filter(id__in=ids).update(
+                next_attempt_at=now + dt.timedelta(seconds=conf.LEASE_SECONDS * 2**doublings),
                 dispatched_at=now,
+                dispatches=F("dispatches") + 1,
             )
-    return claimed
+    return [(pk, subscriber) for pk, subscriber, _ in rows]
 
 
 def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:

@@ -27,6 +27,7 @@ def deliveries_replay(deliveries: QuerySet[Delivery]) -> int:
         count = deliveries.exclude(status=Delivery.Status.DONE).update(
             status=Delivery.Status.PENDING,
             attempts=0,
+            dispatches=0,
             next_attempt_at=timezone.now(),
             updated_at=timezone.now(),
         )
@@ -55,6 +56,7 @@ def events_replay(
         reset = existing.filter(status__in=statuses).update(
             status=Delivery.Status.PENDING,
             attempts=0,
+            dispatches=0,
             next_attempt_at=now,
             completed_at=None,
             updated_at=now,

@@ -11,7 +11,7 @@ from django.utils import timezone
 from outbox import publish_many
 from outbox.models import Delivery
 from outbox.relay import deliveries_claim, deliveries_dispatch
-from tests.testapp.events import OrderedThing, RoutedThing, ThingHappened
+from tests.testapp.events import FlakyThing, OrderedThing, RoutedThing, ThingHappened
 
 
 @pytest.fixture(autouse=True)
@@ -107,3 +107,30 @@ def test_relays_claiming_at_once_never_take_the_same_delivery():
     assert len(everything) == len(set(everything)) == 1200
     if connection.vendor == "postgresql":
         assert all(claims), "SKIP LOCKED lets every relay claim a share"
+
+
+@pytest.mark.django_db
+def test_a_delivery_sent_again_unrun_gets_a_doubling_lease_so_backlogs_do_not_snowball(
+    outbox_fast, settings
+):
+    settings.OUTBOX = {**settings.OUTBOX, "LEASE_MAX_DOUBLINGS": 2}
+    publish_now([FlakyThing(thing_id="slow queue", fail_times=1)])
+    delivery = Delivery.objects.get()
+    leases = []
+    for _ in range(4):
+        before = timezone.now()
+        assert deliveries_claim(limit=10) == [(delivery.pk, "tests.flaky")]
+        delivery.refresh_from_db()
+        leases.append(round((delivery.next_attempt_at - before).total_seconds()))
+        # The lease runs out with the message still queued behind a backlog.
+        Delivery.objects.update(next_attempt_at=timezone.now() - dt.timedelta(seconds=1))
+    assert leases == [1, 2, 4, 4]  # LEASE_SECONDS=1, doubling, capped at 2**2
+    # A worker finally runs it (and it fails): its retry starts from a plain lease again.
+    from outbox.handling import delivery_handle
+
+    assert delivery_handle(delivery_id=delivery.pk) == "retry"
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    before = timezone.now()
+    deliveries_claim(limit=10)
+    delivery.refresh_from_db()
+    assert round((delivery.next_attempt_at - before).total_seconds()) == 1
