@@ -59,13 +59,14 @@ class Fault:
 
 def fault_plan(*, kinds: list[str], window: float, every: float, rng: random.Random) -> list[Fault]:
     """Each kind once, plus repeatable ones up to one per ``every`` seconds of a ``window``
-    seconds long load, shuffled, one in each equal slot of the load's 5%..85% (so they are
-    apart, and the end of the load is calm)."""
+    seconds long load, shuffled, one in each equal slot of the load's 5%..95% (so they are
+    apart, and the last comes near the end: "time from the last fault to quiet" measures
+    recovery more than the rest of the load)."""
     repeatable = [kind for kind in kinds if kind not in ONCE]
     extra = max(0, int(window // every) - len(kinds)) if repeatable else 0
     chosen = list(kinds) + [rng.choice(repeatable) for _ in range(extra)]
     rng.shuffle(chosen)
-    first, last = 0.05, 0.85
+    first, last = 0.05, 0.95
     slot = (last - first) / max(1, len(chosen))
     return [
         Fault(kind=kind, at=first + slot * (n + rng.uniform(0.1, 0.9)))
