@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu.transport import TRANSPORT_ALIASES
 
 # filesystem:// (the embedded default) writes its messages atomically; see shop/broker.py.
@@ -13,3 +13,21 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
 app = Celery("shop")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect(weak=False)
+@signals.task_postrun.connect(weak=False)
+def database_connections_tidy(**kwargs) -> None:
+    """Treat each task as Django treats a request: close connections that are broken or older
+    than ``CONN_MAX_AGE``, keep the others for the next task.
+
+    Celery's Django fix-up would close every connection before and after every task (a new
+    PostgreSQL session per delivery) unless ``CELERY_DB_REUSE_MAX`` is set; the settings set
+    it, and this takes over, so ``DATABASE_CONN_MAX_AGE`` means the same in every process.
+    """
+    request = getattr(kwargs.get("task"), "request", None)
+    if getattr(request, "is_eager", False):
+        return  # run inline in the caller's thread: its connection is the caller's business
+    from django.db import close_old_connections
+
+    close_old_connections()

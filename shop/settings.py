@@ -202,6 +202,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Celery's Django fix-up closes every database connection around every task unless this is set;
+# shop/celery.py then closes them as Django does after a request (CONN_MAX_AGE, broken ones).
+CELERY_DB_REUSE_MAX = 2**31
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- The outbox -------------------------------------------------------------------------------
