@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import importlib
 import json
 import types
@@ -196,6 +197,7 @@ def event_load(*, type: str, version: int, payload: dict, meta: EventMeta) -> Do
 _PRIMITIVES = (str, int, float, bool)
 
 
+@functools.cache  # per class: resolving annotations is most of the cost of a payload
 def _hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
