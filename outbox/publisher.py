@@ -18,6 +18,7 @@ from outbox.events import DomainEvent
 from outbox.models import Delivery, Event
 from outbox.registry import subscribers_for
 from outbox.tracing import publish_span, publish_span_describe, trace_headers
+from outbox.wake import wake_flag_raise
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +123,13 @@ def _wake_relay_on_commit(connection, using: str) -> None:
 
 
 def relay_wake() -> None:
-    """Ask the relay to run now rather than at beat's next tick. Best effort: if the broker is
-    unreachable the events are safe in the database and beat's tick will find them."""
+    """Ask the relay to run now rather than at beat's next tick, unless a wake-up is already on
+    its way (outbox/wake.py). Best effort: if the broker is unreachable the events are safe in
+    the database and beat's tick will find them."""
     from outbox.tasks import relay
 
+    if not wake_flag_raise():
+        return
     try:
         relay.apply_async(kwargs={"woken_at": time.time()}, retry=False)
     except Exception:

@@ -26,6 +26,7 @@ from outbox.errors import UnknownSubscriber
 from outbox.logcontext import log_fields
 from outbox.models import Delivery, Heartbeat
 from outbox.registry import subscriber_get
+from outbox.wake import wake_flag_lower
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ def relay_run(*, woken_at: float | None = None) -> int:
         return 0
     conf = outbox_settings()
     started = time.time()
+    # Before the first claim: a commit that finds the flag up is then seen by this run's claim.
+    wake_flag_lower()
     total = 0
     while True:
         claimed = deliveries_claim(limit=conf.RELAY_BATCH_SIZE)
