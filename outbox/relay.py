@@ -16,7 +16,7 @@ import math
 import time
 from collections import defaultdict
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -59,14 +59,16 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
         ordered=True,
         event_id__lt=OuterRef("event_id"),
     ).exclude(status=Delivery.Status.DONE)
+    due = (
+        Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+        .filter(Q(ordered=False) | ~Exists(earlier_undone))
+        .order_by("next_attempt_at")
+        .select_for_update(skip_locked=True, of=("self",))
+    )
     with transaction.atomic():
-        rows = list(
-            Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
-            .filter(Q(ordered=False) | ~Exists(earlier_undone))
-            .order_by("next_attempt_at")
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list("id", "subscriber", "dispatches")[:limit]
-        )
+        if connection.vendor == "postgresql":
+            return _claim_in_one_statement(due.values("id")[:limit], now=now, conf=conf)
+        rows = list(due.values_list("id", "subscriber", "dispatches")[:limit])
         by_dispatches: dict[int, list[int]] = defaultdict(list)
         for pk, _, dispatches in rows:
             by_dispatches[min(dispatches, conf.LEASE_MAX_DOUBLINGS)].append(pk)
@@ -77,6 +79,28 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
                 dispatches=F("dispatches") + 1,
             )
     return [(pk, subscriber) for pk, subscriber, _ in rows]
+
+
+def _claim_in_one_statement(picked, *, now: dt.datetime, conf) -> list[tuple[int, str]]:
+    """PostgreSQL: select, lock and lease in one round trip (``UPDATE … FROM (SELECT … FOR
+    UPDATE SKIP LOCKED) … RETURNING``), the lease doubling computed per row."""
+    select_sql, select_params = picked.query.sql_with_params()
+    table = connection.ops.quote_name(Delivery._meta.db_table)
+    sql = f"""
+        UPDATE {table} AS d
+        SET next_attempt_at = %s + make_interval(
+                secs => %s * power(2, least(d.dispatches, %s))
+            ),
+            dispatched_at = %s,
+            dispatches = d.dispatches + 1
+        FROM ({select_sql}) AS picked
+        WHERE d.id = picked.id
+        RETURNING d.id, d.subscriber
+    """
+    params = (now, conf.LEASE_SECONDS, conf.LEASE_MAX_DOUBLINGS, now, *select_params)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(pk, subscriber) for pk, subscriber in cursor.fetchall()]
 
 
 def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
