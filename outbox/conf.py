@@ -20,6 +20,10 @@ DEFAULTS = {
     "DISPATCH_CHUNK_SIZE": 50,
     # The relay drains until it finds no work or has run this long.
     "RELAY_MAX_SECONDS": 5.0,
+    # A woken relay whose previous run claimed something less than this long ago waits out the
+    # rest first: under load each run then claims many commits, and each message carries
+    # several ids. A wake-up after a quiet spell (or beat's tick) is never held back.
+    "RELAY_GATHER_SECONDS": 0.01,
     # Events whose deliveries are all done are deleted after this many days (0: keep forever).
     "RETENTION_DAYS": 30,
     # A relay or beat heartbeat older than this is reported stale (outbox_status, /readyz).
@@ -38,6 +42,7 @@ class OutboxSettings:
     RELAY_BATCH_SIZE: int
     DISPATCH_CHUNK_SIZE: int
     RELAY_MAX_SECONDS: float
+    RELAY_GATHER_SECONDS: float
     RETENTION_DAYS: int
     HEARTBEAT_STALE_SECONDS: float
 

@@ -39,6 +39,8 @@ HEARTBEAT_EVERY = dt.timedelta(seconds=5)
 # When this process last began a drain that ended with nothing left to claim. A wake-up sent
 # before that moment describes a commit that drain already saw, so it needs no query at all.
 _last_full_drain_started = 0.0
+# When this process last began a run that claimed something (RELAY_GATHER_SECONDS).
+_last_busy_run_started = 0.0
 _last_heartbeat: dict[str, float] = {}
 
 
@@ -130,11 +132,15 @@ def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
 
 def relay_run(*, woken_at: float | None = None) -> int:
     """Claim and dispatch until nothing is due (or RELAY_MAX_SECONDS); returns deliveries sent."""
-    global _last_full_drain_started
+    global _last_full_drain_started, _last_busy_run_started
     if woken_at is not None and woken_at < _last_full_drain_started:
         _relay_finished("skipped")
         return 0
     conf = outbox_settings()
+    if woken_at is not None:
+        gather = _last_busy_run_started + conf.RELAY_GATHER_SECONDS - time.time()
+        if gather > 0:
+            time.sleep(gather)
     started = time.time()
     # Before the first claim: a commit that finds the flag up is then seen by this run's claim.
     wake_flag_lower()
@@ -172,6 +178,8 @@ def relay_run(*, woken_at: float | None = None) -> int:
                 total,
             )
             break
+    if total:
+        _last_busy_run_started = started
     heartbeat("relay")
     _relay_finished(result)
     return total

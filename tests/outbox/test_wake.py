@@ -89,3 +89,22 @@ def test_a_flag_that_cannot_be_read_still_wakes_the_relay(monkeypatch):
     monkeypatch.setattr("outbox.wake._flag", unreachable)
     commit("t")
     assert relay_queue_size() == 1
+
+
+def test_a_busy_relay_gathers_commits_before_its_next_woken_run(monkeypatch, settings):
+    settings.OUTBOX = {**settings.OUTBOX, "RELAY_GATHER_SECONDS": 0.05}
+    waits: list[float] = []
+    monkeypatch.setattr("outbox.relay.time.sleep", waits.append)
+    monkeypatch.setattr("outbox.relay._last_busy_run_started", 0.0)
+
+    relay_run(woken_at=time.time())  # nothing due: no wait, and the next run waits for nothing
+    commit("t1")
+    relay_run(woken_at=time.time())
+    assert waits == []
+    commit("t2")
+    relay_run(woken_at=time.time())  # right after a run that claimed something
+    assert len(waits) == 1 and 0 < waits[0] <= 0.05
+    commit("t3")
+    relay_run()  # beat's tick is never held back
+    assert len(waits) == 1
+    assert not Delivery.objects.filter(dispatched_at__isnull=True).exists()
