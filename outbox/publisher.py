@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -90,22 +91,24 @@ def publish_many(
                     occurred_at=now,
                 )
             )
-        # One INSERT per table for the whole call; bulk_create sets ``position`` on PostgreSQL and
-        # SQLite alike (both support RETURNING).
-        Event.objects.using(using).bulk_create(rows)
-        deliveries = [
-            Delivery(
-                event=row,
-                subscriber=sub.name,
-                next_attempt_at=now,
-                ordered=sub.ordered,
-                aggregate_key=f"{row.aggregate_type}:{row.aggregate_id}",
-            )
-            for row in rows
-            for sub in subscribers_for(row.type)
-        ]
-        if deliveries:
+        targets = [(row, sub) for row in rows for sub in subscribers_for(row.type)]
+        if connection.vendor == "postgresql":
+            _insert_in_one_statement(connection, rows, targets, now=now)
+        else:
+            # One INSERT per table for the whole call; bulk_create sets ``position``.
+            Event.objects.using(using).bulk_create(rows)
+            deliveries = [
+                Delivery(
+                    event=row,
+                    subscriber=sub.name,
+                    next_attempt_at=now,
+                    ordered=sub.ordered,
+                    aggregate_key=f"{row.aggregate_type}:{row.aggregate_id}",
+                )
+                for row, sub in targets
+            ]
             Delivery.objects.using(using).bulk_create(deliveries)
+        if targets:
             _wake_relay_on_commit(connection, using)
         publish_span_describe(span, rows)
     if metrics.enabled:
@@ -113,6 +116,87 @@ def publish_many(
         # drops the callback with the events.
         transaction.on_commit(partial(metrics.events_published, type_names), using=using)
     return rows
+
+
+def _columns(model, names: list[str]) -> str:
+    return ", ".join(model._meta.get_field(name).column for name in names)
+
+
+_EVENT_FIELDS = [
+    "event_id",
+    "type",
+    "version",
+    "aggregate_type",
+    "aggregate_id",
+    "payload",
+    "correlation_id",
+    "causation_id",
+    "headers",
+    "occurred_at",
+]
+_EVENT_VALUES = "(%s, %s, %s, %s, %s, %s::jsonb, %s, %s::uuid, %s::jsonb, %s)"
+_DELIVERY_FIELDS = [
+    "event",
+    "subscriber",
+    "ordered",
+    "aggregate_key",
+    "status",
+    "attempts",
+    "dispatches",
+    "last_error",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+]
+
+
+def _insert_in_one_statement(connection, rows: list[Event], targets: list, *, now) -> None:
+    """PostgreSQL: the events and their deliveries in one statement (one round trip, and none
+    of ``bulk_create``'s per-object work); sets each row's ``position`` as ``bulk_create`` does.
+    """
+    params: list = []
+    for row in rows:
+        params += [
+            row.event_id,
+            row.type,
+            row.version,
+            row.aggregate_type,
+            row.aggregate_id,
+            json.dumps(row.payload),
+            row.correlation_id,
+            row.causation_id,
+            json.dumps(row.headers),
+            row.occurred_at,
+        ]
+    sql = (
+        f"WITH e AS (INSERT INTO {Event._meta.db_table} ({_columns(Event, _EVENT_FIELDS)}) "
+        f"VALUES {', '.join([_EVENT_VALUES] * len(rows))} RETURNING position, event_id)"
+    )
+    if targets:
+        params += [Delivery.Status.PENDING, now, now, now]
+        for row, sub in targets:
+            params += [
+                row.event_id,
+                sub.name,
+                sub.ordered,
+                f"{row.aggregate_type}:{row.aggregate_id}",
+            ]
+        values = ", ".join(["(%s::uuid, %s, %s::boolean, %s)"] * len(targets))
+        sql += (
+            f", d AS (INSERT INTO {Delivery._meta.db_table} "
+            f"({_columns(Delivery, _DELIVERY_FIELDS)}) "
+            "SELECT e.position, v.subscriber, v.ordered, v.aggregate_key, %s, 0, 0, '', %s, %s, %s "
+            f"FROM e JOIN (VALUES {values}) AS v(event_id, subscriber, ordered, aggregate_key) "
+            "ON v.event_id = e.event_id)"
+        )
+    sql += " SELECT position, event_id FROM e"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        positions = dict((event_id, position) for position, event_id in cursor.fetchall())
+    for row in rows:
+        row.position = positions[row.event_id]
+        row._state.adding = False
+        row._state.db = connection.alias
 
 
 def _wake_relay_on_commit(connection, using: str) -> None:

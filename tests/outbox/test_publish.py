@@ -80,6 +80,13 @@ def test_publish_many_writes_all_events_in_one_go():
     assert Delivery.objects.count() == 15
     positions = [r.position for r in rows]
     assert positions == sorted(positions)
+    # Each returned row is the stored one, and each delivery belongs to its own event.
+    for row in rows:
+        assert Event.objects.get(position=row.position).event_id == row.event_id
+        assert set(Delivery.objects.filter(event=row).values_list("aggregate_key", "status")) == {
+            (f"thing:{row.payload['seq']}", "pending")
+        }
+    assert Delivery.objects.filter(event__in=rows).count() == 15
 
 
 def test_events_published_while_handling_inherit_correlation_and_cause():
