@@ -14,7 +14,7 @@ import time
 import traceback
 from functools import partial
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from outbox import metrics
@@ -22,7 +22,7 @@ from outbox.conf import outbox_settings
 from outbox.context import Handling, handling
 from outbox.events import EventMeta, event_load
 from outbox.logcontext import log_fields
-from outbox.models import Delivery
+from outbox.models import Delivery, Event
 from outbox.registry import subscriber_get
 from outbox.tracing import handler_span, handler_span_end
 
@@ -45,12 +45,7 @@ def delivery_handle(*, delivery_id: int) -> str:
     """
     conf = outbox_settings()
     with transaction.atomic():
-        delivery = (
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("event")
-            .filter(pk=delivery_id, status=Delivery.Status.PENDING)
-            .first()
-        )
+        delivery = _pending_lock(delivery_id)
         if delivery is None:
             return "skipped"
         now = timezone.now()
@@ -164,8 +159,8 @@ def delivery_handle(*, delivery_id: int) -> str:
             seconds = time.perf_counter() - started
             delivery.status = Delivery.Status.DONE
             delivery.attempts = attempt
-            delivery.completed_at = timezone.now()
-            delivery.save(update_fields=["status", "attempts", "completed_at", "updated_at"])
+            delivery.completed_at = delivery.updated_at = timezone.now()
+            _done_save(delivery)
             logger.debug(
                 "delivery %s done in %.3fs: %s %s -> %s",
                 delivery.pk,
@@ -177,6 +172,75 @@ def delivery_handle(*, delivery_id: int) -> str:
             handler_span_end(span, "done")
             _count_on_commit(delivery.subscriber, "done", seconds)
             return "done"
+
+
+def _pending_lock(delivery_id: int) -> Delivery | None:
+    """The delivery with its event, locked, if it is pending and no other worker holds it."""
+    if connection.vendor != "postgresql":
+        return (
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("event")
+            .filter(pk=delivery_id, status=Delivery.Status.PENDING)
+            .first()
+        )
+    # The same query, written once: compiling it through the ORM was about a third of the
+    # CPU a worker spent per delivery. Every column of both models, so both are complete.
+    with connection.cursor() as cursor:
+        cursor.execute(_PENDING_LOCK_SQL, [delivery_id, Delivery.Status.PENDING])
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    split = len(_DELIVERY_FIELDS)
+    delivery = _from_row(Delivery, _DELIVERY_FIELDS, found[:split])
+    event = _from_row(Event, _EVENT_FIELDS, found[split:])
+    Delivery.event.field.set_cached_value(delivery, event)
+    return delivery
+
+
+def _from_row(model, fields: list[str], values) -> Delivery | Event:
+    # What the ORM does with a row: each field's own conversion (JSON text to objects).
+    converted = [
+        field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+        for field, value in zip(model._meta.concrete_fields, values, strict=True)
+    ]
+    return model.from_db(connection.alias, fields, converted)
+
+
+def _done_save(delivery: Delivery) -> None:
+    if connection.vendor != "postgresql":
+        delivery.save(update_fields=["status", "attempts", "completed_at", "updated_at"])
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _DONE_SQL,
+            [
+                delivery.status,
+                delivery.attempts,
+                delivery.completed_at,
+                delivery.updated_at,
+                delivery.pk,
+            ],
+        )
+
+
+def _select_list(model, alias: str) -> tuple[list[str], str]:
+    fields = [f.attname for f in model._meta.concrete_fields]
+    columns = ", ".join(f"{alias}.{f.column}" for f in model._meta.concrete_fields)
+    return fields, columns
+
+
+_DELIVERY_FIELDS, _delivery_columns = _select_list(Delivery, "d")
+_EVENT_FIELDS, _event_columns = _select_list(Event, "e")
+_PENDING_LOCK_SQL = (
+    f"SELECT {_delivery_columns}, {_event_columns} "
+    f"FROM {Delivery._meta.db_table} d JOIN {Event._meta.db_table} e "
+    f"ON e.{Event._meta.pk.column} = d.{Delivery._meta.get_field('event').column} "
+    "WHERE d.id = %s AND d.status = %s FOR UPDATE OF d SKIP LOCKED"
+)
+_DONE_SQL = (
+    f"UPDATE {Delivery._meta.db_table} "
+    "SET status = %s, attempts = %s, completed_at = %s, updated_at = %s WHERE id = %s"
+)
 
 
 def _count_on_commit(subscriber: str, outcome: str, seconds: float | None = None) -> None:

@@ -168,3 +168,22 @@ def test_an_ordered_delivery_waits_for_its_predecessor():
     assert delivery_handle(delivery_id=first.pk) == "done"
     assert handle_due(second) == "done"
     assert list(Effect.objects.filter(aggregate_id="t").values_list("seq", flat=True)) == [1, 2]
+
+
+def test_the_delivery_a_worker_locks_is_the_stored_one_field_by_field():
+    from outbox.handling import _pending_lock
+
+    event = published(ThingHappened(thing_id="t", seq=7))
+    stored = event.deliveries.select_related("event").get(subscriber="tests.record_a")
+    with transaction.atomic():
+        locked = _pending_lock(stored.pk)
+    assert {f.attname: getattr(locked, f.attname) for f in Delivery._meta.concrete_fields} == {
+        f.attname: getattr(stored, f.attname) for f in Delivery._meta.concrete_fields
+    }
+    assert {f.attname: getattr(locked.event, f.attname) for f in Event._meta.concrete_fields} == {
+        f.attname: getattr(stored.event, f.attname) for f in Event._meta.concrete_fields
+    }
+    assert locked.event.payload == {"thing_id": "t", "seq": 7}
+    Delivery.objects.filter(pk=stored.pk).update(status="done")
+    with transaction.atomic():
+        assert _pending_lock(stored.pk) is None
