@@ -123,7 +123,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--settings",
         default="shop.settings",
         help="settings module for every process: an A/B experiment such as\n"
-        "bench.experiments.db_reuse (default shop.settings)",
+        "bench.experiments.new_connection_per_task (default shop.settings)",
     )
     p.add_argument("--profile", action="store_true", help="py-spy the relay and worker")
     p.add_argument("--output", type=Path, default=None, help="JSON path (var/bench/<ts>.json)")
