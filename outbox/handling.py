@@ -17,7 +17,7 @@ from functools import partial
 from django.db import connection, transaction
 from django.utils import timezone
 
-from outbox import metrics
+from outbox import metrics, sql
 from outbox.conf import outbox_settings
 from outbox.context import Handling, handling
 from outbox.events import EventMeta, event_load
@@ -190,20 +190,20 @@ def _pending_lock(delivery_id: int) -> Delivery | None:
         found = cursor.fetchone()
     if found is None:
         return None
-    split = len(_DELIVERY_FIELDS)
-    delivery = _from_row(Delivery, _DELIVERY_FIELDS, found[:split])
-    event = _from_row(Event, _EVENT_FIELDS, found[split:])
+    split = len(_DELIVERY_CONVERTERS)
+    delivery = _from_row(Delivery, _DELIVERY_CONVERTERS, found[:split])
+    event = _from_row(Event, _EVENT_CONVERTERS, found[split:])
     Delivery.event.field.set_cached_value(delivery, event)
     return delivery
 
 
-def _from_row(model, fields: list[str], values) -> Delivery | Event:
+def _from_row(model, converters: list, values) -> Delivery | Event:
     # What the ORM does with a row: each field's own conversion (JSON text to objects).
     converted = [
-        field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
-        for field, value in zip(model._meta.concrete_fields, values, strict=True)
+        convert(value, None, connection) if convert else value
+        for convert, value in zip(converters, values, strict=True)
     ]
-    return model.from_db(connection.alias, fields, converted)
+    return model.from_db(connection.alias, None, converted)
 
 
 def _done_save(delivery: Delivery) -> None:
@@ -223,23 +223,23 @@ def _done_save(delivery: Delivery) -> None:
         )
 
 
-def _select_list(model, alias: str) -> tuple[list[str], str]:
-    fields = [f.attname for f in model._meta.concrete_fields]
-    columns = ", ".join(f"{alias}.{f.column}" for f in model._meta.concrete_fields)
-    return fields, columns
+def _converters(model) -> list:
+    return [getattr(field, "from_db_value", None) for field in model._meta.concrete_fields]
 
 
-_DELIVERY_FIELDS, _delivery_columns = _select_list(Delivery, "d")
-_EVENT_FIELDS, _event_columns = _select_list(Event, "e")
+_DELIVERY_CONVERTERS, _EVENT_CONVERTERS = _converters(Delivery), _converters(Event)
 _PENDING_LOCK_SQL = (
-    f"SELECT {_delivery_columns}, {_event_columns} "
-    f"FROM {Delivery._meta.db_table} d JOIN {Event._meta.db_table} e "
-    f"ON e.{Event._meta.pk.column} = d.{Delivery._meta.get_field('event').column} "
-    "WHERE d.id = %s AND d.status = %s FOR UPDATE OF d SKIP LOCKED"
+    f"SELECT {sql.columns(Delivery, alias='d')}, {sql.columns(Event, alias='e')} "
+    f"FROM {sql.table(Delivery)} d JOIN {sql.table(Event)} e "
+    f"ON {sql.columns(Event, ['position'], alias='e')} = "
+    f"{sql.columns(Delivery, ['event'], alias='d')} "
+    f"WHERE {sql.columns(Delivery, ['id'], alias='d')} = %s "
+    f"AND {sql.columns(Delivery, ['status'], alias='d')} = %s FOR UPDATE OF d SKIP LOCKED"
 )
 _DONE_SQL = (
-    f"UPDATE {Delivery._meta.db_table} "
-    "SET status = %s, attempts = %s, completed_at = %s, updated_at = %s WHERE id = %s"
+    f"UPDATE {sql.table(Delivery)} "
+    f"SET ({sql.columns(Delivery, ['status', 'attempts', 'completed_at', 'updated_at'])}) "
+    f"= (%s, %s, %s, %s) WHERE {sql.columns(Delivery, ['id'])} = %s"
 )
 
 

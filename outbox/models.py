@@ -31,7 +31,12 @@ class Event(models.Model):
         indexes = [models.Index(fields=["aggregate_type", "aggregate_id"], name="outbox_event_agg")]
 
     def __str__(self) -> str:
-        return f"{self.type} v{self.version} {self.aggregate_type}:{self.aggregate_id}"
+        return f"{self.type} v{self.version} {self.aggregate_key}"
+
+    @property
+    def aggregate_key(self) -> str:
+        """What a delivery's ``aggregate_key`` holds: ordering is per this key."""
+        return f"{self.aggregate_type}:{self.aggregate_id}"
 
 
 class Delivery(models.Model):

@@ -12,7 +12,7 @@ from functools import partial
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
-from outbox import metrics
+from outbox import metrics, sql
 from outbox.context import handling_current
 from outbox.errors import NotInTransaction, UnknownEventType
 from outbox.events import DomainEvent
@@ -97,16 +97,7 @@ def publish_many(
         else:
             # One INSERT per table for the whole call; bulk_create sets ``position``.
             Event.objects.using(using).bulk_create(rows)
-            deliveries = [
-                Delivery(
-                    event=row,
-                    subscriber=sub.name,
-                    next_attempt_at=now,
-                    ordered=sub.ordered,
-                    aggregate_key=f"{row.aggregate_type}:{row.aggregate_id}",
-                )
-                for row, sub in targets
-            ]
+            deliveries = [delivery_new(row, sub, now=now) for row, sub in targets]
             Delivery.objects.using(using).bulk_create(deliveries)
         if targets:
             _wake_relay_on_commit(connection, using)
@@ -118,8 +109,15 @@ def publish_many(
     return rows
 
 
-def _columns(model, names: list[str]) -> str:
-    return ", ".join(model._meta.get_field(name).column for name in names)
+def delivery_new(event: Event, subscriber, *, now) -> Delivery:
+    """An unsaved, due delivery of ``event`` to ``subscriber`` (a registry Subscriber)."""
+    return Delivery(
+        event=event,
+        subscriber=subscriber.name,
+        next_attempt_at=now,
+        ordered=subscriber.ordered,
+        aggregate_key=event.aggregate_key,
+    )
 
 
 _EVENT_FIELDS = [
@@ -168,8 +166,8 @@ def _insert_in_one_statement(connection, rows: list[Event], targets: list, *, no
             json.dumps(row.headers),
             row.occurred_at,
         ]
-    sql = (
-        f"WITH e AS (INSERT INTO {Event._meta.db_table} ({_columns(Event, _EVENT_FIELDS)}) "
+    statement = (
+        f"WITH e AS (INSERT INTO {sql.table(Event)} ({sql.columns(Event, _EVENT_FIELDS)}) "
         f"VALUES {', '.join([_EVENT_VALUES] * len(rows))} RETURNING position, event_id)"
     )
     if targets:
@@ -179,19 +177,19 @@ def _insert_in_one_statement(connection, rows: list[Event], targets: list, *, no
                 row.event_id,
                 sub.name,
                 sub.ordered,
-                f"{row.aggregate_type}:{row.aggregate_id}",
+                row.aggregate_key,
             ]
         values = ", ".join(["(%s::uuid, %s, %s::boolean, %s)"] * len(targets))
-        sql += (
-            f", d AS (INSERT INTO {Delivery._meta.db_table} "
-            f"({_columns(Delivery, _DELIVERY_FIELDS)}) "
+        statement += (
+            f", d AS (INSERT INTO {sql.table(Delivery)} "
+            f"({sql.columns(Delivery, _DELIVERY_FIELDS)}) "
             "SELECT e.position, v.subscriber, v.ordered, v.aggregate_key, %s, 0, 0, '', %s, %s, %s "
             f"FROM e JOIN (VALUES {values}) AS v(event_id, subscriber, ordered, aggregate_key) "
             "ON v.event_id = e.event_id)"
         )
-    sql += " SELECT position, event_id FROM e"
+    statement += " SELECT position, event_id FROM e"
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(statement, params)
         positions = dict((event_id, position) for position, event_id in cursor.fetchall())
     for row in rows:
         row.position = positions[row.event_id]

@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from outbox import metrics
+from outbox import metrics, sql
 from outbox.conf import outbox_settings
 from outbox.errors import UnknownSubscriber
 from outbox.logcontext import log_fields
@@ -87,9 +87,8 @@ def _claim_in_one_statement(picked, *, now: dt.datetime, conf) -> list[tuple[int
     """PostgreSQL: select, lock and lease in one round trip (``UPDATE … FROM (SELECT … FOR
     UPDATE SKIP LOCKED) … RETURNING``), the lease doubling computed per row."""
     select_sql, select_params = picked.query.sql_with_params()
-    table = connection.ops.quote_name(Delivery._meta.db_table)
-    sql = f"""
-        UPDATE {table} AS d
+    statement = f"""
+        UPDATE {sql.table(Delivery)} AS d
         SET next_attempt_at = %s + make_interval(
                 secs => %s * power(2, least(d.dispatches, %s))
             ),
@@ -101,7 +100,7 @@ def _claim_in_one_statement(picked, *, now: dt.datetime, conf) -> list[tuple[int
     """
     params = (now, conf.LEASE_SECONDS, conf.LEASE_MAX_DOUBLINGS, now, *select_params)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(statement, params)
         return [(pk, subscriber) for pk, subscriber in cursor.fetchall()]
 
 

@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from outbox.models import Delivery, Event
-from outbox.publisher import relay_wake
+from outbox.publisher import delivery_new, relay_wake
 from outbox.registry import subscriber_get
 
 
@@ -65,16 +65,7 @@ def events_replay(
         missing = events.exclude(deliveries__subscriber=sub.name).only(
             "position", "aggregate_type", "aggregate_id"
         )
-        new = [
-            Delivery(
-                event=event,
-                subscriber=sub.name,
-                next_attempt_at=now,
-                ordered=sub.ordered,
-                aggregate_key=f"{event.aggregate_type}:{event.aggregate_id}",
-            )
-            for event in missing.iterator()
-        ]
+        new = [delivery_new(event, sub, now=now) for event in missing.iterator()]
         Delivery.objects.bulk_create(new, batch_size=1000)
         if reset or new:
             transaction.on_commit(relay_wake)
