@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.authtoken.views import obtain_auth_token
 
 urlpatterns = [
@@ -10,7 +10,7 @@ urlpatterns = [
     path("api/", include("orders.urls")),
     path("", include("orders.urls_pages")),  # HTML: /orders/<id>/flow/, /accounts/login/
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
     # /metrics, /healthz, /readyz
     path("", include("shop.observability.urls")),
 ]

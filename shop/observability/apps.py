@@ -9,6 +9,7 @@ class ObservabilityConfig(AppConfig):
     def ready(self) -> None:
         from celery import signals
 
+        from shop.observability import checks  # noqa: F401  (registers the deploy checks)
         from shop.observability.logs import celery_setup_logging
         from shop.observability.metrics import multiproc_dir, multiproc_dir_prepare
         from shop.observability.tracing import tracing_configure, tracing_flush

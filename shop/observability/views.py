@@ -1,7 +1,15 @@
-"""``/metrics``, ``/healthz`` and ``/readyz``: anonymous, cheap, never cached."""
+"""``/metrics``, ``/healthz`` and ``/readyz``: cheap, never cached.
+
+``/metrics`` is private: it answers a scraper that sends ``Authorization: Bearer
+<METRICS_TOKEN>``, and nobody else once debug is off (docs/operations.md configures
+Prometheus for it). The health endpoints are for any load balancer or orchestrator.
+"""
 
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -13,6 +21,9 @@ from shop.observability.metrics import metrics_exposition
 @never_cache
 @require_safe
 def metrics(request):
+    refused = _metrics_refusal(request)
+    if refused is not None:
+        return refused
     body, content_type = metrics_exposition(request.headers.get("Accept"))
     return HttpResponse(body, content_type=content_type)
 
@@ -36,3 +47,19 @@ def readyz(request):
         "checks": {name: problem or "ok" for name, problem in checks.items()},
     }
     return JsonResponse(body, status=503 if failed else 200)
+
+
+def _metrics_refusal(request) -> HttpResponse | None:
+    token = settings.METRICS_TOKEN
+    if not token:
+        if settings.METRICS_PUBLIC:
+            return None
+        return JsonResponse(
+            {"detail": "metrics are private: set METRICS_TOKEN and scrape with it"}, status=403
+        )
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return None
+    response = JsonResponse({"detail": "a bearer token is required"}, status=401)
+    response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return response

@@ -25,6 +25,7 @@ def manage(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
         DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
         DJANGO_ALLOWED_HOSTS="shop.example.com",
+        METRICS_TOKEN=secrets.token_urlsafe(32),
     )
     environment.update(env)
     return subprocess.run(
@@ -67,3 +68,15 @@ def test_production_refuses_a_weak_secret_key(tmp_path, secret):
     result = manage(tmp_path, "check", DJANGO_SECRET_KEY=secret)
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_check_deploy_warns_when_metrics_have_no_token(tmp_path):
+    result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", METRICS_TOKEN="")
+    assert result.returncode != 0
+    assert "shop.W001" in result.stderr + result.stdout
+
+
+def test_a_short_metrics_token_is_refused_at_start(tmp_path):
+    result = manage(tmp_path, "check", METRICS_TOKEN="short")
+    assert result.returncode != 0
+    assert "METRICS_TOKEN must be at least 32 characters" in result.stderr

@@ -16,7 +16,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=9102, help="default 9102")
-        parser.add_argument("--addr", default="0.0.0.0", help="default 0.0.0.0")
+        # Localhost only unless told otherwise: these counters are not for the public, and
+        # this server has no token check of its own (an agent on the machine scrapes it).
+        parser.add_argument("--addr", default="127.0.0.1", help="default 127.0.0.1")
 
     def handle(self, *args, **options):
         path = multiproc_dir()
