@@ -95,6 +95,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees the exceptions of the views: a lost database is a 503 (shop/middleware.py).
+    "shop.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "shop.urls"
@@ -140,6 +142,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["TEST"] = {"NAME": str(VAR_DIR / f"test-{_checkout}.sqlite3")}
 else:
     _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{_checkout}"}
+    # A database that does not answer fails a connection attempt in seconds, never hangs it.
+    _db.setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "5"))
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
