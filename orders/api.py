@@ -191,6 +191,8 @@ class OrdersApi(APIView):
 
 
 class OrderListCreateApi(OrdersApi):
+    throttle_scope = "orders"  # placing orders is throttled per user (THROTTLE_RATE_ORDERS)
+
     @extend_schema(
         operation_id="orders_list",
         summary="Your orders, newest first (staff: everyone's)",

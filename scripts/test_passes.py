@@ -46,7 +46,11 @@ def main() -> int:
             return 1
         print(f"\nNOTICE: {msg}; start them to run it (see README).", flush=True)
     else:
-        services = {"DATABASE_URL": POSTGRES_URL, "CELERY_BROKER_URL": REDIS_URL}
+        services = {
+            "DATABASE_URL": POSTGRES_URL,
+            "CELERY_BROKER_URL": REDIS_URL,
+            "CACHE_URL": REDIS_URL,
+        }
         failed = run_pass("PostgreSQL + Redis", services) != 0 or failed
     return 1 if failed else 0
 

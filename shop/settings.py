@@ -262,6 +262,52 @@ PAYMENTS = {
     "TIMEOUTS_PER_CHARGE": int(os.environ.get("PAYMENTS_GATEWAY_TIMEOUTS_PER_CHARGE", "0")),
 }
 
+# --- Cache (throttle counts) -----------------------------------------------------------------
+# CACHE_URL: redis://host:6379/N in production, so every web process counts together;
+# locmem:// for one process; unset: files in var/cache/, shared by this machine's processes.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    _cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+elif CACHE_URL == "locmem://":
+    _cache = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+elif CACHE_URL in ("", "file://") or CACHE_URL.startswith("file://"):
+    _cache = {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": CACHE_URL.removeprefix("file://") or str(VAR_DIR / "cache"),
+    }
+else:
+    raise ImproperlyConfigured(f"CACHE_URL={CACHE_URL!r}: use redis://, locmem:// or file://")
+CACHES = {"default": {**_cache, "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "shop")}}
+
+
+# Throttles (shop/throttling.py), in DRF's syntax: N/second, N/minute, N/hour or N/day; "off"
+# counts nothing (load tests and the test suite).
+def env_rate(name: str, default: str) -> str | None:
+    value = (os.environ.get(name) or default).strip()
+    if value == "off":
+        return None
+    count, _, period = value.partition("/")
+    if not count.isdigit() or period not in {
+        "s",
+        "sec",
+        "second",
+        "m",
+        "min",
+        "minute",
+        "h",
+        "hour",
+        "d",
+        "day",
+    }:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate like 10/min")
+    return value
+
+
+THROTTLE_RATES = {
+    "login": env_rate("THROTTLE_RATE_LOGIN", "10/min"),
+    "orders": env_rate("THROTTLE_RATE_ORDERS", "60/min"),
+}
+
 # --- REST framework ---------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
@@ -275,6 +321,11 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "shop.api.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "shop.throttling.LoginAddressThrottle",
+        "shop.throttling.LoginUsernameThrottle",
+        "shop.throttling.OrderWriteThrottle",
+    ],
 }
 
 SPECTACULAR_SETTINGS = {

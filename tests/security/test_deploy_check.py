@@ -80,3 +80,10 @@ def test_a_short_metrics_token_is_refused_at_start(tmp_path):
     result = manage(tmp_path, "check", METRICS_TOKEN="short")
     assert result.returncode != 0
     assert "METRICS_TOKEN must be at least 32 characters" in result.stderr
+
+
+@pytest.mark.parametrize("rate", ["ten/min", "10/fortnight", "10"])
+def test_a_malformed_throttle_rate_is_refused_at_start(tmp_path, rate):
+    result = manage(tmp_path, "check", THROTTLE_RATE_ORDERS=rate)
+    assert result.returncode != 0
+    assert "THROTTLE_RATE_ORDERS" in result.stderr
