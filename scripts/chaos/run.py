@@ -10,7 +10,6 @@ import random
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,8 +19,9 @@ from pathlib import Path
 from chaos.clock import say, since_start
 from chaos.faults import KINDS, RESTART_POSTGRES, FaultThread, Injector, fault_plan
 from chaos.load import Customer, Http, Load, catalogue_plan, requests_plan
-from chaos.procs import Logs, Supervisor, procfile_queues, procfile_read
-from chaos.services import (
+from harness.processes import Logs, Supervisor, venv_path
+from harness.procfile import Procfile, release_run
+from harness.services import (
     DEFAULT_POSTGRES_RESTART,
     DEFAULT_POSTGRES_URL,
     Database,
@@ -31,7 +31,6 @@ from chaos.services import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
 ROLES = ("web", "worker", "relay", "beat")
 DEFAULT_FAULTS = tuple(kind for kind in KINDS if kind != RESTART_POSTGRES)
 
@@ -270,22 +269,24 @@ class Run:
 
         self.web_port = free_port()
         self.env = self._environment()
-        self._migrate()
+        self.procfile = Procfile.read(REPO / "Procfile")
+        self.procfile.require(*ROLES)
+        release_run(self.procfile, env=self.env, cwd=REPO, log=self.logs_dir / "migrate.log")
+        say("migrated")
         self._django_setup()
         staff_token, customers = self._users_create()
 
         logs = Logs(self.logs_dir)
         self.cleanup.callback(logs.close)
         self.supervisor = Supervisor(
-            commands=procfile_read(REPO / "Procfile"),
+            procfile=self.procfile,
+            env=self.env,
             env_for=self._environment_for,
             cwd=REPO,
             logs=logs,
+            say=say,
         )
         self.cleanup.callback(self.supervisor.shutdown)
-        missing = set(ROLES) - set(self.supervisor.commands)
-        if missing:
-            raise RuntimeError(f"the Procfile has no {', '.join(sorted(missing))}")
         started = [self.supervisor.start("web")]
         started += [self.supervisor.start("worker") for _ in range(args.workers)]
         started += [self.supervisor.start("relay"), self.supervisor.start("beat")]
@@ -293,7 +294,7 @@ class Run:
         say("started " + ", ".join(map(repr, started)) + f"; web on port {self.web_port}")
 
         self.http = Http(self.web_port)
-        self._web_wait()
+        self.supervisor.wait_ready(started[0])
         initial_stock = self._catalogue_create(staff_token)
         return self._storm_and_check(customers, initial_stock)
 
@@ -305,7 +306,7 @@ class Run:
         var = self.run_dir / "var"
         env.update(
             {
-                "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+                "PATH": venv_path(env),
                 "PYTHONUNBUFFERED": "1",
                 "DJANGO_SETTINGS_MODULE": "shop.settings",
                 "DATABASE_URL": self.database.url,
@@ -331,19 +332,6 @@ class Run:
         if role == "worker":
             env["PAYMENTS_GATEWAY_TIMEOUT_RATE"] = str(self.args.gateway_timeout_rate)
         return env
-
-    def _migrate(self) -> None:
-        with (self.logs_dir / "migrate.log").open("wb") as log:
-            subprocess.run(
-                [str(VENV_BIN / "python"), "manage.py", "migrate", "--noinput"],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=True,
-                timeout=600,
-            )
-        say("migrated")
 
     def _django_setup(self) -> None:
         """This process reads the run's database through the ORM, as the processes see it."""
@@ -387,16 +375,6 @@ class Run:
         say(f"created a staff user and {len(customers)} customers with API tokens")
         return tokens[0].key, customers
 
-    def _web_wait(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError):
-                if self.http.request("GET", "/api/products/")[0] == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the web process did not answer in {timeout:.0f}s")
-            time.sleep(0.3)
-
     def _catalogue_create(self, staff_token: str) -> dict[str, int]:
         from orders.models import CatalogItem
 
@@ -432,7 +410,7 @@ class Run:
         )
         stop = threading.Event()
         self.cleanup.callback(stop.set)
-        watch = Watch(self.redis, procfile_queues(self.supervisor.commands), stop)
+        watch = Watch(self.redis, self.procfile.queues, stop)
         watch.start()
         load = Load(
             http=self.http,
