@@ -335,6 +335,64 @@ def _check_outbox(report: Report, w: World) -> None:
         report.rows.append((f"  {n} x", error, None))
 
 
+def check_counting(*, report: Report, at_rest: bool = True) -> None:
+    """Exactly-once measured: each event in the store has exactly one counted effect per
+    counting subscriber of its type (chaos/countingapp). Twice is a violation at any moment;
+    none only at rest (the delivery may still be on its way)."""
+    from outbox.registry import subscribers_all
+
+    counting = {s.name: s.event_type for s in subscribers_all() if s.name.startswith("chaos.")}
+    if not counting:  # a check that cannot fail proves nothing
+        report.row("counting subscribers", "none installed (SHOP_CHAOS_APPS unset?)", False)
+        return
+    from chaos.countingapp.models import CountedRun  # installed, so importable
+
+    by_type: dict[str, list[str]] = {}
+    for name, event_type in counting.items():
+        by_type.setdefault(event_type, []).append(name)
+    expected = {
+        (str(event_id), name)
+        for event_id, event_type in Event.objects.values_list("event_id", "type")
+        for name in by_type.get(event_type, ())
+    }
+    counted = Counter(
+        (str(event_id), name)
+        for event_id, name in CountedRun.objects.values_list("event_id", "subscriber")
+    )
+    counting_verdict(report=report, expected=expected, counted=counted, at_rest=at_rest)
+
+
+def counting_verdict(
+    *, report: Report, expected: set[tuple[str, str]], counted: Counter, at_rest: bool = True
+) -> None:
+    """The rows for ``check_counting``: ``expected`` (event id, subscriber) pairs against the
+    ``counted`` runs of each pair."""
+    twice = sorted(
+        f"{name} x{n} for {event_id}" for (event_id, name), n in counted.items() if n > 1
+    )
+    missing = sorted(f"{name} for {event_id}" for event_id, name in expected - set(counted))
+    stray = sorted(f"{name} for {event_id}" for event_id, name in set(counted) - expected)
+    once = sum(1 for pair in expected if counted[pair] == 1)
+    subscribers = len({name.rsplit(".", 2)[0] for _, name in expected})
+    report.row(
+        f"counted effects: (event, counting subscriber) pairs exactly once ({subscribers} "
+        "subscribers)",
+        f"{once} of {len(expected)}",
+        not twice and not stray and rest_or_none(not missing, at_rest),
+    )
+    report.row("  counted twice or more (a handler's effect repeated)", len(twice), not twice)
+    report.row("  never counted", len(missing), rest_or_none(not missing, at_rest))
+    report.must(not twice, f"effects counted twice: {_examples(twice)}")
+    report.must(not stray, f"effects counted for no stored event: {_examples(stray)}")
+    if at_rest:
+        report.must(not missing, f"effects never counted: {_examples(missing)}")
+
+
+def rest_or_none(ok: bool, at_rest: bool) -> bool | None:
+    """A completion verdict: judged at rest only."""
+    return ok if at_rest else None
+
+
 def _per_order(event_type: str) -> Counter:
     """How many events of this type each order has in the event store."""
     return Counter(

@@ -347,6 +347,11 @@ class Run:
         env.update(
             {
                 "PATH": venv_path(env),
+                # The counting subscribers (chaos/countingapp): importable, and installed.
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(REPO / "scripts"), env.get("PYTHONPATH")) if p
+                ),
+                "SHOP_CHAOS_APPS": "1",
                 "PYTHONUNBUFFERED": "1",
                 "DJANGO_SETTINGS_MODULE": "shop.settings",
                 "DATABASE_URL": self.database.url,
@@ -505,7 +510,7 @@ class Run:
 
     def _judge(self, storm: Storm, quiet, initial_stock: dict[str, int]):
         """Every check, as the summary's rows in order."""
-        from chaos.checks import Report, check, check_api
+        from chaos.checks import Report, check, check_api, check_counting
 
         load, watch = storm.load, storm.watch
         report = Report()
@@ -517,6 +522,7 @@ class Run:
         )
         acks = list(load.acks.values())
         check(report=report, acks=acks, initial_stock=initial_stock, at_rest=quiet.reached)
+        check_counting(report=report, at_rest=quiet.reached)
         check_api(
             report=report, acks=acks, http=self.http, sample_size=self.args.api_sample, rng=self.rng
         )
