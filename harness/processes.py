@@ -347,8 +347,10 @@ class Supervisor:
             self.start(process.type)
 
     def stop_all(self, grace: float | None = None) -> None:
-        """Stop every running instance (the supervisor can start others afterwards)."""
-        for process in reversed(self.running()):
+        """Stop every running instance, the last started first (the supervisor can start
+        others afterwards)."""
+        running = self.running()
+        for process in reversed([p for p in self.every if p in running]):
             self.stop(process, grace)
 
     def shutdown(self) -> None:

@@ -115,3 +115,23 @@ def test_celery_workers_get_numbered_node_names(tmp_path):
     assert "--hostname worker2@%h" in command and node.startswith("worker2@")
     command, node = Supervisor._numbered(procfile["plain"], 1)
     assert command.endswith("--hostname plain1@%h") and node.startswith("plain1@")
+
+
+def test_stop_all_stops_the_last_started_first(tmp_path):
+    procfile = write_procfile(tmp_path, "first: sleep 60\nsecond: sleep 60\n")
+    supervisor = Supervisor(
+        procfile=procfile, env=dict(os.environ), cwd=tmp_path, logs=Logs(tmp_path / "logs")
+    )
+    stopped: list[str] = []
+    try:
+        second, first = supervisor.start("second"), supervisor.start("first")
+        for process in (second, first):
+            process.stop = lambda grace, p=process, stop=process.stop: (
+                stopped.append(p.name),
+                stop(grace),
+            )
+        supervisor.stop_all(grace=2)
+    finally:
+        supervisor.shutdown()
+    assert stopped == ["first.1", "second.1"]
+    assert supervisor.running() == []
