@@ -467,7 +467,7 @@ class Run:
         )
         stop = threading.Event()
         self.cleanup.callback(stop.set)
-        watch = Watch(self.redis, self.procfile.queues, stop)
+        watch = Watch(self.redis, self._queues(), stop)
         watch.start()
         load = Load(
             http=self.http,
@@ -507,6 +507,14 @@ class Run:
         )
         faults.join()
         return storm
+
+    def _queues(self) -> list[str]:
+        """The broker queues to watch: those the Procfile's workers name, and every
+        subscriber's (where a worker takes its queues from the registry instead)."""
+        from outbox.registry import subscribers_all
+
+        named = self.procfile.queues
+        return named + sorted({s.queue for s in subscribers_all()} - set(named))
 
     def _judge(self, storm: Storm, quiet, initial_stock: dict[str, int]):
         """Every check, as the summary's rows in order."""
