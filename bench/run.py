@@ -6,8 +6,9 @@
 
 It creates a database of its own (shop_bench_<random>) on --postgres-url, migrates it, uses a
 Redis database of its own (--redis-url, flushed before each run of each scenario), starts the
-real processes (relay, worker with 2 processes, beat, web) for each run, and drops the
-database at the end. docs/benchmarks.md explains each figure.
+Procfile's processes (relay, worker with 2 processes, beat, web) for each run through the
+shared harness (harness/), and drops the database at the end. docs/benchmarks.md explains each
+figure.
 """
 
 from __future__ import annotations
@@ -17,82 +18,32 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
-import platform
 import secrets
 import signal
-import subprocess
 import sys
 import time
 import traceback
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import (  # noqa: E402
-    BenchError,
+from bench.measure import BenchError, json_dump  # noqa: E402
+from bench.report import SCENARIO_TITLES, aggregate, machine_facts, table  # noqa: E402
+from bench.system import (  # noqa: E402
+    Bench,
     RedisDb,
     ServiceUnreachable,
-    json_dump,
-    pg_database_create,
-    pg_database_drop,
-    pg_database_url,
+    child_env,
     service_check,
-    summary,
 )
+from harness.errors import HarnessError  # noqa: E402
+from harness.procfile import release_run  # noqa: E402
+from harness.services import Database, PostgresServer  # noqa: E402
 
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
-
-# (scenario, figure key, label, unit, target): target is (">=" | "<=", value) or None.
-FIGURES = [
-    ("publish", "tx_without_ms", "tx: create order", "ms", None),
-    ("publish", "tx_with_ms", "tx: create order + publish()", "ms", None),
-    ("publish", "overhead_ms", "publish() overhead per event", "ms", None),
-    ("publish", "ratio", "with / without", "x", ("<=", 1.5)),
-    ("relay", "rate", "dispatched/s, {backlog} backlog", "/s", (">=", 5000)),
-    ("e2e", "outbox_rate", "outbox deliveries/s ({e2e})", "/s", (">=", 1000)),
-    ("e2e", "delay_rate", "plain .delay() tasks/s", "/s", None),
-    ("e2e", "delay_on_commit_rate", "plain delay_on_commit tasks/s", "/s", None),
-    ("e2e", "ratio_delay", "outbox / .delay()", "x", (">=", 2.0)),
-    ("e2e", "ratio_on_commit", "outbox / delay_on_commit", "x", None),
-    ("e2e", "outbox_worker_cpu_ms", "worker CPU per delivery", "ms", None),
-    ("e2e", "delay_worker_cpu_ms", "worker CPU per plain task", "ms", None),
-    ("saga", "service_rate", "service: orders/s to terminal ({saga_service})", "/s", (">=", 100)),
-    ("saga", "service_lat_p50", "service burst: place->terminal p50", "ms", None),
-    ("saga", "service_lat_p95", "service burst: p95", "ms", None),
-    ("saga", "service_lat_p99", "service burst: p99", "ms", None),
-    ("saga", "paced_lat_p50", "service @{saga_paced_rate:g}/s: p50", "ms", None),
-    ("saga", "paced_lat_p95", "service @{saga_paced_rate:g}/s: p95", "ms", None),
-    ("saga", "paced_lat_p99", "service @{saga_paced_rate:g}/s: p99", "ms", ("<=", 1000)),
-    ("saga", "http_rate", "HTTP: orders/s to terminal ({saga_http})", "/s", None),
-    ("saga", "http_lat_p50", "HTTP burst: p50", "ms", None),
-    ("saga", "http_lat_p95", "HTTP burst: p95", "ms", None),
-    ("saga", "http_lat_p99", "HTTP burst: p99", "ms", None),
-    ("latency", "steady_p50", "@{latency_rate:g}/s commit->handler p50", "ms", ("<=", 25)),
-    ("latency", "steady_p95", "@{latency_rate:g}/s p95", "ms", None),
-    ("latency", "steady_p99", "@{latency_rate:g}/s p99", "ms", ("<=", 150)),
-    ("latency", "idle_p50", "idle, single event: p50", "ms", None),
-    ("latency", "idle_p95", "idle: p95", "ms", None),
-    ("latency", "idle_p99", "idle: p99", "ms", None),
-    ("memory", "worker_start_mb", "worker RSS at start (all procs)", "MB", None),
-    ("memory", "worker_end_mb", "worker RSS after {memory_events} events", "MB", None),
-    ("memory", "worker_growth_pct", "worker RSS growth", "%", ("<=", 10)),
-    ("memory", "relay_start_mb", "relay RSS at start", "MB", None),
-    ("memory", "relay_end_mb", "relay RSS at end", "MB", None),
-    ("memory", "relay_growth_pct", "relay RSS growth", "%", ("<=", 10)),
-    ("memory", "sustained_rate", "deliveries/s over the long run", "/s", None),
-]
-SCENARIO_TITLES = {
-    "publish": "1 publish",
-    "relay": "2 relay",
-    "e2e": "3 end-to-end",
-    "saga": "4 saga",
-    "latency": "5 latency",
-    "memory": "6 memory",
-}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -138,218 +89,222 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = {s for s in args.only.split(",") if s} - set(SCENARIO_TITLES)
     if unknown:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    args.selected = [s for s in SCENARIO_TITLES if not args.only or s in args.only.split(",")]
     return args
-
-
-def child_env(
-    *, database_url: str, redis_url: str, run_dir: Path, settings: str = "shop.settings"
-) -> dict:
-    """What every process of the system gets: the bench's database, broker and app, and the
-    production switches (debug off) unless the caller's environment says otherwise."""
-    env = dict(os.environ)
-    env.pop("SHOP_TEST_APPS", None)
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": settings,
-            "DATABASE_URL": database_url,
-            "CELERY_BROKER_URL": redis_url,
-            "SHOP_BENCH_APPS": "1",
-            "BENCH_RECORD_REDIS_URL": redis_url,
-            # Its own metrics folder: never another run's, never wiped under someone else.
-            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus"),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.setdefault("DJANGO_DEBUG", "0")
-    if env["DJANGO_DEBUG"] in ("0", "false", "no", "off"):
-        env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(60))
-        env.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
-        env.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
-    return env
-
-
-def machine_facts(args, redis_client) -> dict:
-    from django.db import connection
-
-    from outbox import metrics
-    from outbox.conf import outbox_settings
-
-    def read(path, prefix):
-        with contextlib.suppress(OSError), open(path) as f:
-            for line in f:
-                if line.startswith(prefix):
-                    return line.split(":", 1)[1].strip()
-        return None
-
-    def show(name):
-        with connection.cursor() as cursor:
-            cursor.execute(f"SHOW {name}")
-            return cursor.fetchone()[0]
-
-    def version(dist):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    def git(*cmd):
-        with contextlib.suppress(Exception):
-            return subprocess.run(
-                ["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-        return None
-
-    redis_config = {}
-    for key in ("appendonly", "save"):
-        with contextlib.suppress(Exception):
-            redis_config.update(redis_client.config_get(key))
-    info = redis_client.info("server")
-    status = git("status", "--porcelain") or ""
-    return {
-        "hostname": platform.node(),
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": read("/proc/cpuinfo", "model name"),
-        "memory_total": read("/proc/meminfo", "MemTotal"),
-        "kernel": platform.platform(),
-        "loadavg_at_start": os.getloadavg(),
-        "python": sys.version.split()[0],
-        "packages": {
-            d: version(d)
-            for d in (
-                "Django",
-                "celery",
-                "kombu",
-                "redis",
-                "psycopg",
-                "djangorestframework",
-                "gunicorn",
-                "django-celery-beat",
-                "prometheus-client",
-                "structlog",
-                "opentelemetry-sdk",
-            )
-        },
-        "postgresql": {
-            "version": show("server_version"),
-            "synchronous_commit": show("synchronous_commit"),
-            "fsync": show("fsync"),
-            "shared_buffers": show("shared_buffers"),
-            "max_connections": show("max_connections"),
-            "wal_level": show("wal_level"),
-        },
-        "redis": {"version": info.get("redis_version"), **redis_config},
-        "processes": {
-            "worker": f"celery worker --pool prefork --concurrency {args.concurrency}",
-            "relay": "celery worker --queues outbox --pool solo",
-            "beat": "celery beat (django-celery-beat), relay tick 1 s",
-            "web": f"gunicorn shop.wsgi --workers {args.web_workers}",
-            "producers": args.producers,
-        },
-        "outbox": dataclasses.asdict(outbox_settings()),
-        "environment": {
-            k: os.environ.get(k)
-            for k in (
-                "DJANGO_DEBUG",
-                "LOG_LEVEL",
-                "LOG_FORMAT",
-                "DATABASE_CONN_MAX_AGE",
-                "WORKER_CONCURRENCY",
-            )
-        },
-        "tracing_configured": any(k.startswith("OTEL_") for k in os.environ),
-        "metrics_enabled": metrics.enabled,
-        "git": {
-            "head": git("rev-parse", "HEAD"),
-            "uncommitted_files": len(status.splitlines()),
-        },
-    }
-
-
-def aggregate(results: dict, sizes) -> list[dict]:
-    names = dataclasses.asdict(sizes)
-    rows = []
-    for scenario, key, label, unit, target in FIGURES:
-        runs = [r["figures"].get(key) for r in results.get(scenario, {}).get("runs", [])]
-        if scenario not in results:
-            continue
-        stats = summary([v for v in runs if v is not None])
-        met = None
-        if target is not None and stats["median"] is not None:
-            op, value = target
-            met = stats["median"] >= value if op == ">=" else stats["median"] <= value
-        rows.append(
-            {
-                "scenario": scenario,
-                "key": key,
-                "figure": label.format(**names),
-                "unit": unit,
-                "runs": runs,
-                **stats,
-                "target": f"{target[0]} {target[1]:g}" if target else None,
-                "met": met,
-            }
-        )
-    return rows
-
-
-def fmt(value, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "/s":
-        return f"{value:,.0f}"
-    if unit == "x":
-        return f"{value:.2f}"
-    if unit in ("ms", "MB", "%"):
-        return f"{value:.1f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return f"{value:g}"
-
-
-def table(rows: list[dict]) -> str:
-    head = ("scenario", "figure", "median", "min", "max", "target", "met?")
-    lines = []
-    for row in rows:
-        unit = row["unit"]
-        gap = "" if unit in ("x", "%") else " "
-        target = f"{row['target']}{gap}{unit}" if row["target"] else ""
-        met = {True: "yes", False: "NO", None: "" if not row["target"] else "n/a"}[row["met"]]
-        lines.append(
-            (
-                SCENARIO_TITLES[row["scenario"]],
-                f"{row['figure']} [{unit}]",
-                fmt(row["median"], unit),
-                fmt(row["min"], unit),
-                fmt(row["max"], unit),
-                target,
-                met,
-            )
-        )
-    widths = [max(len(str(x[i])) for x in [head, *lines]) for i in range(len(head))]
-    align = ["<", "<", ">", ">", ">", "<", "<"]
-
-    def render(cells):
-        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths, strict=True))
-
-    out = [render(head), "  ".join("-" * w for w in widths)]
-    previous = None
-    for line in lines:
-        if previous is not None and line[0] != previous:
-            out.append("")
-        out.append(render(line if line[0] != previous else ("", *line[1:])))
-        previous = line[0]
-    return "\n".join(out)
 
 
 def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+class BenchRun:
+    """One invocation, in its steps: prepare, measure each scenario, clean up, report."""
+
+    def __init__(self, args: argparse.Namespace, postgres: PostgresServer, service_facts: dict):
+        from bench.scenarios import Sizes
+
+        self.args = args
+        self.postgres = postgres
+        self.service_facts = service_facts
+        self.stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        out_dir = ROOT / "var" / "bench"
+        self.run_dir = out_dir / self.stamp
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.output = args.output or out_dir / f"{self.stamp}.json"
+        self.sizes = Sizes.smoke() if args.smoke else Sizes().scaled(args.size)
+        self.redis_db = RedisDb(args.redis_url, out_dir)
+        self.database: Database | None = None
+        self.bench: Bench | None = None
+        self.results: dict = {}
+        self.report: dict = {}
+        self.failed = self.interrupted = False
+
+    def go(self) -> int:
+        try:
+            self.prepare()
+            for scenario in self.args.selected:
+                self.measure(scenario)
+        except KeyboardInterrupt:
+            self.failed = self.interrupted = True
+            say("interrupted: the figures measured so far are kept")
+        except (BenchError, HarnessError, ServiceUnreachable) as exc:
+            self.failed = True
+            say(str(exc))
+        finally:
+            self.clean_up()
+        if not self.report:
+            return 1
+        self.write()
+        return 1 if self.failed else 0
+
+    # --- the steps --------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """The Redis database locked, a database created and migrated, Django set up here."""
+        args = self.args
+        self.redis_db.acquire()
+        self.database = Database(self.postgres, f"shop_bench_{secrets.token_hex(4)}")
+        self.database.create()
+        env = child_env(
+            database_url=self.database.url,
+            redis_url=args.redis_url,
+            run_dir=self.run_dir,
+            settings=args.settings,
+        )
+        os.environ.update(env)
+        os.environ.pop("SHOP_TEST_APPS", None)
+        say(f"database {self.database.name}, Redis {args.redis_url}, logs in {self.run_dir}")
+        (self.run_dir / "logs").mkdir(exist_ok=True)
+        self.bench = self._bench(env)
+        release_run(
+            self.bench.supervisor.procfile,
+            env=env,
+            cwd=ROOT,
+            log=self.run_dir / "logs" / "migrate.log",
+        )
+        self.report = {
+            "started_at": self.stamp,
+            "argv": sys.argv[1:],
+            "smoke": args.smoke,
+            "size": args.size,
+            "runs": args.runs,
+            "sizes": dataclasses.asdict(self.sizes),
+            "note": args.note,
+            "settings_module": args.settings,
+            # py-spy samples the processes: the figures of a profiled run are not comparable.
+            "profiled": args.profile,
+            "machine": {
+                **machine_facts(args, self.redis_db.client, self.bench.supervisor.procfile),
+                **self.service_facts,
+            },
+            "logs": str(self.run_dir),
+        }
+
+    def _bench(self, env: dict) -> Bench:
+        import logging
+
+        import django
+
+        django.setup()
+        logging.getLogger().setLevel(logging.WARNING)
+        profile_dir = None
+        if self.args.profile:
+            profile_dir = self.run_dir / "profile"
+            profile_dir.mkdir(exist_ok=True)
+        return Bench(
+            env=env,
+            run_dir=self.run_dir,
+            redis_db=self.redis_db,
+            sizes=self.sizes,
+            producers=self.args.producers,
+            concurrency=self.args.concurrency,
+            web_workers=self.args.web_workers,
+            profile_dir=profile_dir,
+        )
+
+    def measure(self, scenario: str) -> None:
+        """Every run of one scenario; then the JSON is rewritten, so that an interrupted long
+        run keeps what it measured."""
+        result = self.results[scenario] = {"runs": [], "errors": [], "checks_ok": True}
+        for run in range(self.args.runs):
+            say(f"{SCENARIO_TITLES[scenario]}: run {run + 1}/{self.args.runs}")
+            outcome = self._run_once(scenario, run)
+            if outcome is None:
+                continue
+            if outcome.get("checks_ok") is False:
+                result["checks_ok"] = False
+                say(f"{scenario} run {run + 1}: a correctness check failed (see the JSON)")
+            result["runs"].append(outcome)
+            shown = ", ".join(
+                f"{k}={v:.4g}" for k, v in outcome["figures"].items() if v is not None
+            )
+            say(f"  {shown}")
+        if not result["checks_ok"]:
+            self.failed = True
+        json_dump(
+            self.output,
+            {
+                **self.report,
+                "table": aggregate(self.results, self.sizes),
+                "scenarios": self.results,
+            },
+        )
+
+    def _run_once(self, scenario: str, run: int) -> dict | None:
+        from bench.scenarios import SCENARIOS
+
+        began = time.monotonic()
+        try:
+            outcome = SCENARIOS[scenario](self.bench, run)
+        except (BenchError, HarnessError) as exc:
+            error = str(exc)
+            say(f"{scenario} run {run + 1} failed: {exc}")
+        except Exception:
+            error = traceback.format_exc()
+            say(f"{scenario} run {run + 1} crashed:\n{error}")
+        else:
+            outcome["seconds"] = round(time.monotonic() - began, 1)
+            outcome["loadavg_1m"] = os.getloadavg()[0]
+            return outcome
+        self.failed = True
+        self.results[scenario]["errors"].append(error)
+        self.bench.stop()
+        return None
+
+    def clean_up(self) -> None:
+        """The processes stopped, the database dropped, the Redis lock released."""
+        if self.bench is not None:
+            self.bench.stop()
+        if self.database is not None:
+            with contextlib.suppress(Exception):
+                from django.db import connections
+
+                connections.close_all()
+            try:
+                self.database.drop()
+            except Exception as exc:
+                say(f"could not drop database {self.database.name}: {exc}")
+        self.redis_db.release()
+
+    def write(self) -> None:
+        """The JSON, complete, and the table."""
+        args = self.args
+        rows = aggregate(self.results, self.sizes)
+        self.report.update(
+            {
+                "finished_at": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
+                "loadavg_at_end": os.getloadavg(),
+                "table": rows,
+                "scenarios": self.results,
+                "complete": set(self.results) == set(args.selected) and not self.interrupted,
+                "ok": not self.failed,
+            }
+        )
+        if args.profile and self.bench is not None and self.bench.profile_dir is not None:
+            from bench.profile import summarise_dir
+
+            self.report["profile"] = summarise_dir(self.bench.profile_dir)
+        json_dump(self.output, self.report)
+        title = (
+            f"Outbox benchmark ({'smoke sizes' if args.smoke else f'size {args.size:g}'}, "
+            f"{args.runs} run{'s' if args.runs > 1 else ''} each; median, min, max"
+            f"{'; PROFILED, figures perturbed' if args.profile else ''}"
+            f"{'; settings ' + args.settings if args.settings != 'shop.settings' else ''})"
+        )
+        print(f"\n{title}\n\n{table(rows)}\n")
+        for scenario, outcome in self.results.items():
+            for error in outcome["errors"]:
+                print(f"{scenario}: ERROR {error.strip().splitlines()[-1]}")
+            if not outcome["checks_ok"]:
+                print(f"{scenario}: a correctness check failed; see the JSON")
+        print(f"figures and machine facts: {self.output}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from bench.scenarios import SCENARIOS, Sizes
-
+    postgres = PostgresServer.from_url(args.postgres_url)
     try:
-        service_facts = service_check(args.postgres_url, args.redis_url)
+        service_facts = service_check(postgres, args.redis_url)
     except ServiceUnreachable as exc:
         print(
             f"bench: cannot run, a service is not reachable:\n{exc}\n"
@@ -359,173 +314,11 @@ def main(argv=None) -> int:
         )
         return 1
 
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = ROOT / "var" / "bench"
-    run_dir = out_dir / stamp
-    run_dir.mkdir(parents=True, exist_ok=True)
-    output = args.output or out_dir / f"{stamp}.json"
-    sizes = Sizes.smoke() if args.smoke else Sizes().scaled(args.size)
-    selected = [s for s in SCENARIO_TITLES if not args.only or s in args.only.split(",")]
-
-    redis_db = RedisDb(args.redis_url, out_dir)
-    db_name = None
-    bench = None
-    results: dict = {}
-    report: dict = {}
-    failed = interrupted = False
-
     def on_term(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    try:
-        redis_db.acquire()
-        db_name = pg_database_create(args.postgres_url)
-        database_url = pg_database_url(args.postgres_url, db_name)
-        env = child_env(
-            database_url=database_url,
-            redis_url=args.redis_url,
-            run_dir=run_dir,
-            settings=args.settings,
-        )
-        os.environ.update(env)
-        os.environ.pop("SHOP_TEST_APPS", None)
-        say(f"database {db_name}, Redis {args.redis_url}, logs in {run_dir}")
-        (run_dir / "logs").mkdir(exist_ok=True)
-        with open(run_dir / "logs" / "migrate.log", "wb") as log:
-            migrated = subprocess.run(
-                [sys.executable, "manage.py", "migrate", "--noinput"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=600,
-            )
-        if migrated.returncode:
-            raise BenchError(f"migrate failed; see {run_dir / 'logs' / 'migrate.log'}")
-
-        import django
-
-        django.setup()
-        import logging
-
-        logging.getLogger().setLevel(logging.WARNING)
-        from bench.scenarios import Bench
-
-        profile_dir = None
-        if args.profile:
-            profile_dir = run_dir / "profile"
-            profile_dir.mkdir(exist_ok=True)
-        bench = Bench(
-            env=env,
-            run_dir=run_dir,
-            redis_db=redis_db,
-            sizes=sizes,
-            producers=args.producers,
-            concurrency=args.concurrency,
-            web_workers=args.web_workers,
-            profile_dir=profile_dir,
-        )
-        report = {
-            "started_at": stamp,
-            "argv": sys.argv[1:],
-            "smoke": args.smoke,
-            "size": args.size,
-            "runs": args.runs,
-            "sizes": dataclasses.asdict(sizes),
-            "note": args.note,
-            "settings_module": args.settings,
-            # py-spy samples the processes: the figures of a profiled run are not comparable.
-            "profiled": args.profile,
-            "machine": {**machine_facts(args, redis_db.client), **service_facts},
-            "logs": str(run_dir),
-        }
-        for scenario in selected:
-            results[scenario] = {"runs": [], "errors": [], "checks_ok": True}
-            for run in range(args.runs):
-                say(f"{SCENARIO_TITLES[scenario]}: run {run + 1}/{args.runs}")
-                began = time.monotonic()
-                try:
-                    outcome = SCENARIOS[scenario](bench, run)
-                except BenchError as exc:
-                    failed = True
-                    say(f"{scenario} run {run + 1} failed: {exc}")
-                    results[scenario]["errors"].append(str(exc))
-                    bench.stop()
-                    continue
-                except Exception:
-                    failed = True
-                    text = traceback.format_exc()
-                    say(f"{scenario} run {run + 1} crashed:\n{text}")
-                    results[scenario]["errors"].append(text)
-                    bench.stop()
-                    continue
-                outcome["seconds"] = round(time.monotonic() - began, 1)
-                outcome["loadavg_1m"] = os.getloadavg()[0]
-                if outcome.get("checks_ok") is False:
-                    results[scenario]["checks_ok"] = False
-                    say(f"{scenario} run {run + 1}: a correctness check failed (see the JSON)")
-                results[scenario]["runs"].append(outcome)
-                shown = ", ".join(
-                    f"{k}={v:.4g}" for k, v in outcome["figures"].items() if v is not None
-                )
-                say(f"  {shown}")
-            if not results[scenario]["checks_ok"]:
-                failed = True
-            # After each scenario, so that an interrupted long run keeps what it measured.
-            json_dump(output, {**report, "table": aggregate(results, sizes), "scenarios": results})
-    except KeyboardInterrupt:
-        failed = interrupted = True
-        say("interrupted: the figures measured so far are kept")
-    except (BenchError, ServiceUnreachable) as exc:
-        failed = True
-        say(str(exc))
-    finally:
-        if bench is not None:
-            bench.stop()
-        if db_name is not None:
-            with contextlib.suppress(Exception):
-                from django.db import connections
-
-                connections.close_all()
-            try:
-                pg_database_drop(args.postgres_url, db_name)
-            except Exception as exc:
-                say(f"could not drop database {db_name}: {exc}")
-        redis_db.release()
-
-    if not report:
-        return 1
-    rows = aggregate(results, sizes)
-    report.update(
-        {
-            "finished_at": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
-            "loadavg_at_end": os.getloadavg(),
-            "table": rows,
-            "scenarios": results,
-            "complete": set(results) == set(selected) and not interrupted,
-            "ok": not failed,
-        }
-    )
-    if args.profile and bench is not None and bench.profile_dir is not None:
-        from bench.profile import summarise_dir
-
-        report["profile"] = summarise_dir(bench.profile_dir)
-    json_dump(output, report)
-    title = (
-        f"Outbox benchmark ({'smoke sizes' if args.smoke else f'size {args.size:g}'}, "
-        f"{args.runs} run{'s' if args.runs > 1 else ''} each; median, min, max"
-        f"{'; PROFILED, figures perturbed' if args.profile else ''}"
-        f"{'; settings ' + args.settings if args.settings != 'shop.settings' else ''})"
-    )
-    print(f"\n{title}\n\n{table(rows)}\n")
-    for scenario, outcome in results.items():
-        for error in outcome["errors"]:
-            print(f"{scenario}: ERROR {error.strip().splitlines()[-1]}")
-        if not outcome["checks_ok"]:
-            print(f"{scenario}: a correctness check failed; see the JSON")
-    print(f"figures and machine facts: {output}")
-    return 1 if failed else 0
+    return BenchRun(args, postgres, service_facts).go()
 
 
 if __name__ == "__main__":

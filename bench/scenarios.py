@@ -7,56 +7,27 @@ started for it (relay, worker, beat, and web where HTTP is measured) and stopped
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import math
-import secrets
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
-from bench.harness import (
-    ROOT,
-    WORKER_QUEUES,
+from bench.measure import (
     BenchError,
     CpuWindow,
-    Proc,
-    RedisDb,
-    celery_beat,
-    celery_worker,
-    die_with_parent,
-    free_port,
-    gunicorn_web,
+    PgWindow,
     percentile,
     pss_kb,
     rss_kb,
     wait_for,
     wait_for_count,
-    web_wait_ready,
-    worker_wait_ready,
 )
+from bench.system import BENCH_QUEUE, Bench
 
 NOOP_SUBSCRIBER = "bench.ping_noop"
-BENCH_QUEUE = "bench"
 TERMINAL = ("completed", "cancelled")
 TERMINAL_EVENTS = ("orders.OrderCompleted", "orders.OrderCancelled")
 SAGA_SKUS = [f"BENCH-{i:02d}" for i in range(20)]
-# Tables a run empties: everything the shop and the bench write, never the migrations' rows
-# (content types, permissions, beat's schedule).
-RESET_PREFIXES = (
-    "outbox_",
-    "orders_",
-    "payments_",
-    "inventory_",
-    "shipping_",
-    "benchapp_",
-    "authtoken_",
-    "auth_user",
-    "django_session",
-    "django_admin_log",
-)
 
 
 @dataclass(frozen=True)
@@ -113,248 +84,6 @@ class Sizes:
             value = max(self.FLOORS[f.name], value)
             changes[f.name] = round(value) if isinstance(getattr(self, f.name), int) else value
         return replace(self, **changes)
-
-
-class Bench:
-    """One benchmark invocation: environment, Redis database, process set, producers."""
-
-    def __init__(
-        self,
-        *,
-        env: dict,
-        run_dir: Path,
-        redis_db: RedisDb,
-        sizes: Sizes,
-        producers: int,
-        concurrency: int,
-        web_workers: int,
-        profile_dir: Path | None = None,
-    ):
-        self.env = env
-        self.run_dir = run_dir
-        self.log_dir = run_dir / "logs"
-        self.redis_db = redis_db
-        self.r = redis_db.client
-        self.sizes = sizes
-        self.producers = producers
-        self.concurrency = concurrency
-        self.web_workers = web_workers
-        self.procs: dict[str, Proc] = {}
-        self.web_port: int | None = None
-        self.profile_dir = profile_dir
-        self._profilers: list[tuple[subprocess.Popen, Path]] = []
-
-    # --- state ---------------------------------------------------------------------------------
-
-    def reset(self) -> None:
-        """Empty Redis and the shop's tables (no process of the system may be running)."""
-        from django.db import connection
-
-        assert not self.procs, "reset with processes running"
-        self.redis_db.flush()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-            tables = [t for (t,) in cursor.fetchall() if t.startswith(RESET_PREFIXES)]
-            if tables:
-                names = ", ".join(f'"{t}"' for t in tables)
-                cursor.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-
-    # --- processes -----------------------------------------------------------------------------
-
-    def start(self, *, relay=True, worker=True, beat=True, web=False) -> None:
-        if relay:
-            self.procs["relay"] = celery_worker(
-                "relay",
-                queues="outbox",
-                pool="solo",
-                concurrency=1,
-                env=self.env,
-                log_dir=self.log_dir,
-            ).start()
-        if worker:
-            self.procs["worker"] = celery_worker(
-                "worker",
-                queues=WORKER_QUEUES,
-                pool="prefork",
-                concurrency=self.concurrency,
-                env=self.env,
-                log_dir=self.log_dir,
-            ).start()
-        for name in ("relay", "worker"):
-            if name in self.procs:
-                worker_wait_ready(self.procs[name])
-        if beat:
-            self.procs["beat"] = celery_beat(self.env, self.log_dir).start()
-        if web:
-            self.web_port = free_port()
-            self.procs["web"] = gunicorn_web(
-                self.env, self.log_dir, self.web_port, self.web_workers
-            ).start()
-            web_wait_ready(self.procs["web"], self.web_port)
-
-    def stop(self) -> None:
-        self.profile_stop()
-        for name in ("web", "beat", "worker", "relay"):
-            proc = self.procs.pop(name, None)
-            if proc is not None:
-                proc.stop()
-        self.procs.clear()
-
-    @contextlib.contextmanager
-    def system(self, **kwargs):
-        try:
-            self.start(**kwargs)
-            yield self.procs
-        finally:
-            self.stop()
-
-    def alive(self) -> list[Proc]:
-        return list(self.procs.values())
-
-    # --- profiling (py-spy) --------------------------------------------------------------------
-
-    def profile_start(self, label: str, names: list[str]) -> None:
-        if self.profile_dir is None:
-            return
-        for name in names:
-            proc = self.procs[name]
-            out = self.profile_dir / f"{label}-{name}.txt"
-            cmd = [
-                str(Path(sys.executable).parent / "py-spy"),
-                "record",
-                "--pid",
-                str(proc.pid),
-                "--format",
-                "raw",
-                "--rate",
-                "100",
-                "--idle",
-                "--nonblocking",
-                "--output",
-                str(out),
-            ]
-            if name == "worker":
-                cmd.append("--subprocesses")
-            log = open(self.profile_dir / f"{label}-{name}.log", "wb")  # noqa: SIM115
-            self._profilers.append(
-                (
-                    subprocess.Popen(
-                        cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
-                    ),
-                    out,
-                )
-            )
-            log.close()
-        time.sleep(1.0)  # py-spy attaches
-
-    def profile_stop(self) -> None:
-        import signal
-
-        for popen, _ in self._profilers:
-            if popen.poll() is None:
-                popen.send_signal(signal.SIGINT)
-        for popen, _ in self._profilers:
-            try:
-                popen.wait(30)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-        self._profilers.clear()
-
-    # --- producers -----------------------------------------------------------------------------
-
-    def producers_run(self, kind: str, *, total: int, n: int, tag: str, **spec) -> ProducerBatch:
-        return ProducerBatch(self, kind, total=total, n=n, tag=tag, **spec)
-
-    # --- observations --------------------------------------------------------------------------
-
-    def starts(self, tag: str) -> dict[int, float]:
-        return {int(k): float(v) for k, v in self.r.hgetall(f"bench:start:{tag}").items()}
-
-    def runs(self, tag: str) -> int:
-        return int(self.r.get(f"bench:runs:{tag}") or 0)
-
-    def stamps(self, key: str) -> dict[int, float]:
-        return {int(k): float(v) for k, v in self.r.hgetall(key).items()}
-
-
-class ProducerBatch:
-    """``n`` producer processes sharing ``total`` items; started and ready before go()."""
-
-    def __init__(self, bench: Bench, kind: str, *, total: int, n: int, tag: str, **spec):
-        self.bench = bench
-        self.token = secrets.token_hex(4)
-        self.n = n
-        self.procs: list[subprocess.Popen] = []
-        self.stamps_key = spec.pop("stamps_key", None)
-        share, extra = divmod(total, n)
-        seq = 0
-        for index in range(n):
-            count = share + (1 if index < extra else 0)
-            item = {
-                "kind": kind,
-                "token": self.token,
-                "index": index,
-                "count": count,
-                "seq_start": seq,
-                "tag": tag,
-                "stamps_key": self.stamps_key,
-                **spec,
-            }
-            seq += count
-            log = open(bench.log_dir / f"producer-{kind}.log", "ab")  # noqa: SIM115
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "bench.producer", json.dumps(item)],
-                    cwd=ROOT,
-                    env=bench.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    preexec_fn=die_with_parent,
-                )
-            )
-            log.close()
-        try:
-            for _ in range(n):
-                if bench.r.blpop([f"bench:ready:{self.token}"], timeout=120) is None:
-                    raise BenchError(f"{kind} producers did not start; see logs/producer-*.log")
-        except BaseException:
-            self.kill()
-            raise
-
-    def go(self) -> float:
-        started = time.time()
-        self.bench.r.rpush(f"bench:go:{self.token}", *range(self.n))
-        return started
-
-    def results(self, timeout: float) -> list[dict]:
-        out = []
-        try:
-            deadline = time.monotonic() + timeout
-            while len(out) < self.n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BenchError(f"producers did not finish within {timeout:.0f}s")
-                item = self.bench.r.blpop([f"bench:result:{self.token}"], timeout=min(5, left))
-                if item is not None:
-                    out.append(json.loads(item[1]))
-                for proc in self.bench.alive():
-                    proc.check_alive()
-            for proc in self.procs:
-                proc.wait(30)
-        finally:
-            self.kill()
-        errors = sum(r["error_count"] for r in out)
-        if errors:
-            first = next(e for r in out for e in r["errors"])
-            raise BenchError(f"{errors} producer errors; first: {first}")
-        return out
-
-    def kill(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -418,7 +147,7 @@ def _warm_up(bench: Bench, *, plain: bool = False) -> None:
         ),
         timeout=120,
         what="warm-up",
-        alive=bench.alive(),
+        alive=bench.check_alive,
     )
 
 
@@ -431,44 +160,8 @@ def _outbox_settle(bench: Bench, timeout: float) -> None:
         what="every delivery done (pending count)",
         stall=timeout,
         interval=0.2,
-        alive=bench.alive(),
+        alive=bench.check_alive,
     )
-
-
-class PgWindow:
-    """PostgreSQL's own counters for the benchmark database over a window: new sessions
-    (connections opened) and commits. Read a moment after the window, since backends report
-    their counters at most once a second."""
-
-    QUERY = (
-        "SELECT sessions, xact_commit, xact_rollback FROM pg_stat_database "
-        "WHERE datname = current_database()"
-    )
-
-    def __enter__(self) -> PgWindow:
-        self.start = self._read()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.ended = time.monotonic()
-
-    def _read(self) -> tuple:
-        from django.db import connection
-
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_stat_clear_snapshot()")
-            cursor.execute(self.QUERY)
-            return cursor.fetchone()
-
-    def per_item(self, items: int) -> dict:
-        time.sleep(max(0.0, 1.2 - (time.monotonic() - self.ended)))
-        end = self._read()
-        sessions, commits, rollbacks = (e - s for e, s in zip(end, self.start, strict=True))
-        return {
-            "pg_sessions_per_item": round(sessions / items, 3),
-            "pg_commits_per_item": round(commits / items, 3),
-            "pg_rollbacks": rollbacks,
-        }
 
 
 def _delivery_checks(after_id: int, expected: int) -> dict:
@@ -617,7 +310,7 @@ def relay_dispatch(bench: Bench, run: int) -> dict:
             relay.apply_async(kwargs={"source": "bench"})
             # Beat's one-second tick, as in production: it resumes a drain that hit
             # RELAY_MAX_SECONDS.
-            bench.procs["beat"] = celery_beat(bench.env, bench.log_dir).start()
+            bench.supervisor.start("beat")
             deadline = time.monotonic() + 60 + n / 200
             last_db_check = 0.0
             while done_at is None:
@@ -632,8 +325,7 @@ def relay_dispatch(bench: Bench, run: int) -> dict:
                         done_at = time.time()
                 if time.monotonic() > deadline:
                     raise BenchError(f"the relay did not dispatch {n} deliveries in time")
-                for proc in bench.alive():
-                    proc.check_alive()
+                bench.check_alive()
                 time.sleep(0.005)
         bench.profile_stop()
     ids = _queued_ids(bench.r, BENCH_QUEUE)
@@ -686,7 +378,7 @@ def end_to_end(bench: Bench, run: int) -> dict:
                         lambda a=after_id: _noop_deliveries(a).filter(status="done").count(),
                         n,
                         what=f"{n} outbox deliveries done",
-                        alive=bench.alive(),
+                        alive=bench.check_alive,
                     )
                 else:
                     wait_for_count(
@@ -694,7 +386,7 @@ def end_to_end(bench: Bench, run: int) -> dict:
                         n,
                         what=f"{n} {variant} tasks run",
                         interval=0.05,
-                        alive=bench.alive(),
+                        alive=bench.check_alive,
                     )
                 results = batch.results(timeout=120)
             bench.profile_stop()
@@ -751,7 +443,7 @@ def _saga_setup(bench: Bench, run: int) -> tuple[int, str]:
         lambda: CatalogItem.objects.count() == len(SAGA_SKUS),
         timeout=60,
         what="orders' catalogue",
-        alive=bench.alive(),
+        alive=bench.check_alive,
     )
     customer = get_user_model().objects.create_user(f"bench-saga-{run}")
     token = Token.objects.create(user=customer)
@@ -777,7 +469,7 @@ def _saga_measure(
             lambda: Order.objects.filter(pk__in=ids, status__in=TERMINAL).count(),
             len(ids),
             what=f"orders ({tag}) reaching completed or cancelled",
-            alive=bench.alive(),
+            alive=bench.check_alive,
         )
     terminal: dict[int, float] = {}
     rows = Event.objects.filter(
@@ -871,7 +563,7 @@ def _latencies(bench: Bench, tag: str, count: int) -> list[float]:
         lambda: bench.r.hlen(f"bench:start:{tag}") >= count,
         timeout=60,
         what=f"{count} handler starts ({tag})",
-        alive=bench.alive(),
+        alive=bench.check_alive,
     )
     commits = bench.stamps(f"bench:commit:{tag}")
     starts = bench.starts(tag)
@@ -935,8 +627,8 @@ def commit_to_handler(bench: Bench, run: int) -> dict:
 
 
 def _rss_sample(bench: Bench) -> dict:
-    worker = bench.procs["worker"].pids()
-    relay = bench.procs["relay"].pids()
+    worker = bench.procs["worker"].tree()
+    relay = bench.procs["relay"].tree()
     return {
         "t": time.time(),
         "worker_kb": sum(rss_kb(p) for p in worker),
@@ -962,7 +654,7 @@ def memory(bench: Bench, run: int) -> dict:
             ),
             timeout=120,
             what="volume warm-up",
-            alive=bench.alive(),
+            alive=bench.check_alive,
         )
         time.sleep(2.0)
         start = _rss_sample(bench)
@@ -980,8 +672,7 @@ def memory(bench: Bench, run: int) -> dict:
                     last, moved = done, time.monotonic()
                 elif time.monotonic() - moved > 90:
                     raise BenchError(f"memory run stuck at {done}/{n} deliveries for 90s")
-                for proc in bench.alive():
-                    proc.check_alive()
+                bench.check_alive()
                 if time.monotonic() >= next_sample:
                     samples.append(_rss_sample(bench))
                     next_sample += 1.0

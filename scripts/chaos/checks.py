@@ -93,6 +93,32 @@ def _examples(items, limit: int = 5) -> str:
     return ", ".join(str(item) for item in items[:limit]) + more
 
 
+@dataclass
+class World:
+    """What the checks read once: the acknowledged requests and every order, by id."""
+
+    acks: list[Ack]
+    orders: dict[int, Order]
+    acked_ids: Counter
+    terminal: set[int]
+    at_rest: bool
+
+    @classmethod
+    def read(cls, acks: list[Ack], at_rest: bool) -> World:
+        orders = {order.pk: order for order in Order.objects.all()}
+        return cls(
+            acks=acks,
+            orders=orders,
+            acked_ids=Counter(ack.order_id for ack in acks),
+            terminal={pk for pk, order in orders.items() if order.status in TERMINAL},
+            at_rest=at_rest,
+        )
+
+    def rest(self, ok: bool) -> bool | None:
+        """A completion verdict: judged only at rest."""
+        return ok if self.at_rest else None
+
+
 def check(
     *, report: Report, acks: list[Ack], initial_stock: dict[str, int], at_rest: bool = True
 ) -> None:
@@ -103,15 +129,18 @@ def check(
     holds at rest: when the run did not get quiet, those rows are shown but not judged, and the
     one violation is that it did not get quiet.
     """
+    world = World.read(acks, at_rest)
+    _check_acknowledged(report, world)
+    _check_outcomes(report, world)
+    _check_money(report, world)
+    _check_event_store(report, world)
+    _check_stock(report, world, initial_stock)
+    _check_outbox(report, world)
 
-    def rest(ok: bool) -> bool | None:
-        return ok if at_rest else None
 
-    orders = {order.pk: order for order in Order.objects.all()}
-    acked_ids = Counter(ack.order_id for ack in acks)
-    terminal = {pk for pk, order in orders.items() if order.status in TERMINAL}
-
-    # --- acknowledged orders: all there, once, as they were asked for -----------------------
+def _check_acknowledged(report: Report, w: World) -> None:
+    """Acknowledged orders: all there, once, as they were asked for."""
+    acks, orders, acked_ids = w.acks, w.orders, w.acked_ids
     report.row("orders placed (2xx answers, client side)", len(acks))
     report.row("orders found (database)", len(orders))
     lost = set(acked_ids) - set(orders)
@@ -138,7 +167,11 @@ def check(
             f"{_examples(unacknowledged)}"
         )
 
-    # --- where every order ended ----------------------------------------------------------
+
+def _check_outcomes(report: Report, w: World) -> None:
+    """Where every order ended."""
+    acks, orders, terminal = w.acks, w.orders, w.terminal
+    at_rest, rest = w.at_rest, w.rest
     statuses = Counter(order.status for order in orders.values())
     reasons = Counter(orders[pk].cancellation_reason for pk in terminal)
     report.row("completed", statuses[Order.Status.COMPLETED])
@@ -167,7 +200,10 @@ def check(
         not wrong_outcome,
     )
 
-    # --- money: one capture at most, a refund exactly for each out-of-stock order -----------
+
+def _check_money(report: Report, w: World) -> None:
+    """Money: one capture at most, a refund exactly for each out-of-stock order."""
+    orders, terminal, rest = w.orders, w.terminal, w.rest
     captures = _per_order("payments.PaymentCompleted")
     refund_events = _per_order("payments.PaymentRefunded")
     payments = {payment.order_id: payment for payment in Payment.objects.all()}
@@ -205,7 +241,10 @@ def check(
     report.row("ended orders whose payment does not match", len(payment_wrong), not payment_wrong)
     report.must(not payment_wrong, f"payment mismatch: {_examples(payment_wrong)}")
 
-    # --- the event store: each saga event once per order, every end announced once ----------
+
+def _check_event_store(report: Report, w: World) -> None:
+    """The event store: each saga event once per order, every end announced once."""
+    orders, terminal = w.orders, w.terminal
     per_order = Counter(
         Event.objects.filter(payload__has_key="order_id").values_list("type", "payload__order_id")
     )
@@ -224,7 +263,10 @@ def check(
     ]
     report.row("orders without their OrderPlaced / end event", len(unannounced), not unannounced)
 
-    # --- stock: never negative; at rest on hand = initial - completed, nothing reserved ------
+
+def _check_stock(report: Report, w: World, initial_stock: dict[str, int]) -> None:
+    """Stock: never negative; at rest on hand = initial - completed, nothing reserved."""
+    orders, terminal, at_rest, rest = w.orders, w.terminal, w.at_rest, w.rest
     taken = dict(
         OrderLine.objects.filter(order__status=Order.Status.COMPLETED)
         .values("sku")
@@ -267,7 +309,10 @@ def check(
         and rest(set(shipments) == completed),
     )
 
-    # --- the outbox ---------------------------------------------------------------------------
+
+def _check_outbox(report: Report, w: World) -> None:
+    """The outbox: nothing pending at rest, no dead letter; retries shown by error."""
+    rest = w.rest
     by_status = Counter(Delivery.objects.values_list("status", flat=True))
     pending, dead = by_status[Delivery.Status.PENDING], by_status[Delivery.Status.DEAD]
     report.row(
@@ -288,6 +333,64 @@ def check(
     report.row("deliveries that needed more than one attempt", retried.count())
     for error, n in errors.most_common(4):
         report.rows.append((f"  {n} x", error, None))
+
+
+def check_counting(*, report: Report, at_rest: bool = True) -> None:
+    """Exactly-once measured: each event in the store has exactly one counted effect per
+    counting subscriber of its type (chaos/countingapp). Twice is a violation at any moment;
+    none only at rest (the delivery may still be on its way)."""
+    from outbox.registry import subscribers_all
+
+    counting = {s.name: s.event_type for s in subscribers_all() if s.name.startswith("chaos.")}
+    if not counting:  # a check that cannot fail proves nothing
+        report.row("counting subscribers", "none installed (SHOP_CHAOS_APPS unset?)", False)
+        return
+    from chaos.countingapp.models import CountedRun  # installed, so importable
+
+    by_type: dict[str, list[str]] = {}
+    for name, event_type in counting.items():
+        by_type.setdefault(event_type, []).append(name)
+    expected = {
+        (str(event_id), name)
+        for event_id, event_type in Event.objects.values_list("event_id", "type")
+        for name in by_type.get(event_type, ())
+    }
+    counted = Counter(
+        (str(event_id), name)
+        for event_id, name in CountedRun.objects.values_list("event_id", "subscriber")
+    )
+    counting_verdict(report=report, expected=expected, counted=counted, at_rest=at_rest)
+
+
+def counting_verdict(
+    *, report: Report, expected: set[tuple[str, str]], counted: Counter, at_rest: bool = True
+) -> None:
+    """The rows for ``check_counting``: ``expected`` (event id, subscriber) pairs against the
+    ``counted`` runs of each pair."""
+    twice = sorted(
+        f"{name} x{n} for {event_id}" for (event_id, name), n in counted.items() if n > 1
+    )
+    missing = sorted(f"{name} for {event_id}" for event_id, name in expected - set(counted))
+    stray = sorted(f"{name} for {event_id}" for event_id, name in set(counted) - expected)
+    once = sum(1 for pair in expected if counted[pair] == 1)
+    subscribers = len({name.rsplit(".", 2)[0] for _, name in expected})
+    report.row(
+        f"counted effects: (event, counting subscriber) pairs exactly once ({subscribers} "
+        "subscribers)",
+        f"{once} of {len(expected)}",
+        not twice and not stray and rest_or_none(not missing, at_rest),
+    )
+    report.row("  counted twice or more (a handler's effect repeated)", len(twice), not twice)
+    report.row("  never counted", len(missing), rest_or_none(not missing, at_rest))
+    report.must(not twice, f"effects counted twice: {_examples(twice)}")
+    report.must(not stray, f"effects counted for no stored event: {_examples(stray)}")
+    if at_rest:
+        report.must(not missing, f"effects never counted: {_examples(missing)}")
+
+
+def rest_or_none(ok: bool, at_rest: bool) -> bool | None:
+    """A completion verdict: judged at rest only."""
+    return ok if at_rest else None
 
 
 def _per_order(event_type: str) -> Counter:

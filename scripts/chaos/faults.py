@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chaos.clock import say, since_start
-from chaos.procs import Supervisor
-from chaos.services import PostgresServer, RedisServer, postgres_restart
+from harness.processes import Supervisor
+from harness.services import PostgresServer, RedisServer, postgres_restart
 
 KILL_WORKER = "kill-worker"
 KILL_WORKER_CHILD = "kill-worker-child"

@@ -10,18 +10,19 @@ import random
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.clock import say, since_start
 from chaos.faults import KINDS, RESTART_POSTGRES, FaultThread, Injector, fault_plan
 from chaos.load import Customer, Http, Load, catalogue_plan, requests_plan
-from chaos.procs import Logs, Supervisor, procfile_queues, procfile_read
-from chaos.services import (
+from harness.processes import Logs, Supervisor, venv_path
+from harness.procfile import Procfile, release_run
+from harness.services import (
     DEFAULT_POSTGRES_RESTART,
     DEFAULT_POSTGRES_URL,
     Database,
@@ -31,7 +32,6 @@ from chaos.services import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
 ROLES = ("web", "worker", "relay", "beat")
 DEFAULT_FAULTS = tuple(kind for kind in KINDS if kind != RESTART_POSTGRES)
 
@@ -46,83 +46,105 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         description="Fault injection against the Procfile's processes on PostgreSQL + Redis "
         "(docs/chaos.md). Exits 1 on any violation.",
     )
-    parser.add_argument("--orders", type=int, default=3000, help="orders to place (3000)")
-    parser.add_argument(
+    _load_options(parser.add_argument_group("the load"))
+    _process_options(parser.add_argument_group("the processes"))
+    _fault_options(parser.add_argument_group("the faults"))
+    _run_options(parser.add_argument_group("services, time limits, output"))
+    args = parser.parse_args(argv)
+    _settle(parser, args)
+    return args
+
+
+def _load_options(group) -> None:
+    group.add_argument("--orders", type=int, default=3000, help="orders to place (3000)")
+    group.add_argument(
         "--load-seconds",
         type=float,
         help="spread the orders over at least this long (longer when --max-in-flight holds "
         "the clients); faults happen while the load runs (default: max(45, orders / 8))",
     )
-    parser.add_argument("--clients", type=int, default=8, help="client threads (8)")
-    parser.add_argument(
+    group.add_argument("--clients", type=int, default=8, help="client threads (8)")
+    group.add_argument(
         "--max-in-flight",
         type=int,
         default=100,
         help="clients wait while this many acknowledged orders have not ended: the load follows "
         "what the system can do (100; 0: open loop, the pace alone)",
     )
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
-    parser.add_argument(
-        "--worker-concurrency", type=int, default=2, help="pool processes per worker (2)"
-    )
-    parser.add_argument(
-        "--web-concurrency", type=int, default=2, help="gunicorn worker processes (2)"
-    )
-    parser.add_argument(
+    group.add_argument(
         "--decline-share", type=float, default=0.15, help="share of tok_chargeDeclined (0.15)"
     )
-    parser.add_argument(
+
+
+def _process_options(group) -> None:
+    group.add_argument("--workers", type=int, default=2, help="worker processes (2)")
+    group.add_argument(
+        "--worker-concurrency", type=int, default=2, help="pool processes per worker (2)"
+    )
+    group.add_argument(
+        "--web-concurrency", type=int, default=2, help="gunicorn worker processes (2)"
+    )
+    group.add_argument(
         "--gateway-timeout-rate",
         type=float,
         default=0.1,
         help="PAYMENTS_GATEWAY_TIMEOUT_RATE of the workers (0.1)",
     )
-    parser.add_argument(
+    group.add_argument("--lease-seconds", type=float, default=3.0, help="OUTBOX_LEASE_SECONDS")
+
+
+def _fault_options(group) -> None:
+    group.add_argument(
         "--faults",
         default=",".join(DEFAULT_FAULTS),
         help=f"fault kinds, comma-separated, each happens at least once (default: all of "
         f"{', '.join(DEFAULT_FAULTS)})",
     )
-    parser.add_argument(
+    group.add_argument(
         "--fault-every",
         type=float,
         default=10.0,
         help="one fault per this many seconds of load, on average, once each kind had its "
         "turn (10)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--restart-postgres",
         action="store_true",
         help="also restart PostgreSQL once: THE MACHINE'S SERVER, everyone's connections",
     )
-    parser.add_argument(
+    group.add_argument(
         "--postgres-restart-command",
         default=DEFAULT_POSTGRES_RESTART,
         help=f"shell line for --restart-postgres ({DEFAULT_POSTGRES_RESTART})",
     )
-    parser.add_argument(
+
+
+def _run_options(group) -> None:
+    group.add_argument(
         "--postgres-url",
         default=os.environ.get("CHAOS_POSTGRES_URL") or _postgres_from_env(),
         help="the server to create the run's database on (CHAOS_POSTGRES_URL, else "
         f"DATABASE_URL when it is PostgreSQL, else {DEFAULT_POSTGRES_URL})",
     )
-    parser.add_argument("--lease-seconds", type=float, default=3.0, help="OUTBOX_LEASE_SECONDS")
-    parser.add_argument(
+    group.add_argument(
         "--quiet-timeout", type=float, default=600.0, help="longest wait for quiet (600 s)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--timeout",
         type=float,
         help="the whole run at most, set-up and clean-up included "
         "(default: 2 x load seconds + quiet timeout + 600)",
     )
-    parser.add_argument("--api-sample", type=int, default=100, help="orders read back via API")
-    parser.add_argument("--seed", type=int, help="random seed (printed; repeat a run's plan)")
-    parser.add_argument(
+    group.add_argument("--api-sample", type=int, default=100, help="orders read back via API")
+    group.add_argument("--seed", type=int, help="random seed (printed; repeat a run's plan)")
+    group.add_argument(
         "--run-dir", type=Path, help="logs and summary.json (default var/chaos/<run id>)"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
-    args = parser.parse_args(argv)
+    group.add_argument("--keep", action="store_true", help="keep the database afterwards")
+
+
+def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check the options against each other and fill in the defaults that depend on others."""
     args.faults = [kind.strip() for kind in args.faults.split(",") if kind.strip()]
     unknown = set(args.faults) - set(KINDS)
     if unknown:
@@ -135,7 +157,6 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         args.load_seconds = max(45.0, args.orders / 8)
     if args.timeout is None:
         args.timeout = 2 * args.load_seconds + args.quiet_timeout + 600
-    return args
 
 
 def _postgres_from_env() -> str:
@@ -234,6 +255,24 @@ class Watch(threading.Thread):
         return f"broker messages queued {'?' if self.queued is None else self.queued}"
 
 
+@dataclass
+class Storm:
+    """The load, the faults and the watch of one run, once the storm is over."""
+
+    load: Load
+    faults: FaultThread
+    watch: Watch
+    started: float  # time.monotonic() when the load began
+
+    @property
+    def acked_ids(self) -> set[int]:
+        return {ack.order_id for ack in self.load.acks.values()}
+
+    @property
+    def last_fault(self) -> float:
+        return self.faults.last_fault_end or self.started
+
+
 class Run:
     def __init__(self, args, run_id: str, run_dir: Path, seed: int, cleanup, summary: dict):
         self.args = args
@@ -270,22 +309,24 @@ class Run:
 
         self.web_port = free_port()
         self.env = self._environment()
-        self._migrate()
+        self.procfile = Procfile.read(REPO / "Procfile")
+        self.procfile.require(*ROLES)
+        release_run(self.procfile, env=self.env, cwd=REPO, log=self.logs_dir / "migrate.log")
+        say("migrated")
         self._django_setup()
         staff_token, customers = self._users_create()
 
         logs = Logs(self.logs_dir)
         self.cleanup.callback(logs.close)
         self.supervisor = Supervisor(
-            commands=procfile_read(REPO / "Procfile"),
+            procfile=self.procfile,
+            env=self.env,
             env_for=self._environment_for,
             cwd=REPO,
             logs=logs,
+            say=say,
         )
         self.cleanup.callback(self.supervisor.shutdown)
-        missing = set(ROLES) - set(self.supervisor.commands)
-        if missing:
-            raise RuntimeError(f"the Procfile has no {', '.join(sorted(missing))}")
         started = [self.supervisor.start("web")]
         started += [self.supervisor.start("worker") for _ in range(args.workers)]
         started += [self.supervisor.start("relay"), self.supervisor.start("beat")]
@@ -293,7 +334,7 @@ class Run:
         say("started " + ", ".join(map(repr, started)) + f"; web on port {self.web_port}")
 
         self.http = Http(self.web_port)
-        self._web_wait()
+        self.supervisor.wait_ready(started[0])
         initial_stock = self._catalogue_create(staff_token)
         return self._storm_and_check(customers, initial_stock)
 
@@ -305,7 +346,12 @@ class Run:
         var = self.run_dir / "var"
         env.update(
             {
-                "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+                "PATH": venv_path(env),
+                # The counting subscribers (chaos/countingapp): importable, and installed.
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(REPO / "scripts"), env.get("PYTHONPATH")) if p
+                ),
+                "SHOP_CHAOS_APPS": "1",
                 "PYTHONUNBUFFERED": "1",
                 "DJANGO_SETTINGS_MODULE": "shop.settings",
                 "DATABASE_URL": self.database.url,
@@ -331,19 +377,6 @@ class Run:
         if role == "worker":
             env["PAYMENTS_GATEWAY_TIMEOUT_RATE"] = str(self.args.gateway_timeout_rate)
         return env
-
-    def _migrate(self) -> None:
-        with (self.logs_dir / "migrate.log").open("wb") as log:
-            subprocess.run(
-                [str(VENV_BIN / "python"), "manage.py", "migrate", "--noinput"],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=True,
-                timeout=600,
-            )
-        say("migrated")
 
     def _django_setup(self) -> None:
         """This process reads the run's database through the ORM, as the processes see it."""
@@ -387,16 +420,6 @@ class Run:
         say(f"created a staff user and {len(customers)} customers with API tokens")
         return tokens[0].key, customers
 
-    def _web_wait(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError):
-                if self.http.request("GET", "/api/products/")[0] == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the web process did not answer in {timeout:.0f}s")
-            time.sleep(0.3)
-
     def _catalogue_create(self, staff_token: str) -> dict[str, int]:
         from orders.models import CatalogItem
 
@@ -419,8 +442,20 @@ class Run:
     # --- the storm ------------------------------------------------------------------------------
 
     def _storm_and_check(self, customers: list[Customer], initial_stock: dict[str, int]) -> int:
-        from chaos.checks import Report, check, check_api, wait_quiet
+        from chaos.checks import wait_quiet  # the checks read the database through Django
 
+        storm = self._storm(customers, initial_stock)
+        say(f"waiting for quiet (at most {self.args.quiet_timeout:.0f}s)")
+        quiet = wait_quiet(
+            storm.acked_ids, timeout=self.args.quiet_timeout, describe=storm.watch.describe
+        )
+        report = self._judge(storm, quiet, initial_stock)
+        self._print(report)
+        self._summarise(storm, quiet, report)
+        return 1 if report.violations else 0
+
+    def _storm(self, customers: list[Customer], initial_stock: dict[str, int]) -> Storm:
+        """The load and the faults at once, until the load is done and the last fault too."""
         args = self.args
         plan = requests_plan(
             count=args.orders,
@@ -432,7 +467,7 @@ class Run:
         )
         stop = threading.Event()
         self.cleanup.callback(stop.set)
-        watch = Watch(self.redis, procfile_queues(self.supervisor.commands), stop)
+        watch = Watch(self.redis, self._queues(), stop)
         watch.start()
         load = Load(
             http=self.http,
@@ -463,7 +498,7 @@ class Run:
             f"{args.clients} clients; {len(faults.plan)} faults planned, at shares of the load: "
             + ", ".join(f"{f.kind}@{f.at:.0%}" for f in faults.plan)
         )
-        load_start = time.monotonic()
+        storm = Storm(load=load, faults=faults, watch=watch, started=time.monotonic())
         faults.start()
         load.run()
         say(
@@ -471,47 +506,61 @@ class Run:
             f"{len(load.stats.gave_up)} given up"
         )
         faults.join()
-        last_fault = faults.last_fault_end or load_start
+        return storm
 
-        acked_ids = {ack.order_id for ack in load.acks.values()}
-        say(f"waiting for quiet (at most {args.quiet_timeout:.0f}s)")
-        quiet = wait_quiet(acked_ids, timeout=args.quiet_timeout, describe=watch.describe)
+    def _queues(self) -> list[str]:
+        """The broker queues to watch: those the Procfile's workers name, and every
+        subscriber's (where a worker takes its queues from the registry instead)."""
+        from outbox.registry import subscribers_all
 
+        named = self.procfile.queues
+        return named + sorted({s.queue for s in subscribers_all()} - set(named))
+
+    def _judge(self, storm: Storm, quiet, initial_stock: dict[str, int]):
+        """Every check, as the summary's rows in order."""
+        from chaos.checks import Report, check, check_api, check_counting
+
+        load, watch = storm.load, storm.watch
         report = Report()
         report.row("quiet reached", "yes" if quiet.reached else f"NO: {quiet.state}", quiet.reached)
-        report.row("time from the last fault to quiet", f"{quiet.at - last_fault:.1f} s")
+        report.row("time from the last fault to quiet", f"{quiet.at - storm.last_fault:.1f} s")
         report.row(
             "time from the end of the load to quiet",
             f"{quiet.at - (load.stats.finished_at or quiet.at):.1f} s",
         )
         acks = list(load.acks.values())
         check(report=report, acks=acks, initial_stock=initial_stock, at_rest=quiet.reached)
+        check_counting(report=report, at_rest=quiet.reached)
         check_api(
-            report=report, acks=acks, http=self.http, sample_size=args.api_sample, rng=self.rng
+            report=report, acks=acks, http=self.http, sample_size=self.args.api_sample, rng=self.rng
         )
         report.row(
             "broker messages queued: peak / at the end",
             f"{watch.peak} (at {watch.peak_at:.0f}s) / {self.redis.queued(watch.queues)}",
         )
-        seconds = (load.stats.finished_at or quiet.at) - load_start
+        seconds = (load.stats.finished_at or quiet.at) - storm.started
         report.row(
             "load: seconds / orders per second / clients held by --max-in-flight",
             f"{seconds:.0f} / {len(load.acks) / max(seconds, 0.001):.1f} / "
             f"{load.stats.held_seconds:.0f} client-seconds",
         )
         self._load_rows(report, load)
-        self._fault_rows(report, faults)
+        self._fault_rows(report, storm.faults)
         for note in self.supervisor.unexpected_exits:
             report.notes.append(note)
-        self._print(report)
+        return report
+
+    def _summarise(self, storm: Storm, quiet, report) -> None:
+        """summary.json's content (written by main, whatever happens)."""
+        faults = storm.faults
         self.summary.update(
             {
-                "orders": args.orders,
-                "acknowledged": len(load.acks),
+                "orders": self.args.orders,
+                "acknowledged": len(storm.load.acks),
                 "faults": [fault.as_dict() for fault in faults.plan],
                 "faults_injected": sorted({f.kind for f in faults.plan if f.ended and not f.error}),
                 "quiet": quiet.reached,
-                "seconds_last_fault_to_quiet": round(quiet.at - last_fault, 1),
+                "seconds_last_fault_to_quiet": round(quiet.at - storm.last_fault, 1),
                 "seconds_total": round(time.monotonic() - self.started, 1),
                 "rows": [[label, str(value), ok] for label, value, ok in report.rows],
                 "violations": report.violations,
@@ -519,7 +568,6 @@ class Run:
                 "unexpected_exits": self.supervisor.unexpected_exits,
             }
         )
-        return 1 if report.violations else 0
 
     def _load_rows(self, report, load: Load) -> None:
         stats = load.stats

@@ -86,3 +86,6 @@ def test_short_chaos_run_loses_nothing(tmp_path):
     assert summary["acknowledged"] == ORDERS, where
     assert summary["quiet"] is True, where
     assert set(summary["faults_injected"]) >= FAULTS, where
+    # Exactly-once measured: the counting subscribers took part, each effect counted once.
+    (counted,) = [row for row in summary["rows"] if row[0].startswith("counted effects")]
+    assert counted[2] is True, where

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections import Counter
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +37,7 @@ from payments.services import payment_charge, payment_refund
 from shipping.services import shipment_schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from chaos.checks import Report, check
+from chaos.checks import Report, check, check_counting, counting_verdict
 from chaos.load import Ack, Customer, OrderRequest
 
 INITIAL = {"MUG": 3}
@@ -188,3 +189,37 @@ def test_not_at_rest_only_safety_is_judged(acks):
     # ...but a double capture is, at any moment.
     capture_twice(acks)
     assert any("max captures per order" in v for v in violations(acks, at_rest=False))
+
+
+PLACED, PAID = "chaos.count.orders.OrderPlaced", "chaos.count_ordered.orders.OrderPlaced"
+
+
+def counting_violations(counted: Counter, *, at_rest: bool = True) -> list[str]:
+    # Two events, two counting subscribers of the first one's type, one of the second's.
+    expected = {("e1", PLACED), ("e1", PAID), ("e2", PLACED)}
+    report = Report()
+    counting_verdict(report=report, expected=expected, counted=counted, at_rest=at_rest)
+    return report.violations
+
+
+def test_counted_effects_are_exactly_one_per_event_and_counting_subscriber():
+    once = Counter({("e1", PLACED): 1, ("e1", PAID): 1, ("e2", PLACED): 1})
+    assert counting_violations(once) == []
+    # A handler's effect that happened twice is a violation at any moment...
+    twice = once + Counter({("e1", PAID): 1})
+    assert any("counted twice" in v for v in counting_violations(twice))
+    assert any("counted twice" in v for v in counting_violations(twice, at_rest=False))
+    # ...one never counted only at rest (its delivery may be on its way)...
+    missing = once - Counter({("e2", PLACED): 1})
+    assert any("never counted" in v for v in counting_violations(missing))
+    assert counting_violations(missing, at_rest=False) == []
+    # ...and an effect for an event that is not in the store always.
+    stray = once + Counter({("e3", PLACED): 1})
+    assert any("no stored event" in v for v in counting_violations(stray, at_rest=False))
+
+
+def test_no_counting_subscriber_installed_is_a_violation():
+    # The suite does not install chaos/countingapp: a run without it must not pass silently.
+    report = Report()
+    check_counting(report=report)
+    assert any("counting subscribers" in v for v in report.violations)

@@ -1,8 +1,9 @@
-"""The services under the processes: a private Redis, the run's own PostgreSQL database.
+"""The services under the processes: the PostgreSQL server and a database of the run's own,
+a private Redis, a free port.
 
-Redis is a child of this run on a free port (no persistence), so killing, restarting and
-flushing it disturbs nobody. PostgreSQL is the machine's server: the run creates a database of
-its own there and drops it at the end; only ``--restart-postgres`` restarts the server itself.
+A private Redis is a child of the run on a free port (no persistence), so killing, restarting
+and flushing it disturbs nobody. PostgreSQL is the machine's server: a run creates a database of
+its own there and drops it at the end; only ``postgres_restart`` restarts the server itself.
 """
 
 from __future__ import annotations
@@ -163,6 +164,10 @@ class PostgresServer:
             autocommit=True,
             connect_timeout=timeout,
         )
+
+    def version(self) -> str:
+        with self.connect(timeout=3) as conn:
+            return conn.execute("SHOW server_version").fetchone()[0]
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,200 @@
+"""What the benchmark measures with: CPU and memory of processes and of the machine, PostgreSQL's
+own counters, waiting for a count, percentiles, the JSON file.
+
+Nothing here imports Django at module level: run.py creates the database and sets the
+environment first, then sets Django up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from harness.processes import Process
+
+
+class BenchError(Exception):
+    """A scenario could not produce its figures (a timeout, a process that died, lost work)."""
+
+
+# --- processes and the machine ----------------------------------------------------------------
+
+
+def rss_kb(pid: int) -> int:
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).memory_info().rss // 1024
+    return 0
+
+
+def pss_kb(pid: int) -> int | None:
+    with contextlib.suppress(psutil.Error, AttributeError):
+        return psutil.Process(pid).memory_full_info().pss // 1024
+    return None
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (not of their reaped children)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine, for the CPU share used during a run."""
+    times = psutil.cpu_times()
+    total = sum(times)
+    return total - times.idle - times.iowait, total
+
+
+@dataclass
+class CpuWindow:
+    """Machine-wide CPU use and our processes' CPU time over one measured window, by process
+    type (``worker``, ``relay``, ...)."""
+
+    processes: list[Process]
+    _start_machine: tuple[float, float] = (0.0, 0.0)
+    _start_processes: dict = field(default_factory=dict)
+
+    def __enter__(self) -> CpuWindow:
+        self._start_machine = machine_busy()
+        self._start_processes = {p.type: cpu_seconds(p.tree()) for p in self.processes}
+        self.load_start = os.getloadavg()[0]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy, total = machine_busy()
+        db, dt = busy - self._start_machine[0], total - self._start_machine[1]
+        self.machine_busy_pct = 100.0 * db / dt if dt else 0.0
+        self.proc_cpu_s = {
+            p.type: cpu_seconds(p.tree()) - self._start_processes[p.type] for p in self.processes
+        }
+        self.load_end = os.getloadavg()[0]
+
+    def describe(self) -> dict:
+        return {
+            "machine_cpu_busy_pct": round(self.machine_busy_pct, 1),
+            "process_cpu_seconds": {k: round(v, 3) for k, v in self.proc_cpu_s.items()},
+            "loadavg_1m": [round(self.load_start, 2), round(self.load_end, 2)],
+        }
+
+
+class PgWindow:
+    """PostgreSQL's own counters for the benchmark database over a window: new sessions
+    (connections opened) and commits. Read a moment after the window, since backends report
+    their counters at most once a second."""
+
+    QUERY = (
+        "SELECT sessions, xact_commit, xact_rollback FROM pg_stat_database "
+        "WHERE datname = current_database()"
+    )
+
+    def __enter__(self) -> PgWindow:
+        self.start = self._read()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ended = time.monotonic()
+
+    def _read(self) -> tuple:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(self.QUERY)
+            return cursor.fetchone()
+
+    def per_item(self, items: int) -> dict:
+        time.sleep(max(0.0, 1.2 - (time.monotonic() - self.ended)))
+        end = self._read()
+        sessions, commits, rollbacks = (e - s for e, s in zip(end, self.start, strict=True))
+        return {
+            "pg_sessions_per_item": round(sessions / items, 3),
+            "pg_commits_per_item": round(commits / items, 3),
+            "pg_rollbacks": rollbacks,
+        }
+
+
+# --- waiting ----------------------------------------------------------------------------------
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    alive: Callable[[], None] = lambda: None,
+) -> None:
+    """Until ``predicate()``; ``alive()`` raises when a process of the system died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_for_count(
+    count: Callable[[], int],
+    target: int,
+    *,
+    what: str,
+    stall: float = 90.0,
+    interval: float = 0.1,
+    alive: Callable[[], None] = lambda: None,
+) -> None:
+    """Until ``count()`` reaches ``target``; fails only when it stops moving for ``stall``
+    seconds, so a slow system is measured, not cut off."""
+    last, moved = -1, time.monotonic()
+    while True:
+        value = count()
+        if value >= target:
+            return
+        if value != last:
+            last, moved = value, time.monotonic()
+        elif time.monotonic() - moved > stall:
+            raise BenchError(f"{what}: stuck at {value}/{target} for {stall:.0f}s")
+        alive()
+        time.sleep(interval)
+
+
+# --- statistics and output --------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); q in 0..100."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def summary(values: list[float]) -> dict:
+    clean = [v for v in values if v is not None and not math.isnan(v)]
+    if not clean:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(clean), "min": min(clean), "max": max(clean)}
+
+
+def json_dump(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
