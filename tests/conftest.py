@@ -16,6 +16,9 @@ from django.conf import settings
 from shop.celery import app as celery_app
 from tests.support import ALL_QUEUES, relay_ticker, require_service, running_worker
 
+# No test can hang the suite or keep it from exiting (tests/exit_guard.py says how).
+pytest_plugins = ["tests.exit_guard"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_broker(tmp_path_factory):
