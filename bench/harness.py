@@ -26,8 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
-# The worker of the Procfile, plus the benchmark's own queue.
-WORKER_QUEUES = "orders,payments,inventory,shipping,bench"
+
+def worker_queues() -> str:
+    """The Procfile worker's queues: every subscriber's (the bench app's ``bench`` among them
+    when SHOP_BENCH_APPS is set). Call it once Django is set up."""
+    from outbox.queues import subscriber_queues
+
+    return ",".join(subscriber_queues())
 
 
 class BenchError(Exception):

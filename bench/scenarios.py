@@ -19,7 +19,6 @@ from pathlib import Path
 
 from bench.harness import (
     ROOT,
-    WORKER_QUEUES,
     BenchError,
     CpuWindow,
     Proc,
@@ -35,8 +34,10 @@ from bench.harness import (
     wait_for,
     wait_for_count,
     web_wait_ready,
+    worker_queues,
     worker_wait_ready,
 )
+from outbox.queues import RELAY_QUEUE
 
 NOOP_SUBSCRIBER = "bench.ping_noop"
 BENCH_QUEUE = "bench"
@@ -165,7 +166,7 @@ class Bench:
         if relay:
             self.procs["relay"] = celery_worker(
                 "relay",
-                queues="outbox",
+                queues=RELAY_QUEUE,
                 pool="solo",
                 concurrency=1,
                 env=self.env,
@@ -174,7 +175,7 @@ class Bench:
         if worker:
             self.procs["worker"] = celery_worker(
                 "worker",
-                queues=WORKER_QUEUES,
+                queues=worker_queues(),
                 pool="prefork",
                 concurrency=self.concurrency,
                 env=self.env,
