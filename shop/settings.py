@@ -298,4 +298,4 @@ HEALTH_HEARTBEATS = [
 INSTALLED_APPS.append("shop.observability")
 # Probes and scrapers talk plain HTTP to the process, behind any TLS-terminating proxy.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-LOGIN_URL = "/accounts/login/"  # login of the HTML pages, for any user (orders/urls_pages.py)
+LOGIN_URL = "/accounts/login/"  # login of the HTML pages, for any user (shop/urls.py)
