@@ -45,7 +45,6 @@ BAND_GAP = 6  # between two events' bands
 BAND_PAD_TOP = 30  # room for the first arrow's label
 ROW = 50  # between two arrows of one event
 BAND_PAD_BOTTOM = 22  # room for the last arrow's badge
-FOOTER_GAP = 20
 ACTIVATION_HALF = 5  # half the width of an activation bar; arrows end at its edge
 
 
