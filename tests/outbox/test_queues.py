@@ -37,16 +37,16 @@ def test_the_command_prints_the_worker_queues_and_the_relays():
 
 
 def test_the_procfile_worker_and_relay_take_their_queues_from_the_registry():
-    """Run the part of each Procfile line that picks the queues, as honcho would, in a shell."""
+    """Run the substitution each Procfile line passes to --queues, in a shell, as honcho does."""
     procfile = dict(
         line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
     )
     env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
     for name, expected in (("worker", subscriber_queues()), ("relay", [RELAY_QUEUE])):
-        pick = re.fullmatch(r"(queues=\$\(.*?\)) && exec celery .*", procfile[name])
+        pick = re.search(r'--queues ("\$\(python manage\.py outbox_queues[^)]*\)")', procfile[name])
         assert pick, f"the Procfile's {name} does not take its queues from manage.py outbox_queues"
         printed = subprocess.run(
-            ["sh", "-c", f'{pick[1]} && echo "$queues"'],
+            ["sh", "-c", f"echo {pick[1]}"],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -55,6 +55,28 @@ def test_the_procfile_worker_and_relay_take_their_queues_from_the_registry():
             check=True,
         ).stdout.strip()
         assert printed.split(",") == expected
+
+
+def test_a_worker_given_an_empty_queue_name_stops_at_once():
+    """What a worker of the Procfile gets when manage.py outbox_queues fails."""
+    run = subprocess.run(
+        [
+            ROOT / ".venv" / "bin" / "celery",
+            "-A",
+            "shop",
+            "worker",
+            "--queues",
+            "",
+            "--pool",
+            "solo",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "empty queue name" in run.stdout + run.stderr
 
 
 def test_a_subscriber_cannot_take_the_relays_queue():
