@@ -26,8 +26,9 @@ from harness.errors import HarnessError
 RELEASE = "release"
 # Leading "NAME=value" words of a command: the process's own environment, as a shell reads it.
 _ASSIGNMENTS = re.compile(r"""^((?:[A-Za-z_][A-Za-z0-9_]*=(?:'[^']*'|"[^"]*"|[^\s'"])*\s+)*)""")
-# A Celery worker's queue list ("--queues a,b", "-Q a,b").
-_QUEUES = re.compile(r"(?P<flag>--queues|-Q)(?P<sep>[ =])(?P<queues>\S+)")
+# A Celery worker's queue list ("--queues a,b", "-Q a,b"), written out: a list the shell computes
+# ("--queues "$(python manage.py outbox_queues)"") is the registry's, and names no queue here.
+_QUEUES = re.compile(r"(?P<flag>--queues|-Q)(?P<sep>[ =])(?P<queues>[^\s\"'$]\S*)")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class ProcessType:
     def with_queues(self, extra: list[str]) -> ProcessType:
         """This worker also consuming ``extra`` queues (a tool's own, such as the bench's).
 
-        A command that lists no queues consumes what the settings give it: left as it is."""
+        A command that lists no queues consumes what the settings or the registry give it (the
+        bench's and chaos's own apps subscribe their queues there): left as it is."""
         missing = [q for q in extra if q not in self.queues]
         if not missing:
             return self

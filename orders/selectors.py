@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
-from dataclasses import dataclass
+import dataclasses
 from typing import Any
 
 from django.db.models import QuerySet
 
 from orders.models import Order
-from outbox.selectors import events_for_correlation
+from outbox import TimelineDelivery, TimelineEvent, timeline_for_correlation
+
+__all__ = [  # the timeline's values are the outbox's; the views and tests name them from here
+    "TimelineDelivery",
+    "TimelineEvent",
+    "order_get_for_user",
+    "order_list_for_user",
+    "order_timeline",
+    "payload_redact",
+]
 
 
 def order_list_for_user(*, user) -> QuerySet[Order]:
@@ -24,28 +31,6 @@ def order_list_for_user(*, user) -> QuerySet[Order]:
 def order_get_for_user(*, user, order_id: int) -> Order:
     """One order the user may see; raises Order.DoesNotExist for anyone else's."""
     return order_list_for_user(user=user).get(pk=order_id)
-
-
-@dataclass(frozen=True)
-class TimelineDelivery:
-    subscriber: str
-    status: str
-    attempts: int
-    last_error: str | None  # the error's first line
-
-
-@dataclass(frozen=True)
-class TimelineEvent:
-    id: uuid.UUID
-    type: str
-    version: int
-    occurred_at: dt.datetime
-    aggregate_type: str
-    aggregate_id: str
-    correlation_id: uuid.UUID
-    causation_id: uuid.UUID | None
-    payload: dict[str, Any]
-    deliveries: tuple[TimelineDelivery, ...]
 
 
 # Payload fields the timeline shows masked: the event store keeps them for the handlers, but a
@@ -65,25 +50,6 @@ def payload_redact(payload: dict[str, Any]) -> dict[str, Any]:
 def order_timeline(*, order: Order) -> list[TimelineEvent]:
     """Every event of the order's saga, causes before effects, with each delivery's state."""
     return [
-        TimelineEvent(
-            id=event.event_id,
-            type=event.type,
-            version=event.version,
-            occurred_at=event.occurred_at,
-            aggregate_type=event.aggregate_type,
-            aggregate_id=event.aggregate_id,
-            correlation_id=event.correlation_id,
-            causation_id=event.causation_id,
-            payload=payload_redact(event.payload),
-            deliveries=tuple(
-                TimelineDelivery(
-                    subscriber=delivery.subscriber,
-                    status=delivery.status,
-                    attempts=delivery.attempts,
-                    last_error=delivery.last_error.split("\n", 1)[0] or None,
-                )
-                for delivery in event.deliveries.all()
-            ),
-        )
-        for event in events_for_correlation(order.correlation_id)
+        dataclasses.replace(event, payload=payload_redact(event.payload))
+        for event in timeline_for_correlation(order.correlation_id)
     ]

@@ -1,8 +1,17 @@
 """The transactional outbox: publish events with your change, handle them exactly once.
 
-Public API::
+Its public surface for the apps, the only names they import from it (an import-linter
+contract in pyproject.toml holds them to it)::
 
-    from outbox import DomainEvent, publish, subscribe, upcaster
+    from outbox import DomainEvent, EventMeta, upcaster        # declaring events
+    from outbox import publish, publish_many                   # in the writing transaction
+    from outbox import subscribe                               # handlers
+    from outbox import timeline_for_correlation, TimelineEvent, TimelineDelivery  # a saga's story
+    from outbox import OutboxError, NotInTransaction, ...      # the errors (outbox.errors)
+
+The host project (settings, health, metrics, commands) reads and runs the outbox through a
+second surface, ``outbox.ops``; ``outbox.queues`` names the Celery queues. Everything else in
+the package is internal.
 
 Names are imported lazily so that app modules can import them before Django's apps are ready.
 """
@@ -16,6 +25,9 @@ _PUBLIC = {
     "publish": "outbox.publisher",
     "publish_many": "outbox.publisher",
     "subscribe": "outbox.registry",
+    "timeline_for_correlation": "outbox.selectors",
+    "TimelineEvent": "outbox.selectors",
+    "TimelineDelivery": "outbox.selectors",
     "OutboxError": "outbox.errors",
     "NotInTransaction": "outbox.errors",
     "UnknownEventType": "outbox.errors",

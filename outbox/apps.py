@@ -7,6 +7,10 @@ class OutboxConfig(AppConfig):
     verbose_name = "Outbox (events and deliveries)"
 
     def ready(self) -> None:
+        # Refuse unknown OUTBOX keys (a typo) when the process starts, not at its first delivery.
+        from outbox.conf import outbox_settings
+
+        outbox_settings()
         # Every app's events and their subscribers are known before the first publish.
         autodiscover_modules("events")
         autodiscover_modules("handlers")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from outbox.errors import SubscriptionError, UnknownSubscriber
 from outbox.events import DomainEvent, check_declared, event_type_get
+from outbox.queues import RELAY_QUEUE
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ def subscribe(
         if not callable(fn):
             raise SubscriptionError(f"{fn!r} is not callable")
         app_label = fn.__module__.split(".")[0]
+        if (queue or app_label) == RELAY_QUEUE:
+            raise SubscriptionError(
+                f"{fn.__module__}.{fn.__name__}: queue {RELAY_QUEUE!r} is the relay's; "
+                "a subscriber's deliveries need a queue of their own"
+            )
         sub = Subscriber(
             name=name or f"{app_label}.{fn.__name__}",
             event_class=event_class,

@@ -25,6 +25,7 @@ from outbox.conf import outbox_settings
 from outbox.errors import UnknownSubscriber
 from outbox.logcontext import log_fields
 from outbox.models import Delivery, Heartbeat
+from outbox.queues import RELAY_QUEUE
 from outbox.registry import subscriber_get
 from outbox.wake import wake_flag_lower
 
@@ -32,8 +33,7 @@ logger = logging.getLogger(__name__)
 
 # Where deliveries of a subscriber that no longer exists are sent, to be dead-lettered there
 # with a clear error rather than left pending forever.
-FALLBACK_QUEUE = "outbox"
-RELAY_QUEUE = "outbox"
+FALLBACK_QUEUE = RELAY_QUEUE
 HEARTBEAT_EVERY = dt.timedelta(seconds=5)
 
 # When this process last began a drain that ended with nothing left to claim. A wake-up sent

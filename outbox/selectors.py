@@ -1,9 +1,12 @@
-"""Reads over the outbox: status for operators, timelines for a saga."""
+"""Reads over the outbox: status, gauges and heartbeats for operators (``outbox.ops``), event
+counts for the host's metrics, and a saga's timeline (``outbox.timeline_for_correlation``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import Count, Min, Prefetch
 from django.utils import timezone
@@ -110,6 +113,74 @@ def heartbeat_problems(
         else:
             problems[name] = None
     return problems
+
+
+def event_counts_by_type(*, types: list[str]) -> dict[str, int]:
+    """How many stored events of each of these types (the index on ``type``)."""
+    return dict(
+        Event.objects.filter(type__in=types).values_list("type").annotate(n=Count("*")).order_by()
+    )
+
+
+def event_counts_by_payload_field(*, type: str, field: str) -> dict[Any, int]:
+    """Stored events of one type, counted by the value of one payload field."""
+    rows = (
+        Event.objects.filter(type=type)
+        .values_list(f"payload__{field}")
+        .annotate(n=Count("*"))
+        .order_by()
+    )
+    return dict(rows)
+
+
+@dataclass(frozen=True)
+class TimelineDelivery:
+    subscriber: str
+    status: str
+    attempts: int
+    last_error: str | None  # the error's first line
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    id: uuid.UUID
+    type: str
+    version: int
+    occurred_at: dt.datetime
+    aggregate_type: str
+    aggregate_id: str
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None
+    payload: dict[str, Any]
+    deliveries: tuple[TimelineDelivery, ...]
+
+
+def timeline_for_correlation(correlation_id: uuid.UUID) -> list[TimelineEvent]:
+    """Every event of one saga, causes before effects, with each delivery's state, as plain
+    values (no model rows leave the outbox)."""
+    return [
+        TimelineEvent(
+            id=event.event_id,
+            type=event.type,
+            version=event.version,
+            occurred_at=event.occurred_at,
+            aggregate_type=event.aggregate_type,
+            aggregate_id=event.aggregate_id,
+            correlation_id=event.correlation_id,
+            causation_id=event.causation_id,
+            payload=event.payload,
+            deliveries=tuple(
+                TimelineDelivery(
+                    subscriber=delivery.subscriber,
+                    status=delivery.status,
+                    attempts=delivery.attempts,
+                    last_error=delivery.last_error.split("\n", 1)[0] or None,
+                )
+                for delivery in event.deliveries.all()
+            ),
+        )
+        for event in events_for_correlation(correlation_id)
+    ]
 
 
 def events_for_correlation(correlation_id: uuid.UUID) -> list[Event]:

@@ -31,3 +31,17 @@ def database_connections_tidy(**kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@signals.celeryd_after_setup.connect(weak=False)
+def worker_queues_check(sender, instance, **kwargs) -> None:
+    """A worker given an empty queue name stops at once instead of consuming nothing.
+
+    The Procfile's workers take ``--queues "$(python manage.py outbox_queues)"``; when that
+    command fails (it prints why), the worker would otherwise start on a queue named "".
+    SystemExit, not an exception: Celery logs and ignores exceptions raised by receivers.
+    """
+    if "" in instance.app.amqp.queues.consume_from:
+        raise SystemExit(
+            "worker started with an empty queue name: did `manage.py outbox_queues` fail?"
+        )

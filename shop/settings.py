@@ -11,6 +11,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from outbox.ops import RELAY_QUEUE
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("SHOP_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -227,7 +229,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
-CELERY_TASK_DEFAULT_QUEUE = "outbox"
+# A task sent without a queue of its own goes to the relay's (subscribers' queues: the registry).
+CELERY_TASK_DEFAULT_QUEUE = RELAY_QUEUE
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -384,4 +387,4 @@ HEALTH_HEARTBEATS = [
 INSTALLED_APPS.append("shop.observability")
 # Probes and scrapers talk plain HTTP to the process, behind any TLS-terminating proxy.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-LOGIN_URL = "/accounts/login/"  # login of the HTML pages, for any user (orders/urls_pages.py)
+LOGIN_URL = "/accounts/login/"  # login of the HTML pages, for any user (shop/urls.py)

@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.contrib.auth import views as auth_views
+from django.urls import include, path, reverse_lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from shop.auth import TokenObtainApi
@@ -9,7 +10,23 @@ urlpatterns = [
     path("api/auth/token/", TokenObtainApi.as_view(), name="api-token"),
     path("api/", include("inventory.urls")),
     path("api/", include("orders.urls")),
-    path("", include("orders.urls_pages")),  # HTML: /orders/<id>/flow/, /accounts/login/
+    path("", include("orders.urls_pages")),  # HTML: /orders/, /orders/<id>/flow/
+    # The site's login and logout (Django's own), for customers as well as staff (the admin's
+    # login accepts staff only); settings.LOGIN_URL names this page.
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(
+            template_name="shop/login.html",
+            redirect_authenticated_user=True,
+            next_page=reverse_lazy("order_pages:order-list"),
+        ),
+        name="login",
+    ),
+    path(
+        "accounts/logout/",
+        auth_views.LogoutView.as_view(next_page=reverse_lazy("login")),
+        name="logout",
+    ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
     # /metrics, /healthz, /readyz

@@ -14,7 +14,10 @@ import pytest
 from django.conf import settings
 
 from shop.celery import app as celery_app
-from tests.support import ALL_QUEUES, relay_ticker, require_service, running_worker
+from tests.support import relay_ticker, require_service, running_worker
+
+# No test can hang the suite or keep it from exiting (tests/exit_guard.py says how).
+pytest_plugins = ["tests.exit_guard"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -62,5 +65,5 @@ def outbox_fast(settings):
 @pytest.fixture
 def worker(transactional_db, outbox_fast):
     """A real Celery worker (2 threads) on every queue, plus a 'beat' ticking the relay."""
-    with running_worker(queues=ALL_QUEUES), relay_ticker():
+    with running_worker(), relay_ticker():
         yield

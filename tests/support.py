@@ -16,7 +16,6 @@ from django.db import connection
 
 from shop.celery import app as celery_app
 
-ALL_QUEUES = ["outbox", "orders", "payments", "inventory", "shipping", "tests"]
 IN_CI = bool(os.environ.get("CI"))
 
 
@@ -37,13 +36,21 @@ def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
-def running_worker(*, queues: list[str] = ALL_QUEUES, concurrency: int = 2):
-    """A real Celery worker in a thread of this process, with a pool of ``concurrency`` threads."""
+def all_queues() -> list[str]:
+    """The relay's queue and every subscriber's (the test app's among them), as in production."""
+    from outbox.queues import RELAY_QUEUE, subscriber_queues
+
+    return [RELAY_QUEUE, *subscriber_queues()]
+
+
+def running_worker(*, queues: list[str] | None = None, concurrency: int = 2):
+    """A real Celery worker in a thread of this process, with a pool of ``concurrency`` threads,
+    on ``queues`` (all of them unless given)."""
     return start_worker(
         celery_app,
         pool="threads",
         concurrency=concurrency,
-        queues=queues,
+        queues=queues if queues is not None else all_queues(),
         perform_ping_check=False,
         shutdown_timeout=60,
         loglevel="WARNING",

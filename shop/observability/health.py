@@ -8,8 +8,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import connection
 
-from outbox.conf import outbox_settings
-from outbox.selectors import HEARTBEAT_ROLES, heartbeat_ages, heartbeat_problems
+from outbox.ops import HEARTBEAT_ROLES, heartbeat_ages, heartbeat_problems, outbox_settings
 
 
 def check_database() -> str | None:

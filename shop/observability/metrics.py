@@ -14,15 +14,17 @@ import logging
 import os
 from pathlib import Path
 
-from django.db.models import Count
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from outbox.metrics import OutboxCollector
-from outbox.models import Event
-from outbox.registry import subscribers_all
+from outbox.ops import (
+    OutboxCollector,
+    event_counts_by_payload_field,
+    event_counts_by_type,
+    subscribers_all,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,19 +103,9 @@ class SagaCollector:
 
     def collect(self):
         try:
-            by_type = dict(
-                Event.objects.filter(type__in=[ORDER_PLACED, ORDER_COMPLETED])
-                .values_list("type")
-                .annotate(n=Count("*"))
-                .order_by()
-            )
-            reasons = (
-                Event.objects.filter(type=ORDER_CANCELLED)
-                .values_list("payload__reason")
-                .annotate(n=Count("*"))
-                .order_by()
-            )
-            cancelled = {str(reason or "unknown"): n for reason, n in reasons}
+            by_type = event_counts_by_type(types=[ORDER_PLACED, ORDER_COMPLETED])
+            reasons = event_counts_by_payload_field(type=ORDER_CANCELLED, field="reason")
+            cancelled = {str(reason or "unknown"): n for reason, n in reasons.items()}
         except Exception:
             logger.warning("saga outcomes not readable", exc_info=True)
             return

@@ -10,8 +10,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from django.urls import reverse
 
+from orders.flow import flow_diagram, offset_format
 from orders.selectors import TimelineDelivery, TimelineEvent
-from orders.views import flow_diagram, offset_format
 from outbox.models import Event
 from tests.flow.conftest import CUSTOMER_PASSWORD, DEAD, LEFT_PENDING, MAX_ATTEMPTS, RETRIED
 
@@ -63,7 +63,7 @@ def test_anonymous_visitors_are_sent_to_the_login_page(client, saga_order):
 
 
 def test_a_customer_logs_in_on_the_login_page_and_lands_on_the_flow(client, saga_order):
-    login = reverse("order_pages:login")
+    login = reverse("login")
     assert client.get(login).status_code == 200
     wrong = client.post(login, {"username": "alice", "password": "nope"})
     assert wrong.status_code == 200
