@@ -514,10 +514,12 @@ class Run:
     def _queues(self) -> list[str]:
         """The broker queues to watch: those the Procfile's workers name, and every
         subscriber's (where a worker takes its queues from the registry instead)."""
+        from outbox.queues import RELAY_QUEUE
         from outbox.registry import subscribers_all
 
         named = self.procfile.queues
-        return named + sorted({s.queue for s in subscribers_all()} - set(named))
+        derived = {RELAY_QUEUE} | {s.queue for s in subscribers_all()}
+        return named + sorted(derived - set(named))
 
     def _judge(self, storm: Storm, quiet, initial_stock: dict[str, int]):
         """Every check, as the summary's rows in order."""

@@ -38,10 +38,19 @@ def test_the_shops_procfile_is_read_as_written():
     assert procfile.processes[:4] == ["web", "worker", "relay", "beat"]
     worker = procfile["worker"]
     assert worker.is_celery_worker and procfile["web"].is_web
-    assert "outbox" in procfile.queues
-    # A tool's own queue is added to the worker's list; the rest of the command stays.
+    # The shop's workers take their queues from the subscriber registry (manage.py
+    # outbox_queues), so the Procfile names none, and a tool's own queue is not added to it:
+    # the tool's app subscribes it in the registry.
+    assert "outbox_queues" in worker.command and procfile.queues == []
+    assert worker.with_queues(["bench"]) == worker
+
+
+def test_a_written_out_queue_list_gets_a_tools_own_queue(tmp_path):
+    procfile = write_procfile(tmp_path, "worker: celery -A shop worker --queues a,b -c 2\n")
+    worker = procfile["worker"]
+    assert procfile.queues == ["a", "b"]
     with_bench = worker.with_queues(["bench"])
-    assert with_bench.queues == [*worker.queues, "bench"]
+    assert with_bench.queues == ["a", "b", "bench"]
     assert with_bench.command.replace(",bench", "") == worker.command
 
 
