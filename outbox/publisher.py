@@ -60,6 +60,8 @@ def publish_many(
             "publish() must be called inside transaction.atomic(): the event has to commit "
             "or roll back together with the change it describes"
         )
+    if not events:
+        return []
     current = handling_current()
     causation_id = current.event_id if current else None
     if correlation_id is None and current is not None:

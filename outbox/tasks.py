@@ -1,10 +1,14 @@
 """Celery tasks. They take ids, never objects, and are safe to run twice."""
 
+import logging
+
 from celery import shared_task
 
 from outbox.handling import delivery_handle
 from outbox.relay import RELAY_QUEUE, heartbeat, relay_run
 from outbox.retention import events_purge
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="outbox.relay", queue=RELAY_QUEUE, ignore_result=True)
@@ -17,10 +21,15 @@ def relay(woken_at: float | None = None, source: str | None = None) -> int:
 
 @shared_task(name="outbox.deliver", ignore_result=True)
 def deliver(delivery_ids: list[int]) -> None:
-    """Handle deliveries, each in its own transaction. The relay routes this task to the
-    subscriber's queue."""
+    """Handle deliveries, each in its own transaction and independently: one that cannot be
+    handled (the database failed under it) leaves the others of its message to run, and is
+    dispatched again when its lease runs out. The relay routes this task to the subscriber's
+    queue."""
     for delivery_id in delivery_ids:
-        delivery_handle(delivery_id=delivery_id)
+        try:
+            delivery_handle(delivery_id=delivery_id)
+        except Exception:
+            logger.exception("delivery %s not handled; its lease will bring it back", delivery_id)
 
 
 @shared_task(name="outbox.purge", queue=RELAY_QUEUE, ignore_result=True)
