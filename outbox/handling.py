@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from django.db import connection, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox import metrics, sql
@@ -51,11 +53,13 @@ class _Run:
 
 
 def delivery_handle(*, delivery_id: int) -> str:
-    """Handle one delivery; returns what happened: done, retry, dead, waiting or skipped.
+    """Handle one delivery; returns what happened: done, retry, dead, waiting, stale or skipped.
 
     Three steps in one transaction: load and lock the delivery, run its handler, record the
-    outcome. ``skipped`` means there was nothing to do: already done or dead, or another worker
-    holds it right now (its row is locked), which on PostgreSQL is how a duplicate steps aside.
+    outcome. ``skipped`` means there was nothing to do: already done or dead, not due yet (a
+    duplicate message during the retry backoff), or another worker holds it right now (its row
+    is locked), which on PostgreSQL is how a duplicate steps aside. ``stale``: an ordered
+    subscriber has already handled a later event of the aggregate, so this one is not applied.
 
     The transaction can still fail after the handler returned: at COMMIT (a deferred foreign key,
     a serialisation failure) or in the bookkeeping. Then nothing of the run is kept, and the
@@ -70,6 +74,8 @@ def delivery_handle(*, delivery_id: int) -> str:
                 return "skipped"
             if delivery.ordered and _has_undone_predecessor(delivery):
                 return _waiting_record(delivery)
+            if delivery.ordered and _has_done_successor(delivery):
+                return _stale_record(delivery)
             with _run_context(delivery) as span:
                 ran = _run(delivery)
                 outcome = _outcome_record(delivery, ran)
@@ -181,7 +187,9 @@ def _outcome_record(delivery: Delivery, run: _Run) -> str:
         delay = backoff_delay(
             attempt=run.attempt, base=conf.BACKOFF_BASE_SECONDS, cap=conf.BACKOFF_CAP_SECONDS
         )
-        delivery.next_attempt_at = timezone.now() + dt.timedelta(seconds=delay)
+        # On the database's clock, which the relay's claim and the worker's lock compare with.
+        due = Now() + dt.timedelta(seconds=delay)
+        delivery.next_attempt_at = delivery.backoff_until = due
         outcome = "retry"
         logger.warning(
             "delivery %s attempt %s/%s failed, retry in %.2fs: %s %s -> %s: %s",
@@ -201,6 +209,7 @@ def _outcome_record(delivery: Delivery, run: _Run) -> str:
             "last_error",
             "status",
             "next_attempt_at",
+            "backoff_until",
             "updated_at",
         ]
     )
@@ -219,10 +228,30 @@ def _failure_record(*, delivery_id: int, error: BaseException) -> str:
 
 
 def _waiting_record(delivery: Delivery) -> str:
-    delivery.next_attempt_at = timezone.now() + ORDERED_RECHECK
+    delivery.next_attempt_at = Now() + ORDERED_RECHECK
     delivery.save(update_fields=["next_attempt_at", "updated_at"])
     _count_on_commit(delivery.subscriber, "waiting")
     return "waiting"
+
+
+def _stale_record(delivery: Delivery) -> str:
+    """Done without running the handler: applying it now would undo a later event's effect."""
+    delivery.status = Delivery.Status.DONE
+    delivery.completed_at = delivery.updated_at = timezone.now()
+    delivery.last_error = (
+        f"stale: not handled, because this subscriber has already handled a later event of "
+        f"{delivery.aggregate_key} (this event is number {delivery.sequence})"
+    )
+    delivery.save(update_fields=["status", "completed_at", "last_error", "updated_at"])
+    logger.warning(
+        "delivery %s skipped as stale: %s handled a later event of %s than number %s",
+        delivery.pk,
+        delivery.subscriber,
+        delivery.aggregate_key,
+        delivery.sequence,
+    )
+    _count_on_commit(delivery.subscriber, "stale")
+    return "stale"
 
 
 def _max_attempts(name: str) -> int:
@@ -234,12 +263,14 @@ def _max_attempts(name: str) -> int:
 
 
 def _pending_lock(delivery_id: int) -> Delivery | None:
-    """The delivery with its event, locked, if it is pending and no other worker holds it."""
+    """The delivery with its event, locked, if it is pending, past its retry backoff, and no
+    other worker holds it. Both conditions are re-checked by the database on the locked row."""
     if connection.vendor != "postgresql":
         return (
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("event")
             .filter(pk=delivery_id, status=Delivery.Status.PENDING)
+            .filter(Q(backoff_until__isnull=True) | Q(backoff_until__lte=Now()))
             .first()
         )
     # The same query, written once: compiling it through the ORM was about a third of the
@@ -293,7 +324,10 @@ _PENDING_LOCK_SQL = (
     f"ON {sql.columns(Event, ['position'], alias='e')} = "
     f"{sql.columns(Delivery, ['event'], alias='d')} "
     f"WHERE {sql.columns(Delivery, ['id'], alias='d')} = %s "
-    f"AND {sql.columns(Delivery, ['status'], alias='d')} = %s FOR UPDATE OF d SKIP LOCKED"
+    f"AND {sql.columns(Delivery, ['status'], alias='d')} = %s "
+    f"AND ({sql.columns(Delivery, ['backoff_until'], alias='d')} IS NULL "
+    f"OR {sql.columns(Delivery, ['backoff_until'], alias='d')} <= statement_timestamp()) "
+    "FOR UPDATE OF d SKIP LOCKED"
 )
 _DONE_SQL = (
     f"UPDATE {sql.table(Delivery)} "
@@ -309,16 +343,26 @@ def _count_on_commit(subscriber: str, outcome: str, seconds: float | None = None
 
 
 def _has_undone_predecessor(delivery: Delivery) -> bool:
+    # Every earlier delivery of the aggregate to this subscriber, ordered or not: one stored
+    # before the subscriber was switched to ordered=True still comes first.
     return (
         Delivery.objects.filter(
             subscriber=delivery.subscriber,
             aggregate_key=delivery.aggregate_key,
-            ordered=True,
-            event_id__lt=delivery.event_id,
+            sequence__lt=delivery.sequence,
         )
         .exclude(status=Delivery.Status.DONE)
         .exists()
     )
+
+
+def _has_done_successor(delivery: Delivery) -> bool:
+    return Delivery.objects.filter(
+        subscriber=delivery.subscriber,
+        aggregate_key=delivery.aggregate_key,
+        sequence__gt=delivery.sequence,
+        status=Delivery.Status.DONE,
+    ).exists()
 
 
 def error_text(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from functools import partial
 
@@ -93,6 +94,7 @@ def publish_many(
                     occurred_at=now,
                 )
             )
+        _sequences_assign(connection, rows)
         targets = [(row, sub) for row in rows for sub in subscribers_for(row.type)]
         if connection.vendor == "postgresql":
             _insert_in_one_statement(connection, rows, targets, now=now)
@@ -119,7 +121,17 @@ def delivery_new(event: Event, subscriber, *, now) -> Delivery:
         next_attempt_at=now,
         ordered=subscriber.ordered,
         aggregate_key=event.aggregate_key,
+        sequence=event.sequence,
     )
+
+
+def _sequences_assign(connection, rows: list[Event]) -> None:
+    """Number each event within its aggregate (``Event.sequence``), under the aggregate's
+    sequence row lock: ordered subscribers go by this number, not by ``position``."""
+    last = sql.aggregate_sequences_take(connection, Counter(row.aggregate_key for row in rows))
+    for row in reversed(rows):
+        row.sequence = last[row.aggregate_key]
+        last[row.aggregate_key] -= 1
 
 
 _EVENT_FIELDS = [
@@ -133,13 +145,15 @@ _EVENT_FIELDS = [
     "causation_id",
     "headers",
     "occurred_at",
+    "sequence",
 ]
-_EVENT_VALUES = "(%s, %s, %s, %s, %s, %s::jsonb, %s, %s::uuid, %s::jsonb, %s)"
+_EVENT_VALUES = "(%s, %s, %s, %s, %s, %s::jsonb, %s, %s::uuid, %s::jsonb, %s, %s)"
 _DELIVERY_FIELDS = [
     "event",
     "subscriber",
     "ordered",
     "aggregate_key",
+    "sequence",
     "status",
     "attempts",
     "dispatches",
@@ -167,6 +181,7 @@ def _insert_in_one_statement(connection, rows: list[Event], targets: list, *, no
             row.causation_id,
             json.dumps(row.headers),
             row.occurred_at,
+            row.sequence,
         ]
     statement = (
         f"WITH e AS (INSERT INTO {sql.table(Event)} ({sql.columns(Event, _EVENT_FIELDS)}) "
@@ -180,13 +195,16 @@ def _insert_in_one_statement(connection, rows: list[Event], targets: list, *, no
                 sub.name,
                 sub.ordered,
                 row.aggregate_key,
+                row.sequence,
             ]
-        values = ", ".join(["(%s::uuid, %s, %s::boolean, %s)"] * len(targets))
+        values = ", ".join(["(%s::uuid, %s, %s::boolean, %s, %s::bigint)"] * len(targets))
         statement += (
             f", d AS (INSERT INTO {sql.table(Delivery)} "
             f"({sql.columns(Delivery, _DELIVERY_FIELDS)}) "
-            "SELECT e.position, v.subscriber, v.ordered, v.aggregate_key, %s, 0, 0, '', %s, %s, %s "
-            f"FROM e JOIN (VALUES {values}) AS v(event_id, subscriber, ordered, aggregate_key) "
+            "SELECT e.position, v.subscriber, v.ordered, v.aggregate_key, v.sequence, "
+            "%s, 0, 0, '', %s, %s, %s "
+            f"FROM e JOIN (VALUES {values}) "
+            "AS v(event_id, subscriber, ordered, aggregate_key, sequence) "
             "ON v.event_id = e.event_id)"
         )
     statement += " SELECT position, event_id FROM e"

@@ -18,6 +18,7 @@ from collections import defaultdict
 
 from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox import metrics, sql
@@ -54,12 +55,11 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
     catch up.
     """
     conf = outbox_settings()
-    now = timezone.now()
+    now = Now()  # the database's clock, as every time the engine compares
     earlier_undone = Delivery.objects.filter(
         subscriber=OuterRef("subscriber"),
         aggregate_key=OuterRef("aggregate_key"),
-        ordered=True,
-        event_id__lt=OuterRef("event_id"),
+        sequence__lt=OuterRef("sequence"),
     ).exclude(status=Delivery.Status.DONE)
     due = (
         Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
@@ -69,7 +69,7 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
     )
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            return _claim_in_one_statement(due.values("id")[:limit], now=now, conf=conf)
+            return _claim_in_one_statement(due.values("id")[:limit], conf=conf)
         rows = list(due.values_list("id", "subscriber", "dispatches")[:limit])
         by_dispatches: dict[int, list[int]] = defaultdict(list)
         for pk, _, dispatches in rows:
@@ -83,22 +83,30 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
     return [(pk, subscriber) for pk, subscriber, _ in rows]
 
 
-def _claim_in_one_statement(picked, *, now: dt.datetime, conf) -> list[tuple[int, str]]:
+def _claim_in_one_statement(picked, *, conf) -> list[tuple[int, str]]:
     """PostgreSQL: select, lock and lease in one round trip (``UPDATE … FROM (SELECT … FOR
     UPDATE SKIP LOCKED) … RETURNING``), the lease doubling computed per row."""
     select_sql, select_params = picked.query.sql_with_params()
+    # MATERIALIZED: the picked rows are selected (and locked) once; as a plain subquery the
+    # planner may scan it again for each row it joins, and SKIP LOCKED then picks other rows.
+    # ``rank`` keeps the claim's order (most overdue first) through the UPDATE.
     statement = f"""
-        UPDATE {sql.table(Delivery)} AS d
-        SET next_attempt_at = %s + make_interval(
-                secs => %s * power(2, least(d.dispatches, %s))
-            ),
-            dispatched_at = %s,
-            dispatches = d.dispatches + 1
-        FROM ({select_sql}) AS picked
-        WHERE d.id = picked.id
-        RETURNING d.id, d.subscriber
+        WITH picked AS MATERIALIZED (
+            SELECT p.id, row_number() OVER () AS rank FROM ({select_sql}) AS p
+        ), claimed AS (
+            UPDATE {sql.table(Delivery)} AS d
+            SET next_attempt_at = statement_timestamp() + make_interval(
+                    secs => %s * power(2, least(d.dispatches, %s))
+                ),
+                dispatched_at = statement_timestamp(),
+                dispatches = d.dispatches + 1
+            FROM picked
+            WHERE d.id = picked.id AND d.status = %s
+            RETURNING d.id, d.subscriber, picked.rank
+        )
+        SELECT id, subscriber FROM claimed ORDER BY rank
     """
-    params = (now, conf.LEASE_SECONDS, conf.LEASE_MAX_DOUBLINGS, now, *select_params)
+    params = (*select_params, conf.LEASE_SECONDS, conf.LEASE_MAX_DOUBLINGS, Delivery.Status.PENDING)
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         return [(pk, subscriber) for pk, subscriber in cursor.fetchall()]

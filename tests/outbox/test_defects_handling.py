@@ -25,7 +25,9 @@ def published(event) -> Delivery:
 
 
 def run_due(delivery: Delivery) -> str:
-    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    Delivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now(), backoff_until=None
+    )
     return delivery_handle(delivery_id=delivery.pk)
 
 
