@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -20,7 +19,7 @@ from outbox.events import DomainEvent
 from outbox.models import Delivery, Event
 from outbox.registry import subscribers_for
 from outbox.tracing import publish_span, publish_span_describe, trace_headers
-from outbox.wake import wake_flag_raise
+from outbox.wake import relay_wake
 
 logger = logging.getLogger(__name__)
 
@@ -222,17 +221,3 @@ def _wake_relay_on_commit(connection, using: str) -> None:
     if any(func is relay_wake for _, func, _ in connection.run_on_commit):
         return
     transaction.on_commit(relay_wake, using=using)
-
-
-def relay_wake() -> None:
-    """Ask the relay to run now rather than at beat's next tick, unless a wake-up is already on
-    its way (outbox/wake.py). Best effort: if the broker is unreachable the events are safe in
-    the database and beat's tick will find them."""
-    from outbox.tasks import relay
-
-    if not wake_flag_raise():
-        return
-    try:
-        relay.apply_async(kwargs={"woken_at": time.time()}, retry=False)
-    except Exception:
-        logger.warning("could not wake the relay; beat's tick will dispatch", exc_info=True)

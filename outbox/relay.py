@@ -27,6 +27,7 @@ from outbox.errors import UnknownSubscriber
 from outbox.logcontext import log_fields
 from outbox.models import Delivery, Heartbeat
 from outbox.registry import subscriber_get
+from outbox.transport import transport_get
 from outbox.wake import wake_flag_lower
 
 logger = logging.getLogger(__name__)
@@ -114,8 +115,6 @@ def _claim_in_one_statement(picked, *, conf) -> list[tuple[int, str]]:
 
 def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
     """Send claimed deliveries to their subscribers' queues, several ids per message."""
-    from outbox.tasks import deliver
-
     conf = outbox_settings()
     by_queue: dict[str, list[int]] = defaultdict(list)
     for pk, name in claimed:
@@ -124,17 +123,13 @@ def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
         except UnknownSubscriber:
             queue = FALLBACK_QUEUE
         by_queue[queue].append(pk)
-    messages = 0
-    with deliver.app.producer_or_acquire() as producer:
-        for queue, ids in by_queue.items():
-            # Small batches spread over a worker's processes; large ones are capped per message.
-            size = max(1, min(conf.DISPATCH_CHUNK_SIZE, math.ceil(len(ids) / 4)))
-            for start in range(0, len(ids), size):
-                deliver.apply_async(
-                    args=[ids[start : start + size]], queue=queue, producer=producer
-                )
-                messages += 1
-    return messages
+    messages = []
+    for queue, ids in by_queue.items():
+        # Small batches spread over a worker's processes; large ones are capped per message.
+        size = max(1, min(conf.DISPATCH_CHUNK_SIZE, math.ceil(len(ids) / 4)))
+        messages += [(queue, ids[start : start + size]) for start in range(0, len(ids), size)]
+    transport_get().deliveries_send(messages)
+    return len(messages)
 
 
 def relay_run(*, woken_at: float | None = None) -> int:

@@ -11,8 +11,9 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox.models import Delivery, Event
-from outbox.publisher import delivery_new, relay_wake
+from outbox.publisher import delivery_new
 from outbox.registry import subscriber_get
+from outbox.wake import relay_wake
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Celery tasks. They take ids, never objects, and are safe to run twice."""
+"""Celery tasks, and the one outbox module that talks to Celery: it hands the rest of the
+outbox what it sends with (outbox/transport.py). Tasks take ids, never objects, and are safe to
+run twice."""
 
 import logging
 
@@ -7,6 +9,7 @@ from celery import shared_task
 from outbox.handling import delivery_handle
 from outbox.relay import RELAY_QUEUE, heartbeat, relay_run
 from outbox.retention import events_purge
+from outbox.transport import Transport, transport_set
 
 logger = logging.getLogger(__name__)
 
@@ -36,3 +39,23 @@ def deliver(delivery_ids: list[int]) -> None:
 def purge() -> int:
     """Delete events past retention whose deliveries are all done."""
     return events_purge()
+
+
+def _deliveries_send(messages: list[tuple[str, list[int]]]) -> None:
+    with deliver.app.producer_or_acquire() as producer:
+        for queue, ids in messages:
+            deliver.apply_async(args=[ids], queue=queue, producer=producer)
+
+
+def _relay_wake_send(woken_at: float) -> None:
+    relay.apply_async(kwargs={"woken_at": woken_at}, retry=False)
+
+
+def _broker() -> tuple[str, dict]:
+    conf = relay.app.conf
+    return conf.broker_url or "", dict(conf.broker_transport_options or {})
+
+
+transport_set(
+    Transport(deliveries_send=_deliveries_send, relay_wake_send=_relay_wake_send, broker=_broker)
+)
