@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections import Counter
@@ -96,7 +95,7 @@ def publish_many(
         _sequences_assign(connection, rows)
         targets = [(row, sub) for row in rows for sub in subscribers_for(row.type)]
         if connection.vendor == "postgresql":
-            _insert_in_one_statement(connection, rows, targets, now=now)
+            sql.events_insert(connection, rows, targets, now=now)
         else:
             # One INSERT per table for the whole call; bulk_create sets ``position``.
             Event.objects.using(using).bulk_create(rows)
@@ -131,89 +130,6 @@ def _sequences_assign(connection, rows: list[Event]) -> None:
     for row in reversed(rows):
         row.sequence = last[row.aggregate_key]
         last[row.aggregate_key] -= 1
-
-
-_EVENT_FIELDS = [
-    "event_id",
-    "type",
-    "version",
-    "aggregate_type",
-    "aggregate_id",
-    "payload",
-    "correlation_id",
-    "causation_id",
-    "headers",
-    "occurred_at",
-    "sequence",
-]
-_EVENT_VALUES = "(%s, %s, %s, %s, %s, %s::jsonb, %s, %s::uuid, %s::jsonb, %s, %s)"
-_DELIVERY_FIELDS = [
-    "event",
-    "subscriber",
-    "ordered",
-    "aggregate_key",
-    "sequence",
-    "status",
-    "attempts",
-    "dispatches",
-    "last_error",
-    "next_attempt_at",
-    "created_at",
-    "updated_at",
-]
-
-
-def _insert_in_one_statement(connection, rows: list[Event], targets: list, *, now) -> None:
-    """PostgreSQL: the events and their deliveries in one statement (one round trip, and none
-    of ``bulk_create``'s per-object work); sets each row's ``position`` as ``bulk_create`` does.
-    """
-    params: list = []
-    for row in rows:
-        params += [
-            row.event_id,
-            row.type,
-            row.version,
-            row.aggregate_type,
-            row.aggregate_id,
-            json.dumps(row.payload),
-            row.correlation_id,
-            row.causation_id,
-            json.dumps(row.headers),
-            row.occurred_at,
-            row.sequence,
-        ]
-    statement = (
-        f"WITH e AS (INSERT INTO {sql.table(Event)} ({sql.columns(Event, _EVENT_FIELDS)}) "
-        f"VALUES {', '.join([_EVENT_VALUES] * len(rows))} RETURNING position, event_id)"
-    )
-    if targets:
-        params += [Delivery.Status.PENDING, now, now, now]
-        for row, sub in targets:
-            params += [
-                row.event_id,
-                sub.name,
-                sub.ordered,
-                row.aggregate_key,
-                row.sequence,
-            ]
-        values = ", ".join(["(%s::uuid, %s, %s::boolean, %s, %s::bigint)"] * len(targets))
-        statement += (
-            f", d AS (INSERT INTO {sql.table(Delivery)} "
-            f"({sql.columns(Delivery, _DELIVERY_FIELDS)}) "
-            "SELECT e.position, v.subscriber, v.ordered, v.aggregate_key, v.sequence, "
-            "%s, 0, 0, '', %s, %s, %s "
-            f"FROM e JOIN (VALUES {values}) "
-            "AS v(event_id, subscriber, ordered, aggregate_key, sequence) "
-            "ON v.event_id = e.event_id)"
-        )
-    statement += " SELECT position, event_id FROM e"
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        positions = dict((event_id, position) for position, event_id in cursor.fetchall())
-    for row in rows:
-        row.position = positions[row.event_id]
-        row._state.adding = False
-        row._state.db = connection.alias
 
 
 def _wake_relay_on_commit(connection, using: str) -> None:

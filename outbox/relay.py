@@ -70,7 +70,7 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
     )
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            return _claim_in_one_statement(due.values("id")[:limit], conf=conf)
+            return sql.deliveries_claim(connection, due.values("id")[:limit], conf=conf)
         rows = list(due.values_list("id", "subscriber", "dispatches")[:limit])
         by_dispatches: dict[int, list[int]] = defaultdict(list)
         for pk, _, dispatches in rows:
@@ -82,35 +82,6 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
                 dispatches=F("dispatches") + 1,
             )
     return [(pk, subscriber) for pk, subscriber, _ in rows]
-
-
-def _claim_in_one_statement(picked, *, conf) -> list[tuple[int, str]]:
-    """PostgreSQL: select, lock and lease in one round trip (``UPDATE … FROM (SELECT … FOR
-    UPDATE SKIP LOCKED) … RETURNING``), the lease doubling computed per row."""
-    select_sql, select_params = picked.query.sql_with_params()
-    # MATERIALIZED: the picked rows are selected (and locked) once; as a plain subquery the
-    # planner may scan it again for each row it joins, and SKIP LOCKED then picks other rows.
-    # ``rank`` keeps the claim's order (most overdue first) through the UPDATE.
-    statement = f"""
-        WITH picked AS MATERIALIZED (
-            SELECT p.id, row_number() OVER () AS rank FROM ({select_sql}) AS p
-        ), claimed AS (
-            UPDATE {sql.table(Delivery)} AS d
-            SET next_attempt_at = statement_timestamp() + make_interval(
-                    secs => %s * power(2, least(d.dispatches, %s))
-                ),
-                dispatched_at = statement_timestamp(),
-                dispatches = d.dispatches + 1
-            FROM picked
-            WHERE d.id = picked.id AND d.status = %s
-            RETURNING d.id, d.subscriber, picked.rank
-        )
-        SELECT id, subscriber FROM claimed ORDER BY rank
-    """
-    params = (*select_params, conf.LEASE_SECONDS, conf.LEASE_MAX_DOUBLINGS, Delivery.Status.PENDING)
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        return [(pk, subscriber) for pk, subscriber in cursor.fetchall()]
 
 
 def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
