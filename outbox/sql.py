@@ -204,7 +204,8 @@ def events_insert(connection, rows: list[Event], targets: list, *, now) -> None:
         f"VALUES {', '.join([_EVENT_VALUES] * len(rows))} RETURNING position, event_id)"
     )
     if targets:
-        params += [Delivery.Status.PENDING, now, now, now]
+        # Due on the database's clock, which the relay's claim compares with.
+        params += [Delivery.Status.PENDING, now, now]
         for row, sub in targets:
             params += [
                 row.event_id,
@@ -218,7 +219,7 @@ def events_insert(connection, rows: list[Event], targets: list, *, now) -> None:
             f", d AS (INSERT INTO {table(Delivery)} "
             f"({columns(Delivery, _DELIVERY_FIELDS)}) "
             "SELECT e.position, v.subscriber, v.ordered, v.aggregate_key, v.sequence, "
-            "%s, 0, 0, '', %s, %s, %s "
+            "%s, 0, 0, '', statement_timestamp(), %s, %s "
             f"FROM e JOIN (VALUES {values}) "
             "AS v(event_id, subscriber, ordered, aggregate_key, sequence) "
             "ON v.event_id = e.event_id)"

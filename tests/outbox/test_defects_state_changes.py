@@ -151,3 +151,15 @@ def test_duplicate_messages_for_a_delivery_not_yet_due_do_nothing(settings):
     )
     assert [pk for pk, _ in deliveries_claim(limit=10)] == [delivery.pk]
     assert delivery_handle(delivery_id=delivery.pk) == "retry"
+
+
+@pytest.mark.django_db
+def test_a_publishing_host_whose_clock_runs_ahead_does_not_delay_its_deliveries(monkeypatch):
+    # Suspected (clock skew): next_attempt_at came from the publishing host's clock and the
+    # relay compared it with its own. Every time the engine compares is the database's now.
+    postgres_only()
+    ahead = timezone.now() + dt.timedelta(hours=1)
+    with monkeypatch.context() as patched:
+        patched.setattr("django.utils.timezone.now", lambda: ahead)
+        delivery = published(DefectFailing(defect_id="skew", message="down"))
+    assert [pk for pk, _ in deliveries_claim(limit=10)] == [delivery.pk]
