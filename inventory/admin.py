@@ -37,7 +37,10 @@ class ProductAdminForm(forms.ModelForm):
         cleaned = super().clean()
         stock = cleaned.get("stock")
         if self.stock_level is not None and stock is not None and "stock" in self.changed_data:
-            # The admin saves in one transaction: this lock holds until product_update runs.
+            # The admin saves in one transaction: these locks hold until product_update runs.
+            # The product first, then its stock level: the order product_update takes them in,
+            # so an edit from the API at the same moment queues instead of deadlocking.
+            Product.objects.select_for_update().get(pk=self.instance.pk)
             level = StockLevel.objects.select_for_update().get(pk=self.stock_level.pk)
             if stock < level.reserved:
                 self.add_error(

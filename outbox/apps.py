@@ -1,3 +1,5 @@
+from importlib import import_module
+
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
 
@@ -14,3 +16,5 @@ class OutboxConfig(AppConfig):
         # Every app's events and their subscribers are known before the first publish.
         autodiscover_modules("events")
         autodiscover_modules("handlers")
+        # The Celery tasks hand the relay, the wake-up and the publisher what they send with.
+        import_module("outbox.tasks")

@@ -12,17 +12,22 @@ import logging
 import random
 import time
 import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 
 from django.db import connection, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox import metrics, sql
 from outbox.conf import outbox_settings
 from outbox.context import Handling, handling
+from outbox.errors import UnknownSubscriber
 from outbox.events import EventMeta, event_load
 from outbox.logcontext import log_fields
-from outbox.models import Delivery, Event
+from outbox.models import Delivery
 from outbox.registry import subscriber_get
 from outbox.tracing import handler_span, handler_span_end
 
@@ -37,210 +42,247 @@ def backoff_delay(*, attempt: int, base: float, cap: float) -> float:
     return min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
-def delivery_handle(*, delivery_id: int) -> str:
-    """Handle one delivery; returns what happened: done, retry, dead, waiting or skipped.
+@dataclass(frozen=True)
+class _Run:
+    """What running the handler once came to: ``error`` is None when it returned."""
 
-    ``skipped`` means there was nothing to do: already done or dead, or another worker holds
-    it right now (its row is locked), which on PostgreSQL is how a duplicate steps aside.
+    attempt: int
+    max_attempts: int
+    seconds: float
+    error: BaseException | None = None
+
+
+def delivery_handle(*, delivery_id: int) -> str:
+    """Handle one delivery; returns what happened: done, retry, dead, waiting, stale or skipped.
+
+    Three steps in one transaction: load and lock the delivery, run its handler, record the
+    outcome. ``skipped`` means there was nothing to do: already done or dead, not due yet (a
+    duplicate message during the retry backoff), or another worker holds it right now (its row
+    is locked), which on PostgreSQL is how a duplicate steps aside. ``stale``: an ordered
+    subscriber has already handled a later event of the aggregate, so this one is not applied.
+
+    The transaction can still fail after the handler returned: at COMMIT (a deferred foreign key,
+    a serialisation failure) or in the bookkeeping. Then nothing of the run is kept, and the
+    attempt and its error are recorded in a transaction of their own, so that such a delivery is
+    retried with backoff and dead-lettered like any other failure instead of running forever.
     """
+    ran: _Run | None = None
+    try:
+        with transaction.atomic():
+            delivery = _pending_lock(delivery_id)
+            if delivery is None:
+                return "skipped"
+            if delivery.ordered and _has_undone_predecessor(delivery):
+                return _waiting_record(delivery)
+            if delivery.ordered and _has_done_successor(delivery):
+                return _stale_record(delivery)
+            with _run_context(delivery) as span:
+                ran = _run(delivery)
+                outcome = _outcome_record(delivery, ran)
+                handler_span_end(span, outcome, ran.error)
+                return outcome
+    except Exception as exc:
+        if ran is None:
+            raise  # the handler never ran: nothing to count (the database is unreachable)
+        return _failure_record(delivery_id=delivery_id, error=exc)
+
+
+@contextmanager
+def _run_context(delivery: Delivery):
+    # Every log line of this run, the handler's own included, carries these fields; the run's
+    # span is a child of the span that published the event (its headers).
+    event_row = delivery.event
+    fields = {
+        "delivery_id": delivery.pk,
+        "event_id": str(event_row.event_id),
+        "event_type": event_row.type,
+        "correlation_id": str(event_row.correlation_id),
+        "causation_id": str(event_row.causation_id) if event_row.causation_id else None,
+        "subscriber": delivery.subscriber,
+        "attempt": delivery.attempts + 1,
+    }
+    with (
+        log_fields(**fields),
+        handler_span(
+            headers=event_row.headers, event_type=event_row.type, attributes=fields
+        ) as span,
+    ):
+        yield span
+
+
+def _run(delivery: Delivery) -> _Run:
+    """Run the subscriber's handler on the delivery's event, in a savepoint: a handler that
+    raises has its writes undone, and the exception is returned, not raised."""
+    event_row = delivery.event
+    attempt = delivery.attempts + 1
+    max_attempts = _max_attempts(delivery.subscriber)
+    started = time.perf_counter()
+    try:
+        subscriber = subscriber_get(delivery.subscriber)
+        event = event_load(
+            type=event_row.type,
+            version=event_row.version,
+            payload=event_row.payload,
+            meta=EventMeta(
+                event_id=event_row.event_id,
+                type=event_row.type,
+                version=subscriber.event_class.version,
+                stored_version=event_row.version,
+                occurred_at=event_row.occurred_at,
+                correlation_id=event_row.correlation_id,
+                causation_id=event_row.causation_id,
+                headers=event_row.headers,
+            ),
+        )
+        context = Handling(
+            event_id=event_row.event_id,
+            event_type=event_row.type,
+            correlation_id=event_row.correlation_id,
+            subscriber=delivery.subscriber,
+            attempt=attempt,
+        )
+        with handling(context), transaction.atomic():
+            subscriber.handler(event)
+    except Exception as exc:
+        return _Run(attempt, max_attempts, time.perf_counter() - started, exc)
+    return _Run(attempt, max_attempts, time.perf_counter() - started)
+
+
+def _outcome_record(delivery: Delivery, run: _Run) -> str:
+    """Record the run on the locked delivery: done, or the failed attempt (retry or dead)."""
+    if run.error is None:
+        delivery.status = Delivery.Status.DONE
+        delivery.attempts = run.attempt
+        delivery.completed_at = delivery.updated_at = timezone.now()
+        _done_save(delivery)
+        logger.debug(
+            "delivery %s done in %.3fs: %s %s -> %s",
+            delivery.pk,
+            run.seconds,
+            delivery.event.type,
+            delivery.event.event_id,
+            delivery.subscriber,
+        )
+        _count_on_commit(delivery.subscriber, "done", run.seconds)
+        return "done"
+
     conf = outbox_settings()
+    exc = run.error
+    delivery.attempts = run.attempt
+    delivery.dispatches = 0  # the retry starts with a plain lease again
+    delivery.last_error = error_text(exc)
+    if run.attempt >= run.max_attempts:
+        delivery.status = Delivery.Status.DEAD
+        outcome = "dead"
+        logger.error(
+            "delivery %s dead-lettered after %s attempts: %s %s -> %s: %s",
+            delivery.pk,
+            run.attempt,
+            delivery.event.type,
+            delivery.event.event_id,
+            delivery.subscriber,
+            exc,
+        )
+    else:
+        delay = backoff_delay(
+            attempt=run.attempt, base=conf.BACKOFF_BASE_SECONDS, cap=conf.BACKOFF_CAP_SECONDS
+        )
+        # On the database's clock, which the relay's claim and the worker's lock compare with.
+        due = Now() + dt.timedelta(seconds=delay)
+        delivery.next_attempt_at = delivery.backoff_until = due
+        outcome = "retry"
+        logger.warning(
+            "delivery %s attempt %s/%s failed, retry in %.2fs: %s %s -> %s: %s",
+            delivery.pk,
+            run.attempt,
+            run.max_attempts,
+            delay,
+            delivery.event.type,
+            delivery.event.event_id,
+            delivery.subscriber,
+            exc,
+        )
+    delivery.save(
+        update_fields=[
+            "attempts",
+            "dispatches",
+            "last_error",
+            "status",
+            "next_attempt_at",
+            "backoff_until",
+            "updated_at",
+        ]
+    )
+    _count_on_commit(delivery.subscriber, outcome, run.seconds)
+    return outcome
+
+
+def _failure_record(*, delivery_id: int, error: BaseException) -> str:
+    """The run's transaction failed after the handler ran: count the attempt on its own."""
     with transaction.atomic():
         delivery = _pending_lock(delivery_id)
         if delivery is None:
-            return "skipped"
-        now = timezone.now()
-        if delivery.ordered and _has_undone_predecessor(delivery):
-            delivery.next_attempt_at = now + ORDERED_RECHECK
-            delivery.save(update_fields=["next_attempt_at", "updated_at"])
-            _count_on_commit(delivery.subscriber, "waiting")
-            return "waiting"
+            return "skipped"  # a duplicate finished it meanwhile
+        run = _Run(delivery.attempts + 1, _max_attempts(delivery.subscriber), 0.0, error)
+        return _outcome_record(delivery, run)
 
-        attempt = delivery.attempts + 1
-        event_row = delivery.event
-        max_attempts = conf.MAX_ATTEMPTS
-        # Every log line of this run, the handler's own included, carries these fields; the
-        # run's span is a child of the span that published the event (its headers).
-        fields = {
-            "delivery_id": delivery.pk,
-            "event_id": str(event_row.event_id),
-            "event_type": event_row.type,
-            "correlation_id": str(event_row.correlation_id),
-            "causation_id": str(event_row.causation_id) if event_row.causation_id else None,
-            "subscriber": delivery.subscriber,
-            "attempt": attempt,
-        }
-        with (
-            log_fields(**fields),
-            handler_span(
-                headers=event_row.headers, event_type=event_row.type, attributes=fields
-            ) as span,
-        ):
-            started = time.perf_counter()
-            try:
-                subscriber = subscriber_get(delivery.subscriber)
-                max_attempts = subscriber.max_attempts or conf.MAX_ATTEMPTS
-                event = event_load(
-                    type=event_row.type,
-                    version=event_row.version,
-                    payload=event_row.payload,
-                    meta=EventMeta(
-                        event_id=event_row.event_id,
-                        type=event_row.type,
-                        version=subscriber.event_class.version,
-                        stored_version=event_row.version,
-                        occurred_at=event_row.occurred_at,
-                        correlation_id=event_row.correlation_id,
-                        causation_id=event_row.causation_id,
-                        headers=event_row.headers,
-                    ),
-                )
-                context = Handling(
-                    event_id=event_row.event_id,
-                    event_type=event_row.type,
-                    correlation_id=event_row.correlation_id,
-                    subscriber=delivery.subscriber,
-                    attempt=attempt,
-                )
-                with handling(context):
-                    # A savepoint: a failing handler's writes are undone, the attempt is
-                    # recorded.
-                    with transaction.atomic():
-                        subscriber.handler(event)
-            except Exception as exc:
-                seconds = time.perf_counter() - started
-                delivery.attempts = attempt
-                delivery.dispatches = 0  # the retry starts with a plain lease again
-                delivery.last_error = _error_text(exc)
-                if attempt >= max_attempts:
-                    delivery.status = Delivery.Status.DEAD
-                    outcome = "dead"
-                    logger.error(
-                        "delivery %s dead-lettered after %s attempts: %s %s -> %s: %s",
-                        delivery.pk,
-                        attempt,
-                        event_row.type,
-                        event_row.event_id,
-                        delivery.subscriber,
-                        exc,
-                    )
-                else:
-                    delay = backoff_delay(
-                        attempt=attempt,
-                        base=conf.BACKOFF_BASE_SECONDS,
-                        cap=conf.BACKOFF_CAP_SECONDS,
-                    )
-                    delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
-                    outcome = "retry"
-                    logger.warning(
-                        "delivery %s attempt %s/%s failed, retry in %.2fs: %s %s -> %s: %s",
-                        delivery.pk,
-                        attempt,
-                        max_attempts,
-                        delay,
-                        event_row.type,
-                        event_row.event_id,
-                        delivery.subscriber,
-                        exc,
-                    )
-                delivery.save(
-                    update_fields=[
-                        "attempts",
-                        "dispatches",
-                        "last_error",
-                        "status",
-                        "next_attempt_at",
-                        "updated_at",
-                    ]
-                )
-                handler_span_end(span, outcome, exc)
-                _count_on_commit(delivery.subscriber, outcome, seconds)
-                return outcome
 
-            seconds = time.perf_counter() - started
-            delivery.status = Delivery.Status.DONE
-            delivery.attempts = attempt
-            delivery.completed_at = delivery.updated_at = timezone.now()
-            _done_save(delivery)
-            logger.debug(
-                "delivery %s done in %.3fs: %s %s -> %s",
-                delivery.pk,
-                seconds,
-                event_row.type,
-                event_row.event_id,
-                delivery.subscriber,
-            )
-            handler_span_end(span, "done")
-            _count_on_commit(delivery.subscriber, "done", seconds)
-            return "done"
+def _waiting_record(delivery: Delivery) -> str:
+    delivery.next_attempt_at = Now() + ORDERED_RECHECK
+    delivery.save(update_fields=["next_attempt_at", "updated_at"])
+    _count_on_commit(delivery.subscriber, "waiting")
+    return "waiting"
+
+
+def _stale_record(delivery: Delivery) -> str:
+    """Done without running the handler: applying it now would undo a later event's effect."""
+    delivery.status = Delivery.Status.DONE
+    delivery.completed_at = delivery.updated_at = timezone.now()
+    delivery.last_error = (
+        f"stale: not handled, because this subscriber has already handled a later event of "
+        f"{delivery.aggregate_key} (this event is number {delivery.sequence})"
+    )
+    delivery.save(update_fields=["status", "completed_at", "last_error", "updated_at"])
+    logger.warning(
+        "delivery %s skipped as stale: %s handled a later event of %s than number %s",
+        delivery.pk,
+        delivery.subscriber,
+        delivery.aggregate_key,
+        delivery.sequence,
+    )
+    _count_on_commit(delivery.subscriber, "stale")
+    return "stale"
+
+
+def _max_attempts(name: str) -> int:
+    conf = outbox_settings()
+    try:
+        return subscriber_get(name).max_attempts or conf.MAX_ATTEMPTS
+    except UnknownSubscriber:
+        return conf.MAX_ATTEMPTS
 
 
 def _pending_lock(delivery_id: int) -> Delivery | None:
-    """The delivery with its event, locked, if it is pending and no other worker holds it."""
+    """The delivery with its event, locked, if it is pending, past its retry backoff, and no
+    other worker holds it. Both conditions are re-checked by the database on the locked row."""
     if connection.vendor != "postgresql":
         return (
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("event")
             .filter(pk=delivery_id, status=Delivery.Status.PENDING)
+            .filter(Q(backoff_until__isnull=True) | Q(backoff_until__lte=Now()))
             .first()
         )
-    # The same query, written once: compiling it through the ORM was about a third of the
-    # CPU a worker spent per delivery. Every column of both models, so both are complete.
-    with connection.cursor() as cursor:
-        cursor.execute(_PENDING_LOCK_SQL, [delivery_id, Delivery.Status.PENDING])
-        found = cursor.fetchone()
-    if found is None:
-        return None
-    split = len(_DELIVERY_CONVERTERS)
-    delivery = _from_row(Delivery, _DELIVERY_CONVERTERS, found[:split])
-    event = _from_row(Event, _EVENT_CONVERTERS, found[split:])
-    Delivery.event.field.set_cached_value(delivery, event)
-    return delivery
-
-
-def _from_row(model, converters: list, values) -> Delivery | Event:
-    # What the ORM does with a row: each field's own conversion (JSON text to objects).
-    converted = [
-        convert(value, None, connection) if convert else value
-        for convert, value in zip(converters, values, strict=True)
-    ]
-    return model.from_db(connection.alias, None, converted)
+    # The same query, written once (outbox/sql.py): compiling it through the ORM was about a
+    # third of the CPU a worker spent per delivery.
+    return sql.delivery_pending_lock(connection, delivery_id)
 
 
 def _done_save(delivery: Delivery) -> None:
     if connection.vendor != "postgresql":
         delivery.save(update_fields=["status", "attempts", "completed_at", "updated_at"])
         return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _DONE_SQL,
-            [
-                delivery.status,
-                delivery.attempts,
-                delivery.completed_at,
-                delivery.updated_at,
-                delivery.pk,
-            ],
-        )
-
-
-def _converters(model) -> list:
-    return [getattr(field, "from_db_value", None) for field in model._meta.concrete_fields]
-
-
-_DELIVERY_CONVERTERS, _EVENT_CONVERTERS = _converters(Delivery), _converters(Event)
-_PENDING_LOCK_SQL = (
-    f"SELECT {sql.columns(Delivery, alias='d')}, {sql.columns(Event, alias='e')} "
-    f"FROM {sql.table(Delivery)} d JOIN {sql.table(Event)} e "
-    f"ON {sql.columns(Event, ['position'], alias='e')} = "
-    f"{sql.columns(Delivery, ['event'], alias='d')} "
-    f"WHERE {sql.columns(Delivery, ['id'], alias='d')} = %s "
-    f"AND {sql.columns(Delivery, ['status'], alias='d')} = %s FOR UPDATE OF d SKIP LOCKED"
-)
-_DONE_SQL = (
-    f"UPDATE {sql.table(Delivery)} "
-    f"SET ({sql.columns(Delivery, ['status', 'attempts', 'completed_at', 'updated_at'])}) "
-    f"= (%s, %s, %s, %s) WHERE {sql.columns(Delivery, ['id'])} = %s"
-)
+    sql.delivery_done_save(connection, delivery)
 
 
 def _count_on_commit(subscriber: str, outcome: str, seconds: float | None = None) -> None:
@@ -250,20 +292,32 @@ def _count_on_commit(subscriber: str, outcome: str, seconds: float | None = None
 
 
 def _has_undone_predecessor(delivery: Delivery) -> bool:
+    # Every earlier delivery of the aggregate to this subscriber, ordered or not: one stored
+    # before the subscriber was switched to ordered=True still comes first.
     return (
         Delivery.objects.filter(
             subscriber=delivery.subscriber,
             aggregate_key=delivery.aggregate_key,
-            ordered=True,
-            event_id__lt=delivery.event_id,
+            sequence__lt=delivery.sequence,
         )
         .exclude(status=Delivery.Status.DONE)
         .exists()
     )
 
 
-def _error_text(exc: BaseException) -> str:
-    # The one-line summary first (what the admin's list shows), then the traceback.
+def _has_done_successor(delivery: Delivery) -> bool:
+    return Delivery.objects.filter(
+        subscriber=delivery.subscriber,
+        aggregate_key=delivery.aggregate_key,
+        sequence__gt=delivery.sequence,
+        status=Delivery.Status.DONE,
+    ).exists()
+
+
+def error_text(exc: BaseException) -> str:
+    """What a delivery records of a failure: the one-line summary first (what the admin's list
+    shows), then the traceback. Any character may come from a library's message; NUL, which
+    PostgreSQL text cannot hold, is written as ``\\x00``."""
     summary = f"{type(exc).__name__}: {exc}"
     trace = "".join(traceback.format_exception(exc))
-    return f"{summary}\n\n{trace[-8000:]}"
+    return f"{summary}\n\n{trace[-8000:]}".replace("\x00", "\\x00")

@@ -25,6 +25,9 @@ class Event(models.Model):
     # Trace context (traceparent, tracestate) and any other header a publisher adds.
     headers = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField(db_index=True)
+    # The event's place among its aggregate's events: 1, 2, 3, ... taken from AggregateSequence
+    # in the publishing transaction, so it follows commit order whatever ``position`` says.
+    sequence = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ["position"]
@@ -53,10 +56,15 @@ class Delivery(models.Model):
     # Eligible for dispatch from this moment. The relay pushes it one lease ahead when it
     # dispatches, so a delivery whose message is lost becomes eligible again by itself.
     next_attempt_at = models.DateTimeField()
+    # No attempt before this moment: the retry backoff, which a worker checks on the locked row
+    # (a duplicate message for a delivery that is not due yet does nothing). Apart from the
+    # lease, which only the relay reads.
+    backoff_until = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     # Copied from the subscriber and the event so the relay's claim reads one table.
     ordered = models.BooleanField(default=False)
     aggregate_key = models.CharField(max_length=201)
+    sequence = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
@@ -75,16 +83,32 @@ class Delivery(models.Model):
                 condition=Q(status="pending"),
                 name="outbox_delivery_due",
             ),
+            # An ordered delivery's predecessors (not done, lower sequence) and successors
+            # (done, higher sequence) for the same subscriber and aggregate.
             models.Index(
-                fields=["subscriber", "aggregate_key", "event"],
-                condition=Q(ordered=True) & ~Q(status="done"),
-                name="outbox_delivery_ordered",
+                fields=["subscriber", "aggregate_key", "sequence"],
+                name="outbox_delivery_aggregate",
             ),
             models.Index(fields=["status", "subscriber"], name="outbox_delivery_status"),
         ]
 
     def __str__(self) -> str:
         return f"{self.subscriber} <- {self.event_id} ({self.status})"
+
+
+class AggregateSequence(models.Model):
+    """The last sequence number given to an aggregate's events.
+
+    ``publish()`` increments the row in the publishing transaction, which keeps it locked until
+    that transaction ends: two transactions publishing for one aggregate take their numbers one
+    after the other, in the order they commit.
+    """
+
+    aggregate_key = models.CharField(max_length=201, primary_key=True)
+    last = models.PositiveBigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.aggregate_key} @ {self.last}"
 
 
 class DeadLetter(Delivery):

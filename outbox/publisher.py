@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from functools import partial
 
@@ -19,7 +18,7 @@ from outbox.events import DomainEvent
 from outbox.models import Delivery, Event
 from outbox.registry import subscribers_for
 from outbox.tracing import publish_span, publish_span_describe, trace_headers
-from outbox.wake import wake_flag_raise
+from outbox.wake import relay_wake
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +59,8 @@ def publish_many(
             "publish() must be called inside transaction.atomic(): the event has to commit "
             "or roll back together with the change it describes"
         )
+    if not events:
+        return []
     current = handling_current()
     causation_id = current.event_id if current else None
     if correlation_id is None and current is not None:
@@ -91,9 +92,10 @@ def publish_many(
                     occurred_at=now,
                 )
             )
+        _sequences_assign(connection, rows)
         targets = [(row, sub) for row in rows for sub in subscribers_for(row.type)]
         if connection.vendor == "postgresql":
-            _insert_in_one_statement(connection, rows, targets, now=now)
+            sql.events_insert(connection, rows, targets, now=now)
         else:
             # One INSERT per table for the whole call; bulk_create sets ``position``.
             Event.objects.using(using).bulk_create(rows)
@@ -117,84 +119,17 @@ def delivery_new(event: Event, subscriber, *, now) -> Delivery:
         next_attempt_at=now,
         ordered=subscriber.ordered,
         aggregate_key=event.aggregate_key,
+        sequence=event.sequence,
     )
 
 
-_EVENT_FIELDS = [
-    "event_id",
-    "type",
-    "version",
-    "aggregate_type",
-    "aggregate_id",
-    "payload",
-    "correlation_id",
-    "causation_id",
-    "headers",
-    "occurred_at",
-]
-_EVENT_VALUES = "(%s, %s, %s, %s, %s, %s::jsonb, %s, %s::uuid, %s::jsonb, %s)"
-_DELIVERY_FIELDS = [
-    "event",
-    "subscriber",
-    "ordered",
-    "aggregate_key",
-    "status",
-    "attempts",
-    "dispatches",
-    "last_error",
-    "next_attempt_at",
-    "created_at",
-    "updated_at",
-]
-
-
-def _insert_in_one_statement(connection, rows: list[Event], targets: list, *, now) -> None:
-    """PostgreSQL: the events and their deliveries in one statement (one round trip, and none
-    of ``bulk_create``'s per-object work); sets each row's ``position`` as ``bulk_create`` does.
-    """
-    params: list = []
-    for row in rows:
-        params += [
-            row.event_id,
-            row.type,
-            row.version,
-            row.aggregate_type,
-            row.aggregate_id,
-            json.dumps(row.payload),
-            row.correlation_id,
-            row.causation_id,
-            json.dumps(row.headers),
-            row.occurred_at,
-        ]
-    statement = (
-        f"WITH e AS (INSERT INTO {sql.table(Event)} ({sql.columns(Event, _EVENT_FIELDS)}) "
-        f"VALUES {', '.join([_EVENT_VALUES] * len(rows))} RETURNING position, event_id)"
-    )
-    if targets:
-        params += [Delivery.Status.PENDING, now, now, now]
-        for row, sub in targets:
-            params += [
-                row.event_id,
-                sub.name,
-                sub.ordered,
-                row.aggregate_key,
-            ]
-        values = ", ".join(["(%s::uuid, %s, %s::boolean, %s)"] * len(targets))
-        statement += (
-            f", d AS (INSERT INTO {sql.table(Delivery)} "
-            f"({sql.columns(Delivery, _DELIVERY_FIELDS)}) "
-            "SELECT e.position, v.subscriber, v.ordered, v.aggregate_key, %s, 0, 0, '', %s, %s, %s "
-            f"FROM e JOIN (VALUES {values}) AS v(event_id, subscriber, ordered, aggregate_key) "
-            "ON v.event_id = e.event_id)"
-        )
-    statement += " SELECT position, event_id FROM e"
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        positions = dict((event_id, position) for position, event_id in cursor.fetchall())
-    for row in rows:
-        row.position = positions[row.event_id]
-        row._state.adding = False
-        row._state.db = connection.alias
+def _sequences_assign(connection, rows: list[Event]) -> None:
+    """Number each event within its aggregate (``Event.sequence``), under the aggregate's
+    sequence row lock: ordered subscribers go by this number, not by ``position``."""
+    last = sql.aggregate_sequences_take(connection, Counter(row.aggregate_key for row in rows))
+    for row in reversed(rows):
+        row.sequence = last[row.aggregate_key]
+        last[row.aggregate_key] -= 1
 
 
 def _wake_relay_on_commit(connection, using: str) -> None:
@@ -202,17 +137,3 @@ def _wake_relay_on_commit(connection, using: str) -> None:
     if any(func is relay_wake for _, func, _ in connection.run_on_commit):
         return
     transaction.on_commit(relay_wake, using=using)
-
-
-def relay_wake() -> None:
-    """Ask the relay to run now rather than at beat's next tick, unless a wake-up is already on
-    its way (outbox/wake.py). Best effort: if the broker is unreachable the events are safe in
-    the database and beat's tick will find them."""
-    from outbox.tasks import relay
-
-    if not wake_flag_raise():
-        return
-    try:
-        relay.apply_async(kwargs={"woken_at": time.time()}, retry=False)
-    except Exception:
-        logger.warning("could not wake the relay; beat's tick will dispatch", exc_info=True)

@@ -18,6 +18,7 @@ from collections import defaultdict
 
 from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox import metrics, sql
@@ -27,6 +28,7 @@ from outbox.logcontext import log_fields
 from outbox.models import Delivery, Heartbeat
 from outbox.queues import RELAY_QUEUE
 from outbox.registry import subscriber_get
+from outbox.transport import transport_get
 from outbox.wake import wake_flag_lower
 
 logger = logging.getLogger(__name__)
@@ -54,12 +56,11 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
     catch up.
     """
     conf = outbox_settings()
-    now = timezone.now()
+    now = Now()  # the database's clock, as every time the engine compares
     earlier_undone = Delivery.objects.filter(
         subscriber=OuterRef("subscriber"),
         aggregate_key=OuterRef("aggregate_key"),
-        ordered=True,
-        event_id__lt=OuterRef("event_id"),
+        sequence__lt=OuterRef("sequence"),
     ).exclude(status=Delivery.Status.DONE)
     due = (
         Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
@@ -69,7 +70,7 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
     )
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            return _claim_in_one_statement(due.values("id")[:limit], now=now, conf=conf)
+            return sql.deliveries_claim(connection, due.values("id")[:limit], conf=conf)
         rows = list(due.values_list("id", "subscriber", "dispatches")[:limit])
         by_dispatches: dict[int, list[int]] = defaultdict(list)
         for pk, _, dispatches in rows:
@@ -83,31 +84,8 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
     return [(pk, subscriber) for pk, subscriber, _ in rows]
 
 
-def _claim_in_one_statement(picked, *, now: dt.datetime, conf) -> list[tuple[int, str]]:
-    """PostgreSQL: select, lock and lease in one round trip (``UPDATE … FROM (SELECT … FOR
-    UPDATE SKIP LOCKED) … RETURNING``), the lease doubling computed per row."""
-    select_sql, select_params = picked.query.sql_with_params()
-    statement = f"""
-        UPDATE {sql.table(Delivery)} AS d
-        SET next_attempt_at = %s + make_interval(
-                secs => %s * power(2, least(d.dispatches, %s))
-            ),
-            dispatched_at = %s,
-            dispatches = d.dispatches + 1
-        FROM ({select_sql}) AS picked
-        WHERE d.id = picked.id
-        RETURNING d.id, d.subscriber
-    """
-    params = (now, conf.LEASE_SECONDS, conf.LEASE_MAX_DOUBLINGS, now, *select_params)
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        return [(pk, subscriber) for pk, subscriber in cursor.fetchall()]
-
-
 def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
     """Send claimed deliveries to their subscribers' queues, several ids per message."""
-    from outbox.tasks import deliver
-
     conf = outbox_settings()
     by_queue: dict[str, list[int]] = defaultdict(list)
     for pk, name in claimed:
@@ -116,17 +94,13 @@ def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
         except UnknownSubscriber:
             queue = FALLBACK_QUEUE
         by_queue[queue].append(pk)
-    messages = 0
-    with deliver.app.producer_or_acquire() as producer:
-        for queue, ids in by_queue.items():
-            # Small batches spread over a worker's processes; large ones are capped per message.
-            size = max(1, min(conf.DISPATCH_CHUNK_SIZE, math.ceil(len(ids) / 4)))
-            for start in range(0, len(ids), size):
-                deliver.apply_async(
-                    args=[ids[start : start + size]], queue=queue, producer=producer
-                )
-                messages += 1
-    return messages
+    messages = []
+    for queue, ids in by_queue.items():
+        # Small batches spread over a worker's processes; large ones are capped per message.
+        size = max(1, min(conf.DISPATCH_CHUNK_SIZE, math.ceil(len(ids) / 4)))
+        messages += [(queue, ids[start : start + size]) for start in range(0, len(ids), size)]
+    transport_get().deliveries_send(messages)
+    return len(messages)
 
 
 def relay_run(*, woken_at: float | None = None) -> int:

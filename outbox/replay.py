@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 from django.db import transaction
 from django.db.models import QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox.models import Delivery, Event
-from outbox.publisher import delivery_new, relay_wake
+from outbox.publisher import delivery_new
 from outbox.registry import subscriber_get
+from outbox.wake import relay_wake
 
 
 @dataclass(frozen=True)
@@ -23,16 +25,38 @@ class ReplayResult:
 
 def deliveries_replay(deliveries: QuerySet[Delivery]) -> int:
     """Make dead (or waiting) deliveries due now with a fresh set of attempts."""
+    ids = list(deliveries.exclude(status=Delivery.Status.DONE).values_list("pk", flat=True))
     with transaction.atomic():
-        count = deliveries.exclude(status=Delivery.Status.DONE).update(
+        count = deliveries_make_due(ids=ids)
+        if count:
+            transaction.on_commit(relay_wake)
+    return count
+
+
+def deliveries_make_due(*, ids: list[int], include_done: bool = False) -> int:
+    """Give the deliveries ``ids`` a fresh set of attempts, due now; returns how many changed.
+
+    The one way anything (admin action, command, replay) makes a delivery due again. The ids
+    are chosen first, by whatever filter the caller has (joins included); the UPDATE itself
+    names them and the status it changes, nothing else, so that PostgreSQL re-checks that status
+    on each row it has waited for: a delivery a worker marked done meanwhile stays done.
+    """
+    statuses = [Delivery.Status.PENDING, Delivery.Status.DEAD]
+    if include_done:
+        statuses.append(Delivery.Status.DONE)
+    count = 0
+    for start in range(0, len(ids), 1000):
+        count += Delivery.objects.filter(
+            id__in=ids[start : start + 1000], status__in=statuses
+        ).update(
             status=Delivery.Status.PENDING,
             attempts=0,
             dispatches=0,
-            next_attempt_at=timezone.now(),
+            next_attempt_at=Now(),
+            backoff_until=None,
+            completed_at=None,
             updated_at=timezone.now(),
         )
-        if count:
-            transaction.on_commit(relay_wake)
     return count
 
 
@@ -50,20 +74,12 @@ def events_replay(
     now = timezone.now()
     with transaction.atomic():
         existing = Delivery.objects.filter(subscriber=sub.name, event__in=events)
-        statuses = [Delivery.Status.PENDING, Delivery.Status.DEAD]
-        if include_done:
-            statuses.append(Delivery.Status.DONE)
-        reset = existing.filter(status__in=statuses).update(
-            status=Delivery.Status.PENDING,
-            attempts=0,
-            dispatches=0,
-            next_attempt_at=now,
-            completed_at=None,
-            updated_at=now,
+        reset = deliveries_make_due(
+            ids=list(existing.values_list("pk", flat=True)), include_done=include_done
         )
         skipped = 0 if include_done else existing.filter(status=Delivery.Status.DONE).count()
         missing = events.exclude(deliveries__subscriber=sub.name).only(
-            "position", "aggregate_type", "aggregate_id"
+            "position", "aggregate_type", "aggregate_id", "sequence"
         )
         new = [delivery_new(event, sub, now=now) for event in missing.iterator()]
         Delivery.objects.bulk_create(new, batch_size=1000)

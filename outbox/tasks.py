@@ -1,10 +1,17 @@
-"""Celery tasks. They take ids, never objects, and are safe to run twice."""
+"""Celery tasks, and the one outbox module that talks to Celery: it hands the rest of the
+outbox what it sends with (outbox/transport.py). Tasks take ids, never objects, and are safe to
+run twice."""
+
+import logging
 
 from celery import shared_task
 
 from outbox.handling import delivery_handle
 from outbox.relay import RELAY_QUEUE, heartbeat, relay_run
 from outbox.retention import events_purge
+from outbox.transport import Transport, transport_set
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="outbox.relay", queue=RELAY_QUEUE, ignore_result=True)
@@ -17,13 +24,38 @@ def relay(woken_at: float | None = None, source: str | None = None) -> int:
 
 @shared_task(name="outbox.deliver", ignore_result=True)
 def deliver(delivery_ids: list[int]) -> None:
-    """Handle deliveries, each in its own transaction. The relay routes this task to the
-    subscriber's queue."""
+    """Handle deliveries, each in its own transaction and independently: one that cannot be
+    handled (the database failed under it) leaves the others of its message to run, and is
+    dispatched again when its lease runs out. The relay routes this task to the subscriber's
+    queue."""
     for delivery_id in delivery_ids:
-        delivery_handle(delivery_id=delivery_id)
+        try:
+            delivery_handle(delivery_id=delivery_id)
+        except Exception:
+            logger.exception("delivery %s not handled; its lease will bring it back", delivery_id)
 
 
 @shared_task(name="outbox.purge", queue=RELAY_QUEUE, ignore_result=True)
 def purge() -> int:
     """Delete events past retention whose deliveries are all done."""
     return events_purge()
+
+
+def _deliveries_send(messages: list[tuple[str, list[int]]]) -> None:
+    with deliver.app.producer_or_acquire() as producer:
+        for queue, ids in messages:
+            deliver.apply_async(args=[ids], queue=queue, producer=producer)
+
+
+def _relay_wake_send(woken_at: float) -> None:
+    relay.apply_async(kwargs={"woken_at": woken_at}, retry=False)
+
+
+def _broker() -> tuple[str, dict]:
+    conf = relay.app.conf
+    return conf.broker_url or "", dict(conf.broker_transport_options or {})
+
+
+transport_set(
+    Transport(deliveries_send=_deliveries_send, relay_wake_send=_relay_wake_send, broker=_broker)
+)

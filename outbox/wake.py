@@ -22,8 +22,11 @@ On a broker other than Redis (the embedded filesystem broker) every commit sends
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
+
+from outbox.transport import transport_get
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +37,7 @@ _clients: dict[str, redis.Redis] = {}
 
 
 def _flag() -> tuple[redis.Redis, str] | None:
-    from outbox.tasks import relay
-
-    conf = relay.app.conf
-    url = conf.broker_url or ""
+    url, options = transport_get().broker()
     if not url.startswith(("redis://", "rediss://")):
         return None
     client = _clients.get(url)
@@ -45,7 +45,7 @@ def _flag() -> tuple[redis.Redis, str] | None:
         # Short timeouts: a wake-up is an optimisation and must never hold a request up for long.
         client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         _clients[url] = client
-    prefix = (conf.broker_transport_options or {}).get("global_keyprefix", "")
+    prefix = options.get("global_keyprefix", "")
     return client, f"{prefix}{FLAG_KEY}"
 
 
@@ -76,3 +76,15 @@ def wake_flag_lower() -> None:
     except Exception:
         # Left up, it expires after FLAG_SECONDS; until then beat's tick does the waking.
         logger.debug("relay wake flag not lowered", exc_info=True)
+
+
+def relay_wake() -> None:
+    """Ask the relay to run now rather than at beat's next tick, unless a wake-up is already on
+    its way. Best effort: if the broker is unreachable the events are safe in the database and
+    beat's tick will find them."""
+    if not wake_flag_raise():
+        return
+    try:
+        transport_get().relay_wake_send(time.time())
+    except Exception:
+        logger.warning("could not wake the relay; beat's tick will dispatch", exc_info=True)

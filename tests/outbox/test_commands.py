@@ -36,7 +36,9 @@ def dead_letter() -> Delivery:
         with transaction.atomic():
             delivery = publish(FlakyThing(thing_id="x")).deliveries.get()
         for _ in range(3):
-            Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+            Delivery.objects.filter(pk=delivery.pk).update(
+                next_attempt_at=timezone.now(), backoff_until=None
+            )
             delivery_handle(delivery_id=delivery.pk)
     finally:
         handlers.BROKEN["flaky"] = False

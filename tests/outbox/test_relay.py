@@ -129,7 +129,7 @@ def test_a_delivery_sent_again_unrun_gets_a_doubling_lease_so_backlogs_do_not_sn
     from outbox.handling import delivery_handle
 
     assert delivery_handle(delivery_id=delivery.pk) == "retry"
-    Delivery.objects.update(next_attempt_at=timezone.now())
+    Delivery.objects.update(next_attempt_at=timezone.now(), backoff_until=None)
     before = timezone.now()
     deliveries_claim(limit=10)
     delivery.refresh_from_db()

@@ -51,7 +51,9 @@ def delivery_of(type_: str, subscriber: str) -> Delivery:
 
 def handle_due(delivery: Delivery) -> str:
     """Run the delivery now, as the relay would once its retry time has come."""
-    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    Delivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now(), backoff_until=None
+    )
     return delivery_handle(delivery_id=delivery.pk)
 
 
