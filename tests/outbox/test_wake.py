@@ -94,15 +94,20 @@ def test_a_flag_that_cannot_be_read_still_wakes_the_relay(monkeypatch):
 def test_a_busy_relay_gathers_commits_before_its_next_woken_run(monkeypatch, settings):
     settings.OUTBOX = {**settings.OUTBOX, "RELAY_GATHER_SECONDS": 0.05}
     waits: list[float] = []
+    # The relay's clock advances 1 ms per reading, whatever the machine's load: a run takes a
+    # few ms, well inside the gathering window, as it does on an idle machine.
+    clock = iter(1_000_000 + n / 1000 for n in range(1_000_000))
+    monkeypatch.setattr("outbox.relay.time.time", lambda: next(clock))
     monkeypatch.setattr("outbox.relay.time.sleep", waits.append)
     monkeypatch.setattr("outbox.relay._last_busy_run_started", 0.0)
+    monkeypatch.setattr("outbox.relay._last_full_drain_started", 0.0)
 
-    relay_run(woken_at=time.time())  # nothing due: no wait, and the next run waits for nothing
+    relay_run(woken_at=next(clock))  # nothing due: no wait, and the next run waits for nothing
     commit("t1")
-    relay_run(woken_at=time.time())
+    relay_run(woken_at=next(clock))
     assert waits == []
     commit("t2")
-    relay_run(woken_at=time.time())  # right after a run that claimed something
+    relay_run(woken_at=next(clock))  # right after a run that claimed something
     assert len(waits) == 1 and 0 < waits[0] <= 0.05
     commit("t3")
     relay_run()  # beat's tick is never held back
