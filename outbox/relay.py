@@ -21,6 +21,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from outbox import metrics, sql
+from outbox.bus.target import bus_delivery, bus_dispatch
 from outbox.conf import outbox_settings
 from outbox.errors import UnknownSubscriber
 from outbox.logcontext import log_fields
@@ -110,7 +111,11 @@ def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
 
     conf = outbox_settings()
     by_queue: dict[str, list[int]] = defaultdict(list)
+    bus_ids = []
     for pk, name in claimed:
+        if bus_delivery(name):
+            bus_ids.append(pk)
+            continue
         try:
             queue = subscriber_get(name).queue
         except UnknownSubscriber:
@@ -118,6 +123,8 @@ def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
         by_queue[queue].append(pk)
     messages = 0
     with deliver.app.producer_or_acquire() as producer:
+        # The bus: the whole claim in one message, published as one confirmed batch.
+        messages += bus_dispatch(bus_ids, producer=producer)
         for queue, ids in by_queue.items():
             # Small batches spread over a worker's processes; large ones are capped per message.
             size = max(1, min(conf.DISPATCH_CHUNK_SIZE, math.ceil(len(ids) / 4)))

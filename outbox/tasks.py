@@ -23,6 +23,15 @@ def deliver(delivery_ids: list[int]) -> None:
         delivery_handle(delivery_id=delivery_id)
 
 
+@shared_task(name="outbox.bus_publish", ignore_result=True)
+def bus_publish(delivery_ids: list[int]) -> None:
+    """Publish bus deliveries to the broker as one batch (outbox/bus/publishing.py). The relay
+    routes this task to the ``bus`` queue."""
+    from outbox.bus.publishing import bus_deliveries_publish
+
+    bus_deliveries_publish(delivery_ids=delivery_ids)
+
+
 @shared_task(name="outbox.purge", queue=RELAY_QUEUE, ignore_result=True)
 def purge() -> int:
     """Delete events past retention whose deliveries are all done."""
