@@ -25,6 +25,10 @@ DEFAULTS = {
     "BATCH_SIZE": 500,
     # Seconds to wait for the broker's confirms of a batch before counting it failed.
     "CONFIRM_TIMEOUT": 10.0,
+    # Failed publish attempts before a bus delivery is dead-lettered; 0: never. A broker outage
+    # should delay events, not leave them to an operator, so the default retries for ever
+    # (capped backoff, OUTBOX BACKOFF_CAP_SECONDS apart at most).
+    "MAX_ATTEMPTS": 0,
     # Messages a consumer may hold unacknowledged (RabbitMQ prefetch, JetStream max_ack_pending
     # and fetch batch).
     "PREFETCH": 100,
@@ -41,6 +45,7 @@ class BusSettings:
     ORDERED: bool
     BATCH_SIZE: int
     CONFIRM_TIMEOUT: float
+    MAX_ATTEMPTS: int
     PREFETCH: int
 
     @property

@@ -101,7 +101,9 @@ def bus_deliveries_publish(*, delivery_ids: list[int]) -> dict[str, int]:
         for delivery, error in zip(deliveries, results, strict=True):
             if error is None:
                 continue
-            outcome = _attempt_failed(delivery, error, now=now, conf=oconf)
+            outcome = _attempt_failed(
+                delivery, error, now=now, conf=oconf, max_attempts=conf.MAX_ATTEMPTS
+            )
             outcomes[outcome] += 1
         if metrics.enabled:
             transaction.on_commit(
@@ -118,7 +120,7 @@ def _target_name(conf) -> str:
     return f"{conf.url.split(':', 1)[0]}:{conf.NAMESPACE}"
 
 
-def _attempt_failed(delivery: Delivery, error: Exception, *, now, conf) -> str:
+def _attempt_failed(delivery: Delivery, error: Exception, *, now, conf, max_attempts: int) -> str:
     attempt = delivery.attempts + 1
     fields = {
         "attempts": attempt,
@@ -126,7 +128,7 @@ def _attempt_failed(delivery: Delivery, error: Exception, *, now, conf) -> str:
         "last_error": f"{type(error).__name__}: {error}",
         "updated_at": now,
     }
-    if attempt >= conf.MAX_ATTEMPTS:
+    if max_attempts and attempt >= max_attempts:
         fields["status"] = Delivery.Status.DEAD
         outcome = "dead"
         logger.error(
