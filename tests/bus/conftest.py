@@ -11,10 +11,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.db import transaction
 
+from outbox import publish
 from outbox.bus import publishing
-from tests.support import require_service
+from tests.support import ALL_QUEUES, relay_ticker, require_service, running_worker
+from tests.testapp.events import ThingHappened
 
+NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 ROOT = Path(__file__).resolve().parents[2]
 CONSUME = ["manage.py", "bus_consume"]
@@ -41,6 +45,30 @@ def rabbitmq_bus(settings, bus_namespace):
     RabbitMQAdapter(RABBITMQ_URL, namespace=bus_namespace).topology_delete(
         services=["shop", "downstream"]
     )
+
+
+@pytest.fixture
+def nats_bus(settings, bus_namespace):
+    """EVENT_BUS_URL on NATS JetStream, as rabbitmq_bus; the namespace's streams are deleted
+    afterwards."""
+    require_service(NATS_URL, "NATS")
+    yield from _nats_bus(settings, bus_namespace, NATS_URL)
+
+
+def _nats_bus(settings, namespace: str, url: str):
+    settings.EVENT_BUS_URL = url
+    settings.EVENT_BUS = {**settings.EVENT_BUS, "NAMESPACE": namespace, "EXTERNALISE_ALL": True}
+    publishing._adapter.cache_clear()
+    yield url
+    publishing.bus_adapter().close()
+    publishing._adapter.cache_clear()
+    from outbox.bus.adapters.nats import NatsAdapter
+
+    adapter = NatsAdapter(url, namespace=namespace)
+    try:
+        adapter.topology_delete(services=["shop", "downstream"])
+    finally:
+        adapter.close()
 
 
 class OtherService:
@@ -122,3 +150,38 @@ def other_service(tmp_path, other_service_template, bus_namespace):
     yield make
     for service in made:
         service.stop()
+
+
+@pytest.fixture
+def bus_worker(transactional_db, outbox_fast):
+    """A real Celery worker on every queue and the bus queue, with a relay ticker."""
+    with running_worker(queues=[*ALL_QUEUES, "bus"]), relay_ticker():
+        yield
+
+
+def publish_things(aggregates: int, seqs: range) -> None:
+    for seq in seqs:
+        with transaction.atomic():
+            for n in range(aggregates):
+                publish(ThingHappened(thing_id=f"agg-{n}", seq=seq))
+
+
+CRASH_AFTER_COMMIT = """
+import os, django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+django.setup()
+from django.core.management import call_command
+from outbox.bus.adapters.base import Verdict
+import outbox.management.commands.bus_consume as command
+
+real = command.bus_message_receive
+
+def receive(*, message, adapter):
+    verdict = real(message=message, adapter=adapter)
+    if verdict is Verdict.ACK:
+        os._exit(17)  # the event is committed; the broker never hears the ack
+    return verdict
+
+command.bus_message_receive = receive
+call_command("bus_consume")
+"""

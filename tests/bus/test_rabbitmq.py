@@ -20,8 +20,8 @@ from outbox.bus.publishing import bus_adapter, bus_deliveries_publish
 from outbox.bus.target import BUS_SUBSCRIBER
 from outbox.context import Handling, handling
 from outbox.models import Delivery
-from tests.bus.conftest import CONSUME, RABBITMQ_URL, ROOT
-from tests.support import ALL_QUEUES, relay_ticker, running_worker, wait_until
+from tests.bus.conftest import CONSUME, CRASH_AFTER_COMMIT, RABBITMQ_URL, ROOT, publish_things
+from tests.support import wait_until
 from tests.testapp.events import ThingHappened
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -119,19 +119,6 @@ def test_a_message_nobody_is_bound_for_is_kept_by_the_alternate_exchange(
     assert kept.method.message_count == 1
 
 
-@pytest.fixture
-def bus_worker(transactional_db, outbox_fast):
-    with running_worker(queues=[*ALL_QUEUES, "bus"]), relay_ticker():
-        yield
-
-
-def publish_things(aggregates: int, seqs: range) -> None:
-    for seq in seqs:
-        with transaction.atomic():
-            for n in range(aggregates):
-                publish(ThingHappened(thing_id=f"agg-{n}", seq=seq))
-
-
 def test_events_cross_to_a_second_database_once_in_order_and_a_bad_message_is_dead_lettered(
     rabbitmq_bus, bus_namespace, other_service, bus_worker
 ):
@@ -199,27 +186,6 @@ def dead_letters(namespace: str) -> int:
         return dead.method.message_count
     finally:
         connection.close()
-
-
-CRASH_AFTER_COMMIT = """
-import os, django
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
-django.setup()
-from django.core.management import call_command
-from outbox.bus.adapters.base import Verdict
-import outbox.management.commands.bus_consume as command
-
-real = command.bus_message_receive
-
-def receive(*, message, adapter):
-    verdict = real(message=message, adapter=adapter)
-    if verdict is Verdict.ACK:
-        os._exit(17)  # the event is committed; the broker never hears the ack
-    return verdict
-
-command.bus_message_receive = receive
-call_command("bus_consume")
-"""
 
 
 def test_a_consumer_killed_between_its_commit_and_its_ack_stores_nothing_twice(
