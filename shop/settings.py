@@ -228,6 +228,7 @@ EVENT_BUS = {
     "SERVICE": os.environ.get("EVENT_BUS_SERVICE", "shop"),
     "NAMESPACE": os.environ.get("EVENT_BUS_NAMESPACE", "shop"),
     "EXTERNALISE_ALL": env_bool("EVENT_BUS_EXTERNALISE_ALL", False),
+    "ACK_WAIT_SECONDS": env_float("EVENT_BUS_ACK_WAIT_SECONDS", 30.0),
     "LOCAL_APPS": [
         a.strip() for a in os.environ.get("EVENT_BUS_LOCAL_APPS", "").split(",") if a.strip()
     ]

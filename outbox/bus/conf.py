@@ -29,6 +29,9 @@ DEFAULTS = {
     # should delay events, not leave them to an operator, so the default retries for ever
     # (capped backoff, OUTBOX BACKOFF_CAP_SECONDS apart at most).
     "MAX_ATTEMPTS": 0,
+    # Seconds a consumer may hold a message unacknowledged before the broker redelivers it
+    # (JetStream ack_wait; RabbitMQ redelivers when the consumer's connection drops).
+    "ACK_WAIT_SECONDS": 30.0,
     # Messages a consumer may hold unacknowledged (RabbitMQ prefetch, JetStream max_ack_pending
     # and fetch batch).
     "PREFETCH": 100,
@@ -46,6 +49,7 @@ class BusSettings:
     BATCH_SIZE: int
     CONFIRM_TIMEOUT: float
     MAX_ATTEMPTS: int
+    ACK_WAIT_SECONDS: float
     PREFETCH: int
 
     @property

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import transaction
 
 from outbox import publish
@@ -22,6 +23,16 @@ NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 ROOT = Path(__file__).resolve().parents[2]
 CONSUME = ["manage.py", "bus_consume"]
+
+
+# The fault tests (a consumer killed, a broker restarted) take tens of seconds each: they run
+# once, in the PostgreSQL + Redis pass, where the publisher side is the production path.
+def fault_test(test):
+    test = pytest.mark.skipif(
+        not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+        reason="broker fault tests run in the PostgreSQL + Redis pass",
+    )(test)
+    return pytest.mark.postgres(test)
 
 
 @pytest.fixture
@@ -88,6 +99,8 @@ class OtherService:
             "EVENT_BUS_URL": bus_url,
             "EVENT_BUS_NAMESPACE": namespace,
             "EVENT_BUS_SERVICE": "downstream",
+            # A killed consumer's message comes back after seconds, not the default 30.
+            "EVENT_BUS_ACK_WAIT_SECONDS": "3",
             # The shop's apps are "elsewhere": this service consumes the test app's events.
             "EVENT_BUS_LOCAL_APPS": "orders,payments,inventory,shipping",
             "PROMETHEUS_MULTIPROC_DIR": str(folder / "prometheus"),

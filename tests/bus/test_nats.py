@@ -28,6 +28,7 @@ from tests.bus.conftest import (
     NATS_URL,
     ROOT,
     _nats_bus,
+    fault_test,
     publish_things,
 )
 from tests.support import IN_CI, wait_until
@@ -169,6 +170,7 @@ def seqs_downstream(other, aggregate_id: str) -> list[int]:
     ]
 
 
+@fault_test
 def test_a_consumer_killed_between_its_commit_and_its_ack_stores_nothing_twice(
     nats_bus, other_service, bus_worker
 ):
@@ -230,6 +232,7 @@ def private_nats(tmp_path):
         server.stop()
 
 
+@fault_test
 def test_nats_restarted_mid_run_loses_nothing_and_doubles_nothing(
     settings, bus_namespace, private_nats, other_service, bus_worker
 ):

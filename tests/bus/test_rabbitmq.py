@@ -20,7 +20,14 @@ from outbox.bus.publishing import bus_adapter, bus_deliveries_publish
 from outbox.bus.target import BUS_SUBSCRIBER
 from outbox.context import Handling, handling
 from outbox.models import Delivery
-from tests.bus.conftest import CONSUME, CRASH_AFTER_COMMIT, RABBITMQ_URL, ROOT, publish_things
+from tests.bus.conftest import (
+    CONSUME,
+    CRASH_AFTER_COMMIT,
+    RABBITMQ_URL,
+    ROOT,
+    fault_test,
+    publish_things,
+)
 from tests.support import wait_until
 from tests.testapp.events import ThingHappened
 
@@ -188,6 +195,7 @@ def dead_letters(namespace: str) -> int:
         connection.close()
 
 
+@fault_test
 def test_a_consumer_killed_between_its_commit_and_its_ack_stores_nothing_twice(
     rabbitmq_bus, other_service, bus_worker
 ):
@@ -212,6 +220,7 @@ def rabbitmqctl(*args: str) -> None:
 
 
 @pytest.mark.skipif(not shutil.which("rabbitmqctl"), reason="needs rabbitmqctl on this host")
+@fault_test
 def test_rabbitmq_stopped_mid_run_loses_nothing_and_doubles_nothing(
     rabbitmq_bus, other_service, bus_worker
 ):

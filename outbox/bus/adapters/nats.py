@@ -45,8 +45,9 @@ def _stream_name(namespace: str, suffix: str) -> str:
 
 
 class NatsAdapter:
-    def __init__(self, url: str, *, namespace: str) -> None:
+    def __init__(self, url: str, *, namespace: str, ack_wait: float = ACK_WAIT_SECONDS) -> None:
         self.url = url
+        self.ack_wait = ack_wait
         self.namespace = namespace
         self.stream = _stream_name(namespace, "EVENTS")
         self.dead_stream = _stream_name(namespace, "DEAD")
@@ -138,7 +139,7 @@ class NatsAdapter:
             durable_name=self.durable(service),
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=ACK_WAIT_SECONDS,
+            ack_wait=self.ack_wait,
             max_ack_pending=1000,
             **self._filter(event_types),
         )

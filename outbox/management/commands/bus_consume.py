@@ -40,7 +40,7 @@ class Command(BaseCommand):
             stop.wait()
             return
         types = bus_types_consumed()
-        adapter = adapter_for(conf.url, namespace=conf.NAMESPACE)
+        adapter = adapter_for(conf.url, namespace=conf.NAMESPACE, ack_wait=conf.ACK_WAIT_SECONDS)
         if options["declare_only"]:
             adapter.topology_declare(service=conf.SERVICE, event_types=types)
             self.stdout.write(f"declared {conf.SERVICE}: {', '.join(types) or 'no types'}")
