@@ -28,6 +28,7 @@ from tests.bus.conftest import (
     fault_test,
     publish_things,
 )
+from tests.observability.test_metrics import Scrape
 from tests.support import wait_until
 from tests.testapp.events import ThingHappened
 
@@ -45,7 +46,8 @@ def bus_ids() -> list[int]:
     return list(Delivery.objects.filter(subscriber=BUS_SUBSCRIBER).values_list("id", flat=True))
 
 
-def test_a_plain_amqp_client_finds_every_cloudevents_attribute(rabbitmq_bus, bus_namespace):
+def test_a_plain_amqp_client_finds_every_cloudevents_attribute(rabbitmq_bus, bus_namespace, client):
+    before = Scrape(client)
     bus_adapter().topology_declare(service=None, event_types=())
     connection, channel = pika_channel()
     try:
@@ -91,6 +93,14 @@ def test_a_plain_amqp_client_finds_every_cloudevents_attribute(rabbitmq_bus, bus
     assert json.loads(body) == {"order_id": 7, "reason": "payment_failed"}
     assert method.routing_key == "orders.OrderCancelled"
     assert Delivery.objects.get(subscriber=BUS_SUBSCRIBER).status == "done"
+
+    after = Scrape(client)
+    target = f"amqp:{bus_namespace}"
+    for name, labels, delta in [
+        ("outbox_bus_published_total", {"target": target, "outcome": "done"}, 1),
+        ("outbox_bus_confirm_seconds_count", {"target": target}, 1),
+    ]:
+        assert after.value(name, **labels) - before.value(name, **labels) == delta
 
 
 def test_an_unreachable_broker_leaves_the_delivery_pending_for_a_retry(settings):
