@@ -8,6 +8,8 @@ its way if and only if the event committed (guarantee 6).
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from outbox.bus.conf import bus_settings
 from outbox.errors import OutboxError
 from outbox.events import DomainEvent, event_type_get
@@ -54,8 +56,10 @@ def bus_targets_for(event_type: str) -> list[Subscriber]:
 
     Called by publish() for every event type it writes, next to the registry's subscribers.
     """
+    if not getattr(settings, "EVENT_BUS_URL", ""):
+        return []  # the common case, on publish()'s hot path: one attribute read
     conf = bus_settings()
-    if not conf.enabled or not event_externalised(event_type):
+    if not event_externalised(event_type):
         return []
     return [bus_subscriber(ordered=conf.ORDERED)]
 
