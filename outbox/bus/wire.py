@@ -95,6 +95,10 @@ def amqp_encode(ce: CloudEvent) -> tuple[dict, str, bytes]:
 
 
 def amqp_decode(headers: dict | None, content_type: str | None, body: bytes) -> IncomingEvent:
+    # The SDK would default a missing specversion to 1.0: a message without one is not a
+    # CloudEvent at all.
+    if not {"cloudEvents_specversion", "cloudEvents:specversion"} & set(headers or {}):
+        raise MalformedMessage("not a CloudEvent: no cloudEvents_specversion header")
     try:
         properties = {ce_amqp.CONTENT_TYPE_PROPERTY: content_type} if content_type else {}
         ce = ce_amqp.from_binary_event(
@@ -122,8 +126,10 @@ def nats_encode(ce: CloudEvent) -> tuple[dict, bytes]:
 
 
 def nats_decode(headers: dict | None, body: bytes) -> IncomingEvent:
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    if "ce-specversion" not in lowered:
+        raise MalformedMessage("not a CloudEvent: no ce-specversion header")
     try:
-        lowered = {k.lower(): v for k, v in (headers or {}).items()}
         ce = ce_http.from_binary_event(ce_http.HTTPMessage(headers=lowered, body=body))
     except Exception as exc:
         raise MalformedMessage(f"not a CloudEvent in NATS binary mode: {exc}") from None
