@@ -25,6 +25,7 @@ class StockUpdated(DomainEvent):
 
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str] = "reservation"
+    externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     reservation_id: int
     order_id: int
@@ -37,6 +38,7 @@ class StockNotAvailable(DomainEvent):
 
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str] = "reservation"
+    externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     reservation_id: int
     order_id: int

@@ -17,6 +17,7 @@ class PlacedLine:
 class OrderPlaced(DomainEvent):
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str] = "order"
+    externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     order_id: int
     customer_id: int
@@ -30,6 +31,7 @@ class OrderPlaced(DomainEvent):
 class OrderCancelled(DomainEvent):
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str] = "order"
+    externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     order_id: int
     reason: str  # "payment_failed" or "out_of_stock"
@@ -39,5 +41,6 @@ class OrderCancelled(DomainEvent):
 class OrderCompleted(DomainEvent):
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str] = "order"
+    externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     order_id: int

@@ -55,6 +55,8 @@ class DomainEvent:
     event_type: ClassVar[str]
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str]
+    # Published to the event bus too, when one is configured (docs/bus.md).
+    externalised: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

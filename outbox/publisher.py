@@ -12,6 +12,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from outbox import metrics, sql
+from outbox.bus.target import bus_targets_for
 from outbox.context import handling_current
 from outbox.errors import NotInTransaction, UnknownEventType
 from outbox.events import DomainEvent
@@ -93,7 +94,11 @@ def publish_many(
                 )
             )
         _sequences_assign(connection, rows)
-        targets = [(row, sub) for row in rows for sub in subscribers_for(row.type)]
+        targets = [
+            (row, sub)
+            for row in rows
+            for sub in (*subscribers_for(row.type), *bus_targets_for(row.type))
+        ]
         if connection.vendor == "postgresql":
             sql.events_insert(connection, rows, targets, now=now)
         else:

@@ -15,10 +15,18 @@ RELAY_QUEUE = "outbox"
 
 
 def subscriber_queues() -> list[str]:
-    """Every queue a subscriber's deliveries are sent to, sorted; never the relay's.
+    """Every queue a subscriber's deliveries are sent to, sorted; never the relay's. With an
+    event bus configured (``EVENT_BUS_URL``), the bus's queue too: its deliveries are published
+    to the broker by whichever worker takes them (outbox/bus/).
 
     Call it once Django's apps are ready (the outbox app imports every app's handlers then).
     """
+    from django.conf import settings
+
+    from outbox.bus.target import BUS_QUEUE
     from outbox.registry import subscribers_all
 
-    return sorted({s.queue for s in subscribers_all()} - {RELAY_QUEUE})
+    queues = {s.queue for s in subscribers_all()} - {RELAY_QUEUE}
+    if getattr(settings, "EVENT_BUS_URL", ""):
+        queues.add(BUS_QUEUE)
+    return sorted(queues)

@@ -22,6 +22,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox import metrics, sql
+from outbox.bus.target import bus_batches, bus_delivery
 from outbox.conf import outbox_settings
 from outbox.errors import UnknownSubscriber
 from outbox.logcontext import log_fields
@@ -88,7 +89,11 @@ def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
     """Send claimed deliveries to their subscribers' queues, several ids per message."""
     conf = outbox_settings()
     by_queue: dict[str, list[int]] = defaultdict(list)
+    bus_ids = []
     for pk, name in claimed:
+        if bus_delivery(name):
+            bus_ids.append(pk)
+            continue
         try:
             queue = subscriber_get(name).queue
         except UnknownSubscriber:
@@ -99,8 +104,10 @@ def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
         # Small batches spread over a worker's processes; large ones are capped per message.
         size = max(1, min(conf.DISPATCH_CHUNK_SIZE, math.ceil(len(ids) / 4)))
         messages += [(queue, ids[start : start + size]) for start in range(0, len(ids), size)]
-    transport_get().deliveries_send(messages)
-    return len(messages)
+    # The bus: up to its batch size per message, each published as one confirmed batch.
+    bus_messages = bus_batches(bus_ids)
+    transport_get().deliveries_send(messages, bus_messages)
+    return len(messages) + len(bus_messages)
 
 
 def relay_run(*, woken_at: float | None = None) -> int:

@@ -35,14 +35,29 @@ def deliver(delivery_ids: list[int]) -> None:
             logger.exception("delivery %s not handled; its lease will bring it back", delivery_id)
 
 
+@shared_task(name="outbox.bus_publish", ignore_result=True)
+def bus_publish(delivery_ids: list[int]) -> None:
+    """Publish bus deliveries to the broker as one batch (outbox/bus/publishing.py). The relay
+    routes this task to the ``bus`` queue."""
+    from outbox.bus.publishing import bus_deliveries_publish
+
+    bus_deliveries_publish(delivery_ids=delivery_ids)
+
+
 @shared_task(name="outbox.purge", queue=RELAY_QUEUE, ignore_result=True)
 def purge() -> int:
     """Delete events past retention whose deliveries are all done."""
     return events_purge()
 
 
-def _deliveries_send(messages: list[tuple[str, list[int]]]) -> None:
+def _deliveries_send(
+    messages: list[tuple[str, list[int]]], bus_messages: list[list[int]] | None = None
+) -> None:
+    from outbox.bus.target import BUS_QUEUE
+
     with deliver.app.producer_or_acquire() as producer:
+        for ids in bus_messages or ():
+            bus_publish.apply_async(args=[ids], queue=BUS_QUEUE, producer=producer)
         for queue, ids in messages:
             deliver.apply_async(args=[ids], queue=queue, producer=producer)
 

@@ -12,8 +12,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 @dataclass(frozen=True)
 class Transport:
-    # Send delivery ids to subscribers' queues: (queue, ids) per message, over one connection.
-    deliveries_send: Callable[[list[tuple[str, list[int]]]], None]
+    # Send delivery ids over one connection: (queue, ids) per message to subscribers' queues,
+    # and batches of bus delivery ids to the bus queue (outbox/bus/), one message each.
+    deliveries_send: Callable[[list[tuple[str, list[int]]], list[list[int]]], None]
     # Ask the relay to run; the argument is when the wake-up was sent (time.time()).
     relay_wake_send: Callable[[float], None]
     # The broker's URL and transport options, read when used (tests change them at start-up).

@@ -18,6 +18,7 @@ class PaymentCompleted(DomainEvent):
 
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str] = "payment"
+    externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     payment_id: int
     order_id: int
@@ -30,6 +31,7 @@ class PaymentCompleted(DomainEvent):
 class PaymentFailed(DomainEvent):
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str] = "payment"
+    externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     payment_id: int
     order_id: int
@@ -40,6 +42,7 @@ class PaymentFailed(DomainEvent):
 class PaymentRefunded(DomainEvent):
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str] = "payment"
+    externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     payment_id: int
     refund_id: int

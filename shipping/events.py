@@ -10,6 +10,7 @@ from outbox import DomainEvent
 class ShippingScheduled(DomainEvent):
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str] = "shipment"
+    externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     shipment_id: int
     order_id: int

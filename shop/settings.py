@@ -255,6 +255,20 @@ OUTBOX = {
     "RETENTION_DAYS": int(os.environ.get("OUTBOX_RETENTION_DAYS", "30")),
 }
 
+# --- The event bus (docs/bus.md) ---------------------------------------------------------------
+# amqp://... (RabbitMQ) or nats://... (NATS JetStream); unset: no bus, events stay inside.
+EVENT_BUS_URL = os.environ.get("EVENT_BUS_URL", "")
+EVENT_BUS = {
+    "SERVICE": os.environ.get("EVENT_BUS_SERVICE", "shop"),
+    "NAMESPACE": os.environ.get("EVENT_BUS_NAMESPACE", "shop"),
+    "EXTERNALISE_ALL": env_bool("EVENT_BUS_EXTERNALISE_ALL", False),
+    "ACK_WAIT_SECONDS": env_float("EVENT_BUS_ACK_WAIT_SECONDS", 30.0),
+    "LOCAL_APPS": [
+        a.strip() for a in os.environ.get("EVENT_BUS_LOCAL_APPS", "").split(",") if a.strip()
+    ]
+    or None,
+}
+
 # --- The shop ---------------------------------------------------------------------------------
 
 SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "EUR")

@@ -1,0 +1,278 @@
+"""RabbitMQ through kombu / py-amqp.
+
+Topology (``<ns>`` is EVENT_BUS's NAMESPACE):
+
+- ``<ns>.events``: one durable topic exchange; the routing key is the event type
+  (``orders.OrderPlaced``). Its alternate exchange ``<ns>.unroutable`` (fanout) keeps, in the
+  quorum queue ``<ns>.unroutable``, whatever no queue was bound for.
+- ``<ns>.<service>``: each consuming service's durable quorum queue, bound to exactly the types
+  its subscribers handle. Messages it rejects go to ``<ns>.dead`` (topic) with the service's
+  name as routing key, into the quorum queue ``<ns>.<service>.dead``.
+
+Publishing uses publisher confirms on one channel: every message of a batch is written, then
+the confirms are read until each delivery tag is acked (or nacked), so a batch costs one round
+trip. Messages are persistent (delivery mode 2) and carry the event id as ``message_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import amqp
+from kombu import Connection, Consumer, Exchange, Queue, binding
+
+from outbox.bus import wire
+from outbox.bus.adapters.base import (
+    ConsumerStats,
+    OutgoingMessage,
+    ReceivedMessage,
+    Verdict,
+)
+
+logger = logging.getLogger(__name__)
+
+QUORUM = {"x-queue-type": "quorum"}
+RECONNECT_CAP_SECONDS = 10.0
+
+
+class Nacked(Exception):
+    pass
+
+
+class RabbitMQAdapter:
+    def __init__(self, url: str, *, namespace: str) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.events = Exchange(
+            f"{namespace}.events",
+            type="topic",
+            durable=True,
+            arguments={"alternate-exchange": f"{namespace}.unroutable"},
+        )
+        self.unroutable = Exchange(f"{namespace}.unroutable", type="fanout", durable=True)
+        self.dead = Exchange(f"{namespace}.dead", type="topic", durable=True)
+        self._publisher: Connection | None = None
+        self._channel = None
+        self._declared = False
+        self._lock = threading.Lock()
+        self._connection_errors = tuple(Connection(url).connection_errors)
+
+    # --- names --------------------------------------------------------------------------
+
+    def queue_name(self, service: str) -> str:
+        return f"{self.namespace}.{service}"
+
+    def _unroutable_queue(self) -> Queue:
+        return Queue(
+            f"{self.namespace}.unroutable",
+            exchange=self.unroutable,
+            durable=True,
+            queue_arguments=QUORUM,
+        )
+
+    def _dead_queue(self, service: str) -> Queue:
+        return Queue(
+            f"{self.queue_name(service)}.dead",
+            exchange=self.dead,
+            routing_key=service,
+            durable=True,
+            queue_arguments=QUORUM,
+        )
+
+    def _service_queue(self, service: str, event_types: Sequence[str]) -> Queue:
+        return Queue(
+            self.queue_name(service),
+            bindings=[binding(self.events, routing_key=t) for t in sorted(set(event_types))],
+            durable=True,
+            queue_arguments={
+                **QUORUM,
+                "x-dead-letter-exchange": self.dead.name,
+                "x-dead-letter-routing-key": service,
+            },
+        )
+
+    # --- topology -----------------------------------------------------------------------
+
+    def topology_declare(self, *, service: str | None, event_types: Sequence[str]) -> None:
+        with Connection(self.url, connect_timeout=5) as conn:
+            self._declare(conn.default_channel, service, event_types)
+
+    def _declare(self, channel, service: str | None, event_types: Sequence[str]) -> None:
+        for exchange in (self.unroutable, self.dead, self.events):
+            exchange(channel).declare()
+        self._unroutable_queue()(channel).declare()
+        if service is not None:
+            self._dead_queue(service)(channel).declare()
+            if event_types:
+                self._service_queue(service, event_types)(channel).declare()
+
+    def topology_delete(self, *, services: Sequence[str]) -> None:
+        """Remove everything this namespace declared (tests, decommissioning)."""
+        with Connection(self.url, connect_timeout=5) as conn:
+            channel = conn.default_channel
+            for service in services:
+                for name in (self.queue_name(service), f"{self.queue_name(service)}.dead"):
+                    channel.queue_delete(name)
+            channel.queue_delete(f"{self.namespace}.unroutable")
+            for exchange in (self.events, self.dead, self.unroutable):
+                channel.exchange_delete(exchange.name)
+
+    # --- publishing ---------------------------------------------------------------------
+
+    def encode(self, ce) -> tuple[dict, str, bytes]:
+        return wire.amqp_encode(ce)
+
+    def decode(self, message: ReceivedMessage):
+        return wire.amqp_decode(message.headers, message.content_type, message.body)
+
+    def _publishing_channel(self):
+        if self._channel is None:
+            self._publisher = Connection(self.url, connect_timeout=5)
+            self._publisher.ensure_connection(max_retries=1)
+            channel = self._publisher.channel()
+            if not self._declared:
+                # Before the first publish: the exchange and its alternate exist, so nothing
+                # is dropped for want of a listener.
+                self._declare(channel, None, ())
+                self._declared = True
+            channel.confirm_select()
+            channel._shop_seq = 0
+            channel._shop_pending = {}
+            channel.events["basic_ack"].add(lambda tag, multiple: self._settle(tag, multiple))
+            channel.events["basic_nack"].add(
+                lambda tag, multiple: self._settle(tag, multiple, Nacked("nacked by RabbitMQ"))
+            )
+            self._channel = channel
+        return self._channel
+
+    def _settle(self, tag: int, multiple: bool, error: Exception | None = None) -> None:
+        pending = self._channel._shop_pending
+        tags = [t for t in pending if t <= tag] if multiple else [tag]
+        for t in tags:
+            slot = pending.pop(t, None)
+            if slot is not None:
+                slot[1] = error
+                slot[2] = True
+
+    def publish_batch(
+        self, messages: Sequence[OutgoingMessage], *, timeout: float
+    ) -> list[Exception | None]:
+        results: list[Exception | None] = [TimeoutError("not confirmed")] * len(messages)
+        if not messages:
+            return []
+        with self._lock:
+            try:
+                channel = self._publishing_channel()
+                slots = []
+                for message in messages:
+                    channel._shop_seq += 1
+                    slot = [message, None, False]
+                    channel._shop_pending[channel._shop_seq] = slot
+                    slots.append(slot)
+                    channel.basic_publish(
+                        amqp.Message(
+                            message.body,
+                            content_type=message.content_type,
+                            application_headers=message.headers,
+                            delivery_mode=2,
+                            message_id=message.event_id,
+                        ),
+                        exchange=self.events.name,
+                        routing_key=message.event_type,
+                    )
+                deadline = time.monotonic() + timeout
+                while channel._shop_pending and time.monotonic() < deadline:
+                    try:
+                        self._publisher.drain_events(timeout=max(0.01, deadline - time.monotonic()))
+                    except TimeoutError:
+                        break
+                results = [
+                    slot[1] if slot[2] else TimeoutError(f"no confirm within {timeout}s")
+                    for slot in slots
+                ]
+                if channel._shop_pending:
+                    # A late confirm must not be matched to a later batch's tags: start over.
+                    self._reset()
+            except Exception as exc:
+                logger.warning("publishing to RabbitMQ failed: %s", exc)
+                self._reset()
+                results = [exc] * len(messages)
+        return results
+
+    def _reset(self) -> None:
+        conn, self._publisher, self._channel = self._publisher, None, None
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception:
+                logger.debug("closing a broken publisher connection failed", exc_info=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+    # --- consuming ----------------------------------------------------------------------
+
+    def consume(
+        self,
+        *,
+        service: str,
+        event_types: Sequence[str],
+        on_message: Callable[[ReceivedMessage], Verdict],
+        stop: threading.Event,
+        prefetch: int,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                with Connection(self.url, connect_timeout=5, heartbeat=10) as conn:
+                    conn.ensure_connection(max_retries=1)
+                    channel = conn.channel()
+                    self._declare(channel, service, event_types)
+                    channel.basic_qos(0, prefetch, False)
+
+                    def received(message) -> None:
+                        verdict = on_message(
+                            ReceivedMessage(
+                                headers=dict(message.headers or {}),
+                                content_type=message.content_type,
+                                body=message.body,
+                                redelivered=bool(message.delivery_info.get("redelivered")),
+                            )
+                        )
+                        if verdict is Verdict.ACK:
+                            message.ack()
+                        elif verdict is Verdict.DEAD:
+                            message.reject(requeue=False)  # to <ns>.dead
+                        else:
+                            time.sleep(1.0)  # this side is failing: do not spin on it
+                            message.requeue()
+
+                    queue = self._service_queue(service, event_types)(channel)
+                    with Consumer(channel, queues=[queue], on_message=received, no_ack=False):
+                        logger.info("consuming %s for %s", queue.name, ", ".join(event_types))
+                        delay = 0.5
+                        while not stop.is_set():
+                            try:
+                                conn.drain_events(timeout=1)
+                            except TimeoutError:
+                                conn.heartbeat_check()
+                                if on_idle:
+                                    on_idle()
+            except (OSError, amqp.exceptions.AMQPError, *self._connection_errors) as exc:
+                if stop.is_set():
+                    return
+                logger.warning("RabbitMQ connection lost (%s); reconnecting in %.1fs", exc, delay)
+                stop.wait(delay)
+                delay = min(RECONNECT_CAP_SECONDS, delay * 2)
+
+    def stats(self, *, service: str) -> ConsumerStats:
+        with Connection(self.url, connect_timeout=5) as conn:
+            channel = conn.default_channel
+            _, lag, _ = channel.queue_declare(self.queue_name(service), passive=True)
+            _, unroutable, _ = channel.queue_declare(f"{self.namespace}.unroutable", passive=True)
+        return ConsumerStats(lag=lag, unroutable=unroutable)

@@ -1,0 +1,73 @@
+"""The bus's settings: ``EVENT_BUS_URL`` selects it (unset: no bus), ``EVENT_BUS`` tunes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.apps import apps
+from django.conf import settings
+
+DEFAULTS = {
+    # This service's name: the CloudEvents source (/<service>/<app>), its queue and its
+    # durable consumer are named after it.
+    "SERVICE": "shop",
+    # Prefix of every exchange, queue, stream and subject, so that several shops (or test
+    # runs) can share one broker without meeting.
+    "NAMESPACE": "shop",
+    # Externalise every event type, not only those declared ``externalised = True``.
+    "EXTERNALISE_ALL": False,
+    # Apps whose events this service publishes itself (None: every installed app). Their
+    # events are never consumed from the bus: they are already in the local event store.
+    "LOCAL_APPS": None,
+    # The bus target keeps each aggregate's events in order (one in flight per aggregate).
+    "ORDERED": True,
+    # Bus deliveries sent to the broker per batch (one confirm round trip).
+    "BATCH_SIZE": 500,
+    # Seconds to wait for the broker's confirms of a batch before counting it failed.
+    "CONFIRM_TIMEOUT": 10.0,
+    # Failed publish attempts before a bus delivery is dead-lettered; 0: never. A broker outage
+    # should delay events, not leave them to an operator, so the default retries for ever
+    # (capped backoff, OUTBOX BACKOFF_CAP_SECONDS apart at most).
+    "MAX_ATTEMPTS": 0,
+    # Seconds a consumer may hold a message unacknowledged before the broker redelivers it
+    # (JetStream ack_wait; RabbitMQ redelivers when the consumer's connection drops).
+    "ACK_WAIT_SECONDS": 30.0,
+    # Messages a consumer may hold unacknowledged (RabbitMQ prefetch, JetStream max_ack_pending
+    # and fetch batch).
+    "PREFETCH": 100,
+}
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    url: str
+    SERVICE: str
+    NAMESPACE: str
+    EXTERNALISE_ALL: bool
+    LOCAL_APPS: list[str] | None
+    ORDERED: bool
+    BATCH_SIZE: int
+    CONFIRM_TIMEOUT: float
+    MAX_ATTEMPTS: int
+    ACK_WAIT_SECONDS: float
+    PREFETCH: int
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def local_apps(self) -> set[str]:
+        if self.LOCAL_APPS is not None:
+            return set(self.LOCAL_APPS)
+        return {config.name.split(".")[0] for config in apps.get_app_configs()}
+
+
+def bus_settings() -> BusSettings:
+    overrides = getattr(settings, "EVENT_BUS", {})
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"unknown EVENT_BUS settings: {', '.join(sorted(unknown))}")
+    url = getattr(settings, "EVENT_BUS_URL", "") or ""
+    return BusSettings(url=url, **{**DEFAULTS, **overrides})

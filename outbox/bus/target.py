@@ -1,0 +1,75 @@
+"""The bus as a subscriber: which events leave, and the delivery that carries them.
+
+An event type leaves when its class says ``externalised: ClassVar[bool] = True`` (or the
+``EXTERNALISE_ALL`` switch is on) and ``EVENT_BUS_URL`` is set. It then gets one delivery to the
+subscriber named ``bus``, written with the event in the publisher's transaction, so it is on
+its way if and only if the event committed (guarantee 6).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from outbox.bus.conf import bus_settings
+from outbox.errors import OutboxError
+from outbox.events import DomainEvent, event_type_get
+from outbox.registry import Subscriber
+
+BUS_SUBSCRIBER = "bus"
+# The Celery queue of bus deliveries: a worker that serves it publishes to the broker.
+BUS_QUEUE = "bus"
+
+
+class NotABusHandler(OutboxError):
+    pass
+
+
+def _direct(event: DomainEvent) -> None:
+    # Bus deliveries are published in batches by outbox.bus.publishing, never one by one.
+    raise NotABusHandler("bus deliveries are published by the bus queue's worker")
+
+
+def bus_subscriber(*, ordered: bool) -> Subscriber:
+    return Subscriber(
+        name=BUS_SUBSCRIBER,
+        event_class=DomainEvent,
+        handler=_direct,
+        queue=BUS_QUEUE,
+        ordered=ordered,
+        max_attempts=None,
+    )
+
+
+def event_externalised(event_type: str) -> bool:
+    """Whether events of ``event_type`` go to the bus (when a bus is configured)."""
+    conf = bus_settings()
+    if conf.EXTERNALISE_ALL:
+        return True
+    try:
+        return bool(getattr(event_type_get(event_type), "externalised", False))
+    except OutboxError:
+        return False
+
+
+def bus_targets_for(event_type: str) -> list[Subscriber]:
+    """The bus subscriber, if ``event_type`` leaves through a configured bus; else nothing.
+
+    Called by publish() for every event type it writes, next to the registry's subscribers.
+    """
+    if not getattr(settings, "EVENT_BUS_URL", ""):
+        return []  # the common case, on publish()'s hot path: one attribute read
+    conf = bus_settings()
+    if not event_externalised(event_type):
+        return []
+    return [bus_subscriber(ordered=conf.ORDERED)]
+
+
+def bus_delivery(subscriber: str) -> bool:
+    return subscriber == BUS_SUBSCRIBER
+
+
+def bus_batches(ids: list[int]) -> list[list[int]]:
+    """Claimed bus deliveries as the relay sends them to the ``bus`` queue: up to BATCH_SIZE
+    ids per message, each published as one confirmed batch."""
+    size = bus_settings().BATCH_SIZE
+    return [ids[start : start + size] for start in range(0, len(ids), size)]

@@ -1,0 +1,195 @@
+"""What an event looks like on the wire: a CloudEvent 1.0 in binary content mode, JSON data.
+
+Attributes (docs/bus.md shows a full message per broker):
+
+=============== =====================================================================
+id              the event id (a UUID): the consumer's deduplication key
+source          ``/<service>/<app>``, e.g. ``/shop/orders``
+type            the stored event type, e.g. ``orders.OrderPlaced``
+time            when it occurred (RFC 3339)
+subject         the aggregate key, e.g. ``order:42``: the per-aggregate ordering key
+datacontenttype ``application/json``
+eventversion    the payload's schema version (an integer extension)
+correlationid   the saga's id (extension)
+causationid     the event that caused this one, when there is one (extension)
+traceparent     W3C trace context (the Distributed Tracing extension), and tracestate
+=============== =====================================================================
+
+The attributes travel as AMQP application properties prefixed ``cloudEvents_`` (RabbitMQ
+headers) and as NATS headers prefixed ``ce-``, each protocol's CloudEvents binding, both written
+and read by the ``cloudevents`` SDK. Anything a reader cannot make sense of raises
+:class:`MalformedMessage`, which the consumer dead-letters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cloudevents.core.bindings import amqp as ce_amqp
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.v1.event import CloudEvent
+
+from outbox.events import payload_upcast
+from outbox.models import Event
+
+CONTENT_TYPE = "application/json"
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+class MalformedMessage(Exception):
+    """A message that is not a CloudEvent this service can store; the reason is the text."""
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    event_id: uuid.UUID
+    type: str
+    version: int
+    aggregate_type: str
+    aggregate_id: str
+    payload: dict
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None
+    headers: dict
+    occurred_at: dt.datetime
+    source: str
+
+
+def cloudevent_from_row(row: Event, *, service: str) -> CloudEvent:
+    attributes: dict[str, Any] = {
+        "id": str(row.event_id),
+        "source": f"/{service}/{row.type.split('.')[0]}",
+        "type": row.type,
+        "time": row.occurred_at,
+        "subject": row.aggregate_key,
+        "datacontenttype": CONTENT_TYPE,
+        "eventversion": row.version,
+        "correlationid": str(row.correlation_id),
+    }
+    if row.causation_id:
+        attributes["causationid"] = str(row.causation_id)
+    for name in TRACE_HEADERS:
+        if (row.headers or {}).get(name):
+            attributes[name] = str(row.headers[name])
+    return CloudEvent(attributes, row.payload)
+
+
+# --- AMQP 0-9-1 (RabbitMQ): application properties -> message headers -------------------------
+
+
+def amqp_encode(ce: CloudEvent) -> tuple[dict, str, bytes]:
+    """(headers, content_type, body) of the binary-mode message."""
+    message = ce_amqp.to_binary_event(ce)
+    headers = dict(message.application_properties)
+    # The SDK writes time as an AMQP 1.0 timestamp (milliseconds); RFC 3339 text keeps the
+    # microseconds, reads the same in every client, and the binding accepts both.
+    headers[f"{ce_amqp.CE_PREFIX_UNDERSCORE}time"] = ce.get_time().isoformat()
+    return (
+        headers,
+        message.properties.get(ce_amqp.CONTENT_TYPE_PROPERTY, CONTENT_TYPE),
+        (message.application_data),
+    )
+
+
+def amqp_decode(headers: dict | None, content_type: str | None, body: bytes) -> IncomingEvent:
+    # The SDK would default a missing specversion to 1.0: a message without one is not a
+    # CloudEvent at all.
+    if not {"cloudEvents_specversion", "cloudEvents:specversion"} & set(headers or {}):
+        raise MalformedMessage("not a CloudEvent: no cloudEvents_specversion header")
+    try:
+        properties = {ce_amqp.CONTENT_TYPE_PROPERTY: content_type} if content_type else {}
+        ce = ce_amqp.from_binary_event(
+            ce_amqp.AMQPMessage(
+                properties=properties,
+                application_properties={
+                    str(k): (v.decode() if isinstance(v, bytes) else v)
+                    for k, v in (headers or {}).items()
+                },
+                application_data=body,
+            )
+        )
+    except Exception as exc:
+        raise MalformedMessage(f"not a CloudEvent in AMQP binary mode: {exc}") from None
+    return _incoming(ce)
+
+
+# --- NATS: headers prefixed ce- (the binding reuses HTTP's encoding) --------------------------
+
+
+def nats_encode(ce: CloudEvent) -> tuple[dict, bytes]:
+    message = ce_http.to_binary_event(ce)
+    headers = {k.lower(): v for k, v in message.headers.items()}
+    return headers, message.body
+
+
+def nats_decode(headers: dict | None, body: bytes) -> IncomingEvent:
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    if "ce-specversion" not in lowered:
+        raise MalformedMessage("not a CloudEvent: no ce-specversion header")
+    try:
+        ce = ce_http.from_binary_event(ce_http.HTTPMessage(headers=lowered, body=body))
+    except Exception as exc:
+        raise MalformedMessage(f"not a CloudEvent in NATS binary mode: {exc}") from None
+    return _incoming(ce)
+
+
+def _incoming(ce) -> IncomingEvent:
+    """Check every attribute and the payload against the event's declaration."""
+    attributes = ce.get_attributes()
+    if attributes.get("specversion") != "1.0":
+        raise MalformedMessage(f"specversion must be 1.0, got {attributes.get('specversion')!r}")
+    event_id = _uuid(attributes.get("id"), "id")
+    type_name = attributes.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        raise MalformedMessage("no type")
+    try:
+        version = int(attributes.get("eventversion"))
+    except (TypeError, ValueError):
+        raise MalformedMessage(
+            f"eventversion must be an integer, got {attributes.get('eventversion')!r}"
+        ) from None
+    subject = attributes.get("subject")
+    if not isinstance(subject, str) or ":" not in subject:
+        raise MalformedMessage(f"subject must be '<aggregate type>:<id>', got {subject!r}")
+    aggregate_type, aggregate_id = subject.split(":", 1)
+    if not (0 < len(aggregate_type) <= 100 and 0 < len(aggregate_id) <= 100):
+        raise MalformedMessage(f"subject {subject[:250]!r}: type and id are 1-100 characters")
+    occurred_at = attributes.get("time")
+    if not isinstance(occurred_at, dt.datetime):
+        raise MalformedMessage("no time")
+    if occurred_at.tzinfo is None:
+        occurred_at = occurred_at.replace(tzinfo=dt.UTC)
+    data = ce.get_data()
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"data must be a JSON object, got {type(data).__name__}")
+    try:
+        # Unknown type, a version with no path to this code's, or a payload that does not fit
+        # the declaration: all refused here, before anything is stored.
+        cls, current = payload_upcast(type_name, version, data)
+        cls.from_payload(current)
+    except Exception as exc:
+        raise MalformedMessage(f"{type_name} v{version}: {exc}") from None
+    causation = attributes.get("causationid")
+    return IncomingEvent(
+        event_id=event_id,
+        type=type_name,
+        version=version,
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        payload=data,
+        correlation_id=_uuid(attributes.get("correlationid") or str(event_id), "correlationid"),
+        causation_id=_uuid(causation, "causationid") if causation else None,
+        headers={name: str(attributes[name]) for name in TRACE_HEADERS if attributes.get(name)},
+        occurred_at=occurred_at,
+        source=str(attributes.get("source", "")),
+    )
+
+
+def _uuid(value: Any, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise MalformedMessage(f"{name} must be a UUID, got {value!r}") from None

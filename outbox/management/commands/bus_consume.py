@@ -1,0 +1,84 @@
+import logging
+import signal
+import threading
+import time
+
+from django.core.management.base import BaseCommand
+
+from outbox.bus import metrics
+from outbox.bus.adapters import adapter_for
+from outbox.bus.conf import bus_settings
+from outbox.bus.consuming import bus_message_receive, bus_types_consumed
+
+logger = logging.getLogger("outbox.bus.consume")
+STATS_EVERY_SECONDS = 15.0
+
+
+class Command(BaseCommand):
+    help = (
+        "Take this service's events in from the bus (EVENT_BUS_URL): declare its queue or "
+        "durable consumer from the subscriber registry, store each event with its local "
+        "deliveries, acknowledge after the commit. Runs until SIGTERM or SIGINT."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--declare-only",
+            action="store_true",
+            help="declare the topology (exchanges, queue, bindings / streams, consumer) and exit",
+        )
+
+    def handle(self, *args, **options):
+        conf = bus_settings()
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        if not conf.enabled:
+            # One Procfile for both shapes: without a bus this process has nothing to do, and
+            # exiting would stop every other process honcho runs.
+            self.stdout.write("EVENT_BUS_URL is not set: no bus to consume; idle")
+            stop.wait()
+            return
+        types = bus_types_consumed()
+        adapter = adapter_for(conf.url, namespace=conf.NAMESPACE, ack_wait=conf.ACK_WAIT_SECONDS)
+        if options["declare_only"]:
+            adapter.topology_declare(service=conf.SERVICE, event_types=types)
+            self.stdout.write(f"declared {conf.SERVICE}: {', '.join(types) or 'no types'}")
+            return
+        if not types:
+            self.stdout.write(
+                f"service {conf.SERVICE}: every event its subscribers handle is published "
+                "here; nothing to take from the bus; idle"
+            )
+            adapter.topology_declare(service=None, event_types=())
+            stop.wait()
+            return
+        self.stdout.write(f"service {conf.SERVICE} consuming {', '.join(types)}")
+        last_stats = [0.0]
+
+        def idle() -> None:
+            if time.monotonic() - last_stats[0] < STATS_EVERY_SECONDS:
+                return
+            last_stats[0] = time.monotonic()
+            try:
+                stats = adapter.stats(service=conf.SERVICE)
+            except Exception as exc:
+                logger.debug("bus stats unavailable: %s", exc)
+                return
+            if metrics.enabled:
+                metrics.bus_consumer_stats(
+                    service=conf.SERVICE,
+                    namespace=conf.NAMESPACE,
+                    lag=stats.lag,
+                    unroutable=stats.unroutable,
+                )
+
+        adapter.consume(
+            service=conf.SERVICE,
+            event_types=types,
+            on_message=lambda message: bus_message_receive(message=message, adapter=adapter),
+            stop=stop,
+            prefetch=conf.PREFETCH,
+            on_idle=idle,
+        )
+        adapter.close()

@@ -1,0 +1,272 @@
+"""The bus on a real RabbitMQ: confirms, CloudEvents on the wire, topology, and a consumer
+process on a second database taking events in exactly once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pika
+import pytest
+from django.db import transaction
+from django.utils.timezone import now
+
+from orders.events import OrderCancelled
+from outbox import publish
+from outbox.bus.publishing import bus_adapter, bus_deliveries_publish
+from outbox.bus.target import BUS_SUBSCRIBER
+from outbox.context import Handling, handling
+from outbox.models import Delivery
+from tests.bus.conftest import (
+    CONSUME,
+    CRASH_AFTER_COMMIT,
+    RABBITMQ_URL,
+    ROOT,
+    fault_test,
+    publish_things,
+)
+from tests.observability.test_metrics import Scrape
+from tests.support import wait_until
+from tests.testapp.events import ThingHappened
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def pika_channel():
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    return connection, connection.channel()
+
+
+def bus_ids() -> list[int]:
+    return list(Delivery.objects.filter(subscriber=BUS_SUBSCRIBER).values_list("id", flat=True))
+
+
+def test_a_plain_amqp_client_finds_every_cloudevents_attribute(rabbitmq_bus, bus_namespace, client):
+    before = Scrape(client)
+    bus_adapter().topology_declare(service=None, event_types=())
+    connection, channel = pika_channel()
+    try:
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, f"{bus_namespace}.events", routing_key="orders.OrderCancelled")
+        cause = uuid.uuid4()
+        saga = uuid.uuid4()
+        with (
+            handling(
+                Handling(
+                    event_id=cause,
+                    event_type="payments.PaymentFailed",
+                    correlation_id=saga,
+                    subscriber="orders.x",
+                    attempt=1,
+                )
+            ),
+            transaction.atomic(),
+        ):
+            row = publish(
+                OrderCancelled(order_id=7, reason="payment_failed"),
+                headers={"traceparent": TRACEPARENT},
+            )
+        assert bus_deliveries_publish(delivery_ids=bus_ids())["done"] == 1
+
+        method, properties, body = channel.basic_get(queue, auto_ack=True)
+    finally:
+        connection.close()
+    assert method is not None, "no message reached the bound queue"
+    h = properties.headers
+    assert h["cloudEvents_specversion"] == "1.0"
+    assert h["cloudEvents_id"] == str(row.event_id)
+    assert h["cloudEvents_source"] == "/shop/orders"
+    assert h["cloudEvents_type"] == "orders.OrderCancelled"
+    assert h["cloudEvents_subject"] == "order:7"
+    assert h["cloudEvents_time"].startswith(row.occurred_at.isoformat()[:19])
+    assert h["cloudEvents_eventversion"] == 1
+    assert h["cloudEvents_correlationid"] == str(saga)
+    assert h["cloudEvents_causationid"] == str(cause)
+    assert h["cloudEvents_traceparent"] == TRACEPARENT
+    assert properties.content_type == "application/json"
+    assert properties.delivery_mode == 2
+    assert json.loads(body) == {"order_id": 7, "reason": "payment_failed"}
+    assert method.routing_key == "orders.OrderCancelled"
+    assert Delivery.objects.get(subscriber=BUS_SUBSCRIBER).status == "done"
+
+    after = Scrape(client)
+    target = f"amqp:{bus_namespace}"
+    for name, labels, delta in [
+        ("outbox_bus_published_total", {"target": target, "outcome": "done"}, 1),
+        ("outbox_bus_confirm_seconds_count", {"target": target}, 1),
+    ]:
+        assert after.value(name, **labels) - before.value(name, **labels) == delta
+
+
+def test_an_unreachable_broker_leaves_the_delivery_pending_for_a_retry(settings):
+    settings.EVENT_BUS_URL = "amqp://guest:guest@127.0.0.1:1//"  # nothing listens there
+    from outbox.bus import publishing
+
+    publishing._adapter.cache_clear()
+    with transaction.atomic():
+        publish(OrderCancelled(order_id=1, reason="payment_failed"))
+    assert bus_deliveries_publish(delivery_ids=bus_ids()) == {
+        "done": 0,
+        "retry": 1,
+        "dead": 0,
+        "skipped": 0,
+    }
+    delivery = Delivery.objects.get(subscriber=BUS_SUBSCRIBER)
+    assert (delivery.status, delivery.attempts) == ("pending", 1)
+    assert delivery.last_error
+    publishing._adapter.cache_clear()
+
+
+def test_a_message_nobody_is_bound_for_is_kept_by_the_alternate_exchange(
+    rabbitmq_bus, bus_namespace
+):
+    with transaction.atomic():
+        publish(ThingHappened(thing_id="lonely"))
+    assert bus_deliveries_publish(delivery_ids=bus_ids())["done"] == 1
+    connection, channel = pika_channel()
+    try:
+        kept = channel.queue_declare(f"{bus_namespace}.unroutable", passive=True)
+    finally:
+        connection.close()
+    assert kept.method.message_count == 1
+
+
+def test_events_cross_to_a_second_database_once_in_order_and_a_bad_message_is_dead_lettered(
+    rabbitmq_bus, bus_namespace, other_service, bus_worker
+):
+    other = other_service(RABBITMQ_URL)
+    # The release step: the consumer's queue and bindings exist before anything is published.
+    subprocess.run(
+        [sys.executable, *CONSUME, "--declare-only"], cwd=ROOT, env=other.env, check=True
+    )
+    other.start()
+    publish_things(aggregates=3, seqs=range(4))
+
+    # Garbage sent straight to the exchange, as a misbehaving producer would.
+    connection, channel = pika_channel()
+    try:
+        channel.confirm_delivery()
+        channel.basic_publish(
+            f"{bus_namespace}.events", "tests.ThingHappened", b"{not json", pika.BasicProperties()
+        )
+    finally:
+        connection.close()
+    publish_things(aggregates=3, seqs=range(4, 6))
+
+    wait_until(lambda: len(other.events()) == 18, timeout=60, what="18 events downstream")
+    # The same events published again (a replayed bus delivery): nothing changes downstream.
+    again = list(Delivery.objects.filter(subscriber=BUS_SUBSCRIBER).values_list("id", flat=True))
+    Delivery.objects.filter(id__in=again[:5]).update(status="pending", next_attempt_at=now())
+    wait_until(
+        lambda: (
+            not Delivery.objects.filter(subscriber=BUS_SUBSCRIBER).exclude(status="done").exists()
+        ),
+        timeout=60,
+        what="the replayed bus deliveries",
+    )
+    dead = dead_letters(bus_namespace)
+    assert dead == 1
+    other.stop()
+
+    stored = other.events()
+    assert len(stored) == 18
+    assert len({event_id for event_id, _, _ in stored}) == 18
+    deliveries = other.query(
+        "SELECT subscriber, count(*) FROM outbox_delivery GROUP BY subscriber ORDER BY 1"
+    )
+    assert deliveries == [("tests.record_a", 18), ("tests.record_b", 18), ("tests.record_c", 18)]
+    # Each aggregate's events arrived in the order they were published.
+    seqs: dict[str, list[int]] = {}
+    for _, _, aggregate_id in stored:
+        seqs.setdefault(aggregate_id, [])
+    for aggregate_id in seqs:
+        seqs[aggregate_id] = [
+            seq
+            for (seq,) in other.query(
+                "SELECT json_extract(payload, '$.seq') FROM outbox_event "
+                "WHERE aggregate_id = ? ORDER BY position",
+                (aggregate_id,),
+            )
+        ]
+    assert seqs == {f"agg-{n}": list(range(6)) for n in range(3)}
+
+
+def dead_letters(namespace: str) -> int:
+    connection, channel = pika_channel()
+    try:
+        dead = channel.queue_declare(f"{namespace}.downstream.dead", passive=True)
+        return dead.method.message_count
+    finally:
+        connection.close()
+
+
+@fault_test
+def test_a_consumer_killed_between_its_commit_and_its_ack_stores_nothing_twice(
+    rabbitmq_bus, other_service, bus_worker
+):
+    other = other_service(RABBITMQ_URL)
+    subprocess.run(
+        [sys.executable, *CONSUME, "--declare-only"], cwd=ROOT, env=other.env, check=True
+    )
+    crashing = other.start(script=CRASH_AFTER_COMMIT)
+    publish_things(aggregates=3, seqs=range(1))
+    assert crashing.wait(60) == 17
+    assert len(other.events()) == 1  # committed before the crash, then redelivered
+
+    other.start()
+    wait_until(lambda: len(other.events()) == 3, timeout=60, what="3 events downstream")
+    other.stop()
+    assert len({event_id for event_id, _, _ in other.events()}) == 3
+    assert other.query("SELECT count(*) FROM outbox_delivery") == [(9,)]
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.skipif(not shutil.which("rabbitmqctl"), reason="needs rabbitmqctl on this host")
+@fault_test
+def test_rabbitmq_stopped_mid_run_loses_nothing_and_doubles_nothing(
+    rabbitmq_bus, other_service, bus_worker
+):
+    other = other_service(RABBITMQ_URL)
+    subprocess.run(
+        [sys.executable, *CONSUME, "--declare-only"], cwd=ROOT, env=other.env, check=True
+    )
+    other.start()
+    publish_things(aggregates=2, seqs=range(3))
+    try:
+        rabbitmqctl("stop_app")
+        # Published while the broker is down: the bus deliveries fail and wait for a retry.
+        publish_things(aggregates=2, seqs=range(3, 6))
+        wait_until(
+            lambda: (
+                Delivery.objects.filter(subscriber=BUS_SUBSCRIBER, attempts__gt=0)
+                .exclude(status="done")
+                .exists()
+            ),
+            timeout=30,
+            what="a failed publish attempt",
+        )
+    finally:
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+    wait_until(lambda: len(other.events()) == 12, timeout=90, what="12 events downstream")
+    other.stop()
+    assert len({event_id for event_id, _, _ in other.events()}) == 12
+    assert not Delivery.objects.filter(subscriber=BUS_SUBSCRIBER).exclude(status="done").exists()
+    for n in range(2):
+        seqs = [
+            seq
+            for (seq,) in other.query(
+                "SELECT json_extract(payload, '$.seq') FROM outbox_event "
+                "WHERE aggregate_id = ? ORDER BY position",
+                (f"agg-{n}",),
+            )
+        ]
+        assert seqs == list(range(6))
