@@ -1,6 +1,6 @@
 from django.urls import path
 
-from orders.api import OrderDetailApi, OrderEventsApi, OrderListCreateApi
+from orders.api import OrderCancelApi, OrderDetailApi, OrderEventsApi, OrderListCreateApi
 
 app_name = "orders"
 
@@ -8,4 +8,5 @@ urlpatterns = [
     path("orders/", OrderListCreateApi.as_view(), name="order-list"),
     path("orders/<int:order_id>/", OrderDetailApi.as_view(), name="order-detail"),
     path("orders/<int:order_id>/events/", OrderEventsApi.as_view(), name="order-events"),
+    path("orders/<int:order_id>/cancel/", OrderCancelApi.as_view(), name="order-cancel"),
 ]
