@@ -304,7 +304,12 @@ def order_complete(*, order_id: int, carrier: str, tracking_number: str) -> Orde
     if _shipment_record(order, status="scheduled"):
         order.shipment_carrier = carrier
         order.shipment_tracking_number = tracking_number
-    completed = _status_advance(order, Order.Status.COMPLETED)
+    # With a cancellation on its way the order waits for shipping's answer instead: it is
+    # cancelled, or, if the parcel already left, completed when the refusal arrives. So an order
+    # whose cancellation was accepted never completes first.
+    completed = order.cancellation_requested_at is None and _status_advance(
+        order, Order.Status.COMPLETED
+    )
     order.save()
     if completed:
         publish(OrderCompleted(order_id=order.pk), correlation_id=order.correlation_id)
@@ -393,13 +398,18 @@ def order_cancel_compensated(*, order_id: int, reason: str) -> Order:
 @transaction.atomic
 def order_cancellation_refuse(*, order_id: int, shipment_status: str) -> Order:
     """Shipping refused: the parcel left before the request reached it. The request is
-    withdrawn and the order goes on as it was."""
+    withdrawn and the order completes (publishing OrderCompleted) if it had not yet."""
     order = _order_lock(order_id)
     if shipment_status in SHIPMENT_STATUS_RANK:
         _shipment_record(order, status=shipment_status)
     order.cancellation_requested_at = None
     order.cancellation_requested_reason = None
+    # The parcel is with the carrier: the saga got there, so the order completes now if the
+    # pending request held its completion back.
+    completed = _status_advance(order, Order.Status.COMPLETED)
     order.save()
+    if completed:
+        publish(OrderCompleted(order_id=order.pk), correlation_id=order.correlation_id)
     return order
 
 

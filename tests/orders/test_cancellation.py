@@ -172,3 +172,17 @@ def test_a_deadline_of_a_step_the_order_left_does_nothing(order):
     assert order_deadlines_fire() == 0
     assert OrderDeadline.objects.get(order=order, step="placed").outcome == "moved_on"
     assert requested(order) == []
+
+
+def test_an_order_with_a_pending_cancellation_does_not_complete_until_shipping_answers(order):
+    order_cancellation_request(order_id=order.pk, reason="customer_cancelled")
+    order_complete(order_id=order.pk, carrier="UPS", tracking_number="1Z1")
+    order.refresh_from_db()
+    assert order.status == "placed" and order.shipment_status == "scheduled"
+    assert not Event.objects.filter(type="orders.OrderCompleted").exists()
+    # Shipping refuses (the parcel left): the order completes then, once.
+    order_cancellation_refuse(order_id=order.pk, shipment_status="handed_to_carrier")
+    order_cancellation_refuse(order_id=order.pk, shipment_status="handed_to_carrier")
+    order.refresh_from_db()
+    assert order.status == "completed" and order.shipment_status == "handed_to_carrier"
+    assert Event.objects.filter(type="orders.OrderCompleted").count() == 1
