@@ -94,6 +94,15 @@ class Order(models.Model):
         return f"Order #{self.pk} ({self.status})"
 
 
+class SagaInFlight(Order):
+    """Orders whose saga is still running (or being compensated): the operator's console."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "saga in flight"
+        verbose_name_plural = "sagas in flight"
+
+
 class OrderDeadline(models.Model):
     """How long the order may wait in one step of its saga (a row per step it entered).
 

@@ -422,6 +422,57 @@ def order_shipment_progress(*, order_id: int, shipment_status: str) -> Order:
     return order
 
 
+# --- the operator's actions on a saga -----------------------------------------------------------
+
+
+def _operator_reason_clean(reason) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValidationError({"reason": ["Say why: the reason is kept in the admin's history."]})
+    if len(reason) > 1000:
+        raise ValidationError({"reason": ["At most 1000 characters."]})
+    return reason.strip()
+
+
+def _history_record(*, user, order: Order, message: str) -> None:
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    LogEntry.objects.log_actions(
+        user_id=user.pk,
+        queryset=[order],
+        action_flag=CHANGE,
+        change_message=message,
+        single_object=True,
+    )
+
+
+@transaction.atomic
+def saga_retry(*, order_id: int, user, reason: str) -> int:
+    """Replay the saga's dead-lettered deliveries (fresh attempts, due now); returns how many.
+    Recorded in the admin's history with who and why."""
+    from outbox.replay import correlation_dead_replay
+
+    reason = _operator_reason_clean(reason)
+    order = _order_lock(order_id)
+    replayed = correlation_dead_replay(correlation_id=order.correlation_id)
+    _history_record(
+        user=user, order=order, message=f"Retried {replayed} dead-lettered step(s): {reason}"
+    )
+    return replayed
+
+
+@transaction.atomic
+def saga_cancel(*, order_id: int, user, reason: str) -> Order:
+    """Cancel the order with compensation (reason ``operator_cancelled``), as the customer's
+    cancel does; raises OrderNotCancellable after the handover. Recorded in the admin's history
+    with who and why."""
+    reason = _operator_reason_clean(reason)
+    order = order_cancellation_request(
+        order_id=order_id, reason=Order.CancellationReason.OPERATOR_CANCELLED
+    )
+    _history_record(user=user, order=order, message=f"Cancelled with compensation: {reason}")
+    return order
+
+
 # --- deadlines ----------------------------------------------------------------------------------
 
 
