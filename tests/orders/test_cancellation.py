@@ -186,3 +186,26 @@ def test_an_order_with_a_pending_cancellation_does_not_complete_until_shipping_a
     order.refresh_from_db()
     assert order.status == "completed" and order.shipment_status == "handed_to_carrier"
     assert Event.objects.filter(type="orders.OrderCompleted").count() == 1
+
+
+def test_beat_fires_the_deadlines_through_the_orders_task(order):
+    from django_celery_beat.models import PeriodicTask
+
+    from orders.tasks import deadlines_fire
+    from shop.celery import app
+
+    scheduled = PeriodicTask.objects.get(task="orders.deadlines_fire")
+    assert scheduled.enabled and scheduled.queue == "orders"
+    assert "orders.deadlines_fire" in app.tasks
+    overdue(order, "placed")
+    assert deadlines_fire.run() == 1
+    assert deadlines_fire.run() == 0
+
+
+def test_many_deadlines_of_steps_left_behind_are_retired_at_once(order, customer):
+    order_mark_paid(order_id=order.pk, amount=order.total)
+    overdue(order, "placed")
+    overdue(order, "paid")
+    assert order_deadlines_fire() == 1  # the paid one: the order still waits for its stock
+    outcomes = dict(OrderDeadline.objects.filter(order=order).values_list("step", "outcome"))
+    assert outcomes == {"placed": "moved_on", "paid": "cancelled"}
