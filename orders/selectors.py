@@ -123,10 +123,13 @@ class SagaRow:
 
 
 def saga_in_flight_queryset() -> QuerySet[Order]:
-    """Orders not yet completed or cancelled, or with a cancellation on its way; oldest first."""
+    """Orders not yet completed or cancelled, or with a cancellation on its way, or with a
+    dead-lettered delivery (a compensation that failed after the order was cancelled, say);
+    oldest first."""
     return Order.objects.filter(
         ~Q(status__in=[Order.Status.COMPLETED, Order.Status.CANCELLED])
         | Q(cancellation_requested_at__isnull=False)
+        | Q(correlation_id__in=correlations_with_dead_deliveries())
     ).order_by("created_at", "id")
 
 
@@ -184,7 +187,10 @@ def saga_rows(orders: list[Order]) -> list[SagaRow]:
 
 def saga_counts_by_step() -> dict[str, int]:
     """Sagas in flight by the step they are in (their status; "cancelling" when compensating)."""
-    base = saga_in_flight_queryset().order_by()
+    base = Order.objects.filter(
+        ~Q(status__in=[Order.Status.COMPLETED, Order.Status.CANCELLED])
+        | Q(cancellation_requested_at__isnull=False)
+    ).order_by()
     counts = dict(
         base.filter(cancellation_requested_at__isnull=True)
         .values_list("status")

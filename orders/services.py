@@ -342,6 +342,7 @@ def order_cancel(
 def _cancelled_set(order: Order, *, reason: str) -> None:
     order.status = Order.Status.CANCELLED
     order.cancellation_reason = reason
+    order.cancellation_requested_at = None  # answered: the order is cancelled
     publish(OrderCancelled(order_id=order.pk, reason=reason), correlation_id=order.correlation_id)
 
 

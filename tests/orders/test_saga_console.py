@@ -151,3 +151,18 @@ def test_the_admin_console_lists_and_acts_with_a_reason(order, admin_client, adm
         "Retried 1 dead-lettered step(s): fixed the gateway",
         "Cancelled with compensation: fraud suspected",
     ]
+
+
+def test_a_cancelled_order_leaves_the_list_unless_a_delivery_of_it_is_dead(order, staff):
+    from orders.services import order_cancel_compensated, order_cancellation_request
+
+    order_cancellation_request(order_id=order.pk, reason="customer_cancelled")
+    order_cancel_compensated(order_id=order.pk, reason="customer_cancelled")
+    order.refresh_from_db()
+    assert order.cancellation_requested_at is None
+    api = client_for(staff)
+    # The OrderPlaced charge is still pending: nothing dead, the saga is over for orders.
+    assert api.get("/api/sagas/").json() == []
+    dead_letter(order)
+    listed = api.get("/api/sagas/", {"state": "dead"}).json()
+    assert [(s["order_id"], s["status"]) for s in listed] == [(order.pk, "cancelled")]
