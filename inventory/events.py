@@ -46,6 +46,20 @@ class StockNotAvailable(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class StockReleased(DomainEvent):
+    """A cancelled order's stock is available again: its reservation released, or the goods
+    of a scheduled shipment put back on the shelf (``restocked``)."""
+
+    version: ClassVar[int] = 1
+    aggregate_type: ClassVar[str] = "reservation"
+
+    reservation_id: int
+    order_id: int
+    lines: tuple[ReservedLine, ...]
+    restocked: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class ProductCatalogued(DomainEvent):
     """A product's sellable facts, as they are now: sent when it is created and whenever its
     name or price changes. Orders keeps its own catalogue from these to price new orders."""

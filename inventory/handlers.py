@@ -3,10 +3,10 @@ with its delivery record; the services are idempotent per order, so a second del
 same event (or another event for the same order) changes nothing.
 """
 
-from inventory.services import stock_fulfil, stock_reserve
+from inventory.services import stock_fulfil, stock_release, stock_reserve
 from outbox import subscribe
 from payments.events import PaymentCompleted
-from shipping.events import ShippingScheduled
+from shipping.events import ShipmentCancelled, ShippingScheduled
 
 
 @subscribe(PaymentCompleted)
@@ -17,3 +17,8 @@ def stock_reserve_on_payment_completed(event: PaymentCompleted) -> None:
 @subscribe(ShippingScheduled)
 def stock_fulfil_on_shipping_scheduled(event: ShippingScheduled) -> None:
     stock_fulfil(order_id=event.order_id)
+
+
+@subscribe(ShipmentCancelled)
+def stock_release_on_shipment_cancelled(event: ShipmentCancelled) -> None:
+    stock_release(order_id=event.order_id)

@@ -65,12 +65,18 @@ class StockLevel(models.Model):
 
 
 class StockReservation(models.Model):
-    """One order's claim on stock: all of its lines reserved, or (rejected) none."""
+    """One order's claim on stock: all of its lines reserved, or (rejected) none.
+
+    ``released``: the order was cancelled and its stock is available again. ``cancelled``: the
+    order was cancelled before anything was reserved; the row makes a late reservation refuse.
+    """
 
     class Status(models.TextChoices):
         RESERVED = "reserved"
         REJECTED = "rejected"
         FULFILLED = "fulfilled"
+        RELEASED = "released"
+        CANCELLED = "cancelled"
 
     order_id = models.BigIntegerField(unique=True)
     status = models.CharField(max_length=16, choices=Status.choices)

@@ -22,6 +22,7 @@ from inventory.events import (
     ReservedLine,
     ShortLine,
     StockNotAvailable,
+    StockReleased,
     StockUpdated,
 )
 from inventory.models import (
@@ -159,8 +160,10 @@ def _catalogued_publish(product: Product) -> None:
 def stock_reserve(*, order_id: int, lines: Iterable[StockLine]) -> StockReservation:
     """Reserve every line of the order, or none; publish StockUpdated or StockNotAvailable.
 
-    Idempotent per order: when the order already has a reservation (reserved, rejected or
-    fulfilled) it is returned and nothing changes. An unknown sku has 0 units available.
+    Idempotent per order: when the order already has a reservation (in any status) it is
+    returned and nothing changes; that includes the ``cancelled`` row stock_release leaves for
+    an order cancelled before its payment arrived, so a late PaymentCompleted reserves nothing.
+    An unknown sku has 0 units available.
     """
     requested = _lines_validate(order_id=order_id, lines=lines)
     existing = StockReservation.objects.filter(order_id=order_id).first()
@@ -249,6 +252,58 @@ def stock_fulfil(*, order_id: int) -> StockReservation | None:
         )
     reservation.status = StockReservation.Status.FULFILLED
     reservation.save(update_fields=["status", "updated_at"])
+    return reservation
+
+
+@transaction.atomic
+def stock_release(*, order_id: int) -> StockReservation:
+    """Compensate a cancelled order: its stock becomes available again; publish StockReleased.
+
+    A ``reserved`` reservation gives its units back to ``available``; a ``fulfilled`` one (the
+    shipment was scheduled, then cancelled before it left) puts its goods back on hand. An
+    order without a reservation gets a ``cancelled`` one, so that a PaymentCompleted arriving
+    later reserves nothing. Idempotent: any other status is returned as it is.
+    """
+    if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 1:
+        raise ValidationError({"order_id": [f"must be a positive integer, got {order_id!r}"]})
+    reservation = StockReservation.objects.select_for_update().filter(order_id=order_id).first()
+    if reservation is None:
+        try:
+            # Unique on order_id: a concurrent stock_reserve and this insert queue; whichever
+            # commits second finds the other's row.
+            with transaction.atomic():
+                return StockReservation.objects.create(
+                    order_id=order_id, status=StockReservation.Status.CANCELLED
+                )
+        except IntegrityError:
+            reservation = StockReservation.objects.select_for_update().get(order_id=order_id)
+    before = reservation.status
+    if before not in (StockReservation.Status.RESERVED, StockReservation.Status.FULFILLED):
+        return reservation
+
+    quantities = dict(reservation.lines.values_list("sku", "quantity"))
+    levels = (
+        StockLevel.objects.select_for_update(of=("self",))
+        .filter(product__sku__in=quantities)
+        .order_by("product__sku")
+        .values_list("pk", "product__sku")
+    )
+    for pk, sku in list(levels):
+        quantity = quantities[sku]
+        if before == StockReservation.Status.RESERVED:
+            StockLevel.objects.filter(pk=pk).update(reserved=F("reserved") - quantity)
+        else:
+            StockLevel.objects.filter(pk=pk).update(on_hand=F("on_hand") + quantity)
+    reservation.status = StockReservation.Status.RELEASED
+    reservation.save(update_fields=["status", "updated_at"])
+    publish(
+        StockReleased(
+            reservation_id=reservation.pk,
+            order_id=order_id,
+            lines=tuple(ReservedLine(sku=sku, quantity=q) for sku, q in sorted(quantities.items())),
+            restocked=before == StockReservation.Status.FULFILLED,
+        )
+    )
     return reservation
 
 

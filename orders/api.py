@@ -24,6 +24,8 @@ from orders.services import (
     MAX_PAYMENT_TOKEN_LENGTH,
     MAX_QUANTITY,
     IdempotencyKeyReused,
+    OrderNotCancellable,
+    order_cancellation_request,
     order_place,
 )
 
@@ -116,6 +118,13 @@ class OrderOutputSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Order.Status.choices)
     cancellation_reason = serializers.ChoiceField(
         choices=Order.CancellationReason.choices, allow_null=True
+    )
+    cancellation_requested_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text=(
+            "When a cancellation was asked for and is being compensated; null once the order "
+            "is cancelled or the request was refused (the parcel had left)."
+        ),
     )
     lines = OrderLineOutputSerializer(many=True)
     total = serializers.DecimalField(max_digits=12, decimal_places=2)
@@ -284,3 +293,46 @@ class OrderEventsApi(OrdersApi):
     def get(self, request, order_id: int):
         order = self.order_get_or_404(request, order_id)
         return Response(TimelineEventOutputSerializer(order_timeline(order=order), many=True).data)
+
+
+class OrderCancelApi(OrdersApi):
+    """The customer's (or staff's) cancellation: a separate view, so its rules stay in one place."""
+
+    @extend_schema(
+        operation_id="orders_cancel",
+        summary="Cancel an order",
+        description=(
+            "Allowed until the order's parcel is handed to the carrier. Answers 202 at once: "
+            "the saga then compensates by events (the shipment is cancelled, the payment "
+            "refunded, the stock released) and the order ends `cancelled` with reason "
+            "`customer_cancelled`; follow it on the order or its events. Asking again answers "
+            "the same way. 409 once the parcel is with the carrier."
+        ),
+        request=None,
+        responses={
+            202: OrderOutputSerializer,
+            404: ErrorOutputSerializer,
+            409: OpenApiResponse(
+                ErrorOutputSerializer,
+                description="The parcel was already handed to the carrier.",
+            ),
+        },
+    )
+    def post(self, request, order_id: int):
+        order = self.order_get_or_404(request, order_id)
+        reason = (
+            Order.CancellationReason.CUSTOMER_CANCELLED
+            if order.customer_id == request.user.pk
+            else Order.CancellationReason.OPERATOR_CANCELLED
+        )
+        try:
+            order = order_cancellation_request(order_id=order.pk, reason=reason)
+        except OrderNotCancellable as exc:
+            raise OrderNotCancellableConflict(exc.reason) from None
+        return Response(OrderOutputSerializer(order).data, status=status.HTTP_202_ACCEPTED)
+
+
+class OrderNotCancellableConflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "order_not_cancellable"
+    default_detail = "The order can no longer be cancelled."

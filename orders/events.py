@@ -34,7 +34,8 @@ class OrderCancelled(DomainEvent):
     externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     order_id: int
-    reason: str  # "payment_failed" or "out_of_stock"
+    # "payment_failed", "out_of_stock", "customer_cancelled", "timed_out" or "operator_cancelled"
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,3 +45,18 @@ class OrderCompleted(DomainEvent):
     externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     order_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderCancellationRequested(DomainEvent):
+    """The customer, an operator or a deadline asked to cancel the order: compensate.
+
+    Shipping answers first (ShipmentCancelled, or ShipmentCancellationRefused once the parcel is
+    with the carrier); the other apps compensate on ShipmentCancelled.
+    """
+
+    version: ClassVar[int] = 1
+    aggregate_type: ClassVar[str] = "order"
+
+    order_id: int
+    reason: str  # "customer_cancelled", "timed_out" or "operator_cancelled"

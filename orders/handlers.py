@@ -11,13 +11,22 @@ from orders.models import Order
 from orders.services import (
     catalog_item_upsert,
     order_cancel,
+    order_cancel_compensated,
+    order_cancellation_refuse,
     order_complete,
     order_mark_paid,
     order_mark_stock_reserved,
+    order_shipment_progress,
 )
 from outbox import subscribe
 from payments.events import PaymentCompleted, PaymentFailed, PaymentRefunded
-from shipping.events import ShippingScheduled
+from shipping.events import (
+    ShipmentCancellationRefused,
+    ShipmentCancelled,
+    ShipmentDelivered,
+    ShipmentHandedToCarrier,
+    ShippingScheduled,
+)
 
 
 @subscribe(PaymentCompleted)
@@ -54,6 +63,28 @@ def order_cancel_on_payment_refunded(event: PaymentRefunded) -> None:
         payment_status=Order.PaymentStatus.REFUNDED,
         payment_amount=Decimal(event.amount),
     )
+
+
+@subscribe(ShipmentCancelled)
+def order_cancel_compensated_on_shipment_cancelled(event: ShipmentCancelled) -> None:
+    order_cancel_compensated(order_id=event.order_id, reason=event.reason)
+
+
+@subscribe(ShipmentCancellationRefused)
+def order_cancellation_refuse_on_shipment_cancellation_refused(
+    event: ShipmentCancellationRefused,
+) -> None:
+    order_cancellation_refuse(order_id=event.order_id, shipment_status=event.status)
+
+
+@subscribe(ShipmentHandedToCarrier)
+def order_shipment_progress_on_shipment_handed_to_carrier(event: ShipmentHandedToCarrier) -> None:
+    order_shipment_progress(order_id=event.order_id, shipment_status="handed_to_carrier")
+
+
+@subscribe(ShipmentDelivered)
+def order_shipment_progress_on_shipment_delivered(event: ShipmentDelivered) -> None:
+    order_shipment_progress(order_id=event.order_id, shipment_status="delivered")
 
 
 # ordered: a product's updates are applied in the order inventory published them.

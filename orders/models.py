@@ -35,6 +35,9 @@ class Order(models.Model):
     class CancellationReason(models.TextChoices):
         PAYMENT_FAILED = "payment_failed"
         OUT_OF_STOCK = "out_of_stock"
+        CUSTOMER_CANCELLED = "customer_cancelled"
+        TIMED_OUT = "timed_out"
+        OPERATOR_CANCELLED = "operator_cancelled"
 
     class PaymentStatus(models.TextChoices):
         CAPTURED = "captured"
@@ -65,6 +68,13 @@ class Order(models.Model):
     shipment_status = models.CharField(max_length=20, null=True, blank=True)  # noqa: DJ001
     shipment_carrier = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     shipment_tracking_number = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+    # A cancellation asked for (by the customer, an operator or a deadline) and not answered
+    # yet: shipping either cancels the shipment (the order then ends cancelled) or refuses,
+    # because the parcel is with the carrier (the request is then cleared).
+    cancellation_requested_at = models.DateTimeField(null=True, blank=True)
+    cancellation_requested_reason = models.CharField(  # noqa: DJ001
+        max_length=20, choices=CancellationReason.choices, null=True, blank=True
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -82,6 +92,47 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"Order #{self.pk} ({self.status})"
+
+
+class SagaInFlight(Order):
+    """Orders whose saga is still running (or being compensated): the operator's console."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "saga in flight"
+        verbose_name_plural = "sagas in flight"
+
+
+class OrderDeadline(models.Model):
+    """How long the order may wait in one step of its saga (a row per step it entered).
+
+    Beat fires due deadlines (orders.tasks.deadlines_fire): an order still in that step is
+    cancelled with reason ``timed_out``; one that moved on is left alone. ``fired_at`` is set
+    once, on the locked row, so firing twice does nothing more.
+    """
+
+    class Outcome(models.TextChoices):
+        CANCELLED = "cancelled"  # the order was still waiting: a cancellation was requested
+        MOVED_ON = "moved_on"  # the order had left the step (or was being cancelled already)
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="deadlines")
+    step = models.CharField(max_length=20, choices=Order.Status.choices)
+    due_at = models.DateTimeField()
+    fired_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["order", "step"], name="orders_deadline_once_per_step")
+        ]
+        indexes = [
+            models.Index(
+                fields=["due_at"], condition=Q(fired_at__isnull=True), name="orders_deadline_due"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.order_id} in {self.step} until {self.due_at:%Y-%m-%d %H:%M:%S}"
 
 
 class OrderLine(models.Model):

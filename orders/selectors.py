@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
-from orders.models import Order
-from outbox import TimelineDelivery, TimelineEvent, timeline_for_correlation
+from orders.models import Order, OrderDeadline
+from outbox import (
+    OpenDelivery,
+    TimelineDelivery,
+    TimelineEvent,
+    correlations_active_since,
+    correlations_with_dead_deliveries,
+    deliveries_open_for_correlations,
+    timeline_for_correlation,
+)
 
 __all__ = [  # the timeline's values are the outbox's; the views and tests name them from here
     "TimelineDelivery",
@@ -53,3 +65,117 @@ def order_timeline(*, order: Order) -> list[TimelineEvent]:
         dataclasses.replace(event, payload=payload_redact(event.payload))
         for event in timeline_for_correlation(order.correlation_id)
     ]
+
+
+# --- the operator's saga console ----------------------------------------------------------------
+
+SAGA_FILTERS = ("stuck", "dead", "compensating")
+
+
+@dataclass(frozen=True)
+class SagaStep:
+    """What a saga waits on: the oldest delivery of its events that is not done."""
+
+    event_type: str
+    subscriber: str
+    status: str  # pending or dead
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class SagaRow:
+    order: Order
+    waiting_on: SagaStep | None  # None: no delivery open (a deadline or an operator decides)
+    open_deliveries: tuple[OpenDelivery, ...]
+    compensating: bool
+    dead: bool
+
+
+def saga_in_flight_queryset() -> QuerySet[Order]:
+    """Orders not yet completed or cancelled, or with a cancellation on its way, or with a
+    dead-lettered delivery (a compensation that failed after the order was cancelled, say);
+    oldest first."""
+    return Order.objects.filter(
+        ~Q(status__in=[Order.Status.COMPLETED, Order.Status.CANCELLED])
+        | Q(cancellation_requested_at__isnull=False)
+        | Q(correlation_id__in=correlations_with_dead_deliveries())
+    ).order_by("created_at", "id")
+
+
+def saga_stuck_after() -> dt.timedelta:
+    return dt.timedelta(seconds=settings.ORDERS_STUCK_AFTER_SECONDS)
+
+
+def saga_filter(
+    orders: QuerySet[Order], *, state: str, stuck_after: dt.timedelta | None = None
+) -> QuerySet[Order]:
+    """Narrow sagas in flight to the ``stuck`` (no progress for ``stuck_after``), ``dead``
+    (a dead-lettered delivery) or ``compensating`` (cancellation on its way) ones."""
+    if state == "compensating":
+        return orders.filter(cancellation_requested_at__isnull=False)
+    if state == "dead":
+        return orders.filter(correlation_id__in=correlations_with_dead_deliveries())
+    if state == "stuck":
+        since = timezone.now() - (stuck_after or saga_stuck_after())
+        quiet = orders.filter(updated_at__lt=since)
+        candidates = list(quiet.values_list("correlation_id", flat=True))
+        active = correlations_active_since(candidates, since)
+        return quiet.exclude(correlation_id__in=active)
+    raise ValueError(f"unknown saga filter {state!r}; use one of {', '.join(SAGA_FILTERS)}")
+
+
+def saga_rows(orders: list[Order]) -> list[SagaRow]:
+    """Each saga with the step it waits on, derived from its deliveries (one query)."""
+    open_by_saga = deliveries_open_for_correlations([o.correlation_id for o in orders])
+    rows = []
+    for order in orders:
+        deliveries = tuple(open_by_saga.get(order.correlation_id, ()))
+        # A dead letter blocks the saga more than a pending retry: show it first.
+        first = next((d for d in deliveries if d.status == "dead"), None) or next(
+            iter(deliveries), None
+        )
+        rows.append(
+            SagaRow(
+                order=order,
+                waiting_on=None
+                if first is None
+                else SagaStep(
+                    event_type=first.event_type,
+                    subscriber=first.subscriber,
+                    status=first.status,
+                    attempts=first.attempts,
+                    last_error=first.last_error or None,
+                ),
+                open_deliveries=deliveries,
+                compensating=order.cancellation_requested_at is not None,
+                dead=any(d.status == "dead" for d in deliveries),
+            )
+        )
+    return rows
+
+
+def saga_counts_by_step() -> dict[str, int]:
+    """Sagas in flight by the step they are in (their status; "cancelling" when compensating)."""
+    base = Order.objects.filter(
+        ~Q(status__in=[Order.Status.COMPLETED, Order.Status.CANCELLED])
+        | Q(cancellation_requested_at__isnull=False)
+    ).order_by()
+    counts = dict(
+        base.filter(cancellation_requested_at__isnull=True)
+        .values_list("status")
+        .annotate(n=Count("*"))
+    )
+    counts["cancelling"] = base.filter(cancellation_requested_at__isnull=False).count()
+    return counts
+
+
+def deadline_counts() -> dict[tuple[str, str], int]:
+    """Deadlines fired, by (step, outcome)."""
+    rows = (
+        OrderDeadline.objects.filter(fired_at__isnull=False)
+        .values_list("step", "outcome")
+        .annotate(n=Count("*"))
+        .order_by()
+    )
+    return {(step, outcome): n for step, outcome, n in rows}

@@ -3,8 +3,10 @@ transaction; the saga's handlers call the ``order_*`` transitions, which only mo
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -12,10 +14,20 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 
-from orders.events import OrderCancelled, OrderCompleted, OrderPlaced, PlacedLine
-from orders.models import CatalogItem, Order, OrderLine
+from orders.events import (
+    OrderCancellationRequested,
+    OrderCancelled,
+    OrderCompleted,
+    OrderPlaced,
+    PlacedLine,
+)
+from orders.models import CatalogItem, Order, OrderDeadline, OrderLine
 from outbox import publish
+
+logger = logging.getLogger(__name__)
 
 MAX_LINES = 100
 MAX_QUANTITY = 1000
@@ -42,6 +54,35 @@ PAYMENT_STATUS_RANK = {
     Order.PaymentStatus.FAILED: 1,
     Order.PaymentStatus.REFUNDED: 2,
 }
+
+
+# What orders has heard of the shipment, forward only: a late ShippingScheduled never overwrites
+# a parcel handed to the carrier, and nothing overwrites a cancelled shipment.
+SHIPMENT_STATUS_RANK = {
+    None: 0,
+    "scheduled": 1,
+    "handed_to_carrier": 2,
+    "delivered": 3,
+    "cancelled": 4,
+}
+# With the parcel at the carrier (or delivered), an order can no longer be cancelled.
+SHIPMENT_PAST_RETURN = frozenset({"handed_to_carrier", "delivered"})
+# Why an order may be cancelled on request (the others come from the saga's failures).
+REQUESTED_REASONS = frozenset(
+    {
+        Order.CancellationReason.CUSTOMER_CANCELLED,
+        Order.CancellationReason.TIMED_OUT,
+        Order.CancellationReason.OPERATOR_CANCELLED,
+    }
+)
+
+
+class OrderNotCancellable(Exception):
+    """The order can no longer be cancelled; ``reason`` says why, for the customer."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
 
 
 class IdempotencyKeyReused(Exception):
@@ -187,6 +228,7 @@ def order_place(
             raise
         return _idempotent_match(existing=existing, fingerprint=fingerprint)
 
+    _deadline_set(order)
     order_lines = OrderLine.objects.bulk_create(
         OrderLine(order=order, sku=sku, quantity=quantity, unit_price=price)
         for sku, quantity, price in priced
@@ -230,11 +272,19 @@ def _payment_record(order: Order, *, status: str, amount: Decimal | None) -> Non
         order.payment_amount = amount
 
 
+def _shipment_record(order: Order, *, status: str) -> bool:
+    if SHIPMENT_STATUS_RANK[order.shipment_status] >= SHIPMENT_STATUS_RANK[status]:
+        return False
+    order.shipment_status = status
+    return True
+
+
 @transaction.atomic
 def order_mark_paid(*, order_id: int, amount: Decimal) -> Order:
     order = _order_lock(order_id)
     _payment_record(order, status=Order.PaymentStatus.CAPTURED, amount=amount)
-    _status_advance(order, Order.Status.PAID)
+    if _status_advance(order, Order.Status.PAID):
+        _deadline_set(order)
     order.save()
     return order
 
@@ -243,6 +293,7 @@ def order_mark_paid(*, order_id: int, amount: Decimal) -> Order:
 def order_mark_stock_reserved(*, order_id: int) -> Order:
     order = _order_lock(order_id)
     if _status_advance(order, Order.Status.STOCK_RESERVED):
+        _deadline_set(order)
         order.save()
     return order
 
@@ -251,10 +302,15 @@ def order_mark_stock_reserved(*, order_id: int) -> Order:
 def order_complete(*, order_id: int, carrier: str, tracking_number: str) -> Order:
     """Record the shipment and complete the order, publishing OrderCompleted on the transition."""
     order = _order_lock(order_id)
-    order.shipment_status = "scheduled"
-    order.shipment_carrier = carrier
-    order.shipment_tracking_number = tracking_number
-    completed = _status_advance(order, Order.Status.COMPLETED)
+    if _shipment_record(order, status="scheduled"):
+        order.shipment_carrier = carrier
+        order.shipment_tracking_number = tracking_number
+    # With a cancellation on its way the order waits for shipping's answer instead: it is
+    # cancelled, or, if the parcel already left, completed when the refusal arrives. So an order
+    # whose cancellation was accepted never completes first.
+    completed = order.cancellation_requested_at is None and _status_advance(
+        order, Order.Status.COMPLETED
+    )
     order.save()
     if completed:
         publish(OrderCompleted(order_id=order.pk), correlation_id=order.correlation_id)
@@ -277,14 +333,211 @@ def order_cancel(
     _payment_record(order, status=payment_status, amount=payment_amount)
     cancelled = order.status not in TERMINAL_STATUSES
     if cancelled:
-        order.status = Order.Status.CANCELLED
-        order.cancellation_reason = reason
+        # A refund that follows a cancellation request is that request's compensation.
+        _cancelled_set(order, reason=order.cancellation_requested_reason or reason)
     order.save()
-    if cancelled:
-        publish(
-            OrderCancelled(order_id=order.pk, reason=reason), correlation_id=order.correlation_id
-        )
     return order
+
+
+def _cancelled_set(order: Order, *, reason: str) -> None:
+    order.status = Order.Status.CANCELLED
+    order.cancellation_reason = reason
+    order.cancellation_requested_at = None  # answered: the order is cancelled
+    publish(OrderCancelled(order_id=order.pk, reason=reason), correlation_id=order.correlation_id)
+
+
+# --- cancellation on request --------------------------------------------------------------------
+
+
+@transaction.atomic
+def order_cancellation_request(*, order_id: int, reason: str) -> Order:
+    """Ask for the order's cancellation (customer, operator or deadline); publish
+    OrderCancellationRequested. The saga compensates by events and the order ends cancelled
+    with ``reason`` once shipping has cancelled the shipment (see docs/architecture.md).
+
+    Idempotent: an order already cancelled, or with a cancellation on its way, is returned as
+    it is. Raises OrderNotCancellable once the parcel is with the carrier, or when the order
+    completed otherwise.
+    """
+    if reason not in REQUESTED_REASONS:
+        raise ValueError(f"not a reason to request a cancellation: {reason!r}")
+    order = _order_lock(order_id)
+    if order.status == Order.Status.CANCELLED or order.cancellation_requested_at is not None:
+        return order
+    if order.shipment_status in SHIPMENT_PAST_RETURN:
+        raise OrderNotCancellable(
+            "The order's parcel was already handed to the carrier "
+            f"(shipment {order.shipment_status.replace('_', ' ')}): it can no longer be "
+            "cancelled."
+        )
+    order.cancellation_requested_at = timezone.now()
+    order.cancellation_requested_reason = reason
+    order.save(update_fields=["cancellation_requested_at", "cancellation_requested_reason"])
+    publish(
+        OrderCancellationRequested(order_id=order.pk, reason=reason),
+        correlation_id=order.correlation_id,
+    )
+    return order
+
+
+@transaction.atomic
+def order_cancel_compensated(*, order_id: int, reason: str) -> Order:
+    """Shipping cancelled the order's shipment (or made sure there will be none): the order is
+    cancelled, even a completed one, since it will not ship. The refund and the stock follow
+    from the same event in payments and inventory."""
+    order = _order_lock(order_id)
+    _shipment_record(order, status="cancelled")
+    if order.status != Order.Status.CANCELLED:
+        if reason not in Order.CancellationReason.values:
+            reason = (
+                order.cancellation_requested_reason or Order.CancellationReason.CUSTOMER_CANCELLED
+            )
+        _cancelled_set(order, reason=reason)
+    order.save()
+    return order
+
+
+@transaction.atomic
+def order_cancellation_refuse(*, order_id: int, shipment_status: str) -> Order:
+    """Shipping refused: the parcel left before the request reached it. The request is
+    withdrawn and the order completes (publishing OrderCompleted) if it had not yet."""
+    order = _order_lock(order_id)
+    if shipment_status in SHIPMENT_STATUS_RANK:
+        _shipment_record(order, status=shipment_status)
+    order.cancellation_requested_at = None
+    order.cancellation_requested_reason = None
+    # The parcel is with the carrier: the saga got there, so the order completes now if the
+    # pending request held its completion back.
+    completed = _status_advance(order, Order.Status.COMPLETED)
+    order.save()
+    if completed:
+        publish(OrderCompleted(order_id=order.pk), correlation_id=order.correlation_id)
+    return order
+
+
+@transaction.atomic
+def order_shipment_progress(*, order_id: int, shipment_status: str) -> Order:
+    """Record that the parcel was handed to the carrier, or delivered."""
+    order = _order_lock(order_id)
+    if _shipment_record(order, status=shipment_status):
+        order.save(update_fields=["shipment_status", "updated_at"])
+    return order
+
+
+# --- the operator's actions on a saga -----------------------------------------------------------
+
+
+def _operator_reason_clean(reason) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValidationError({"reason": ["Say why: the reason is kept in the admin's history."]})
+    if len(reason) > 1000:
+        raise ValidationError({"reason": ["At most 1000 characters."]})
+    return reason.strip()
+
+
+def _history_record(*, user, order: Order, message: str) -> None:
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    LogEntry.objects.log_actions(
+        user_id=user.pk,
+        queryset=[order],
+        action_flag=CHANGE,
+        change_message=message,
+        single_object=True,
+    )
+
+
+@transaction.atomic
+def saga_retry(*, order_id: int, user, reason: str) -> int:
+    """Replay the saga's dead-lettered deliveries (fresh attempts, due now); returns how many.
+    Recorded in the admin's history with who and why."""
+    from outbox import correlation_dead_replay
+
+    reason = _operator_reason_clean(reason)
+    order = _order_lock(order_id)
+    replayed = correlation_dead_replay(correlation_id=order.correlation_id)
+    _history_record(
+        user=user, order=order, message=f"Retried {replayed} dead-lettered step(s): {reason}"
+    )
+    return replayed
+
+
+@transaction.atomic
+def saga_cancel(*, order_id: int, user, reason: str) -> Order:
+    """Cancel the order with compensation (reason ``operator_cancelled``), as the customer's
+    cancel does; raises OrderNotCancellable after the handover. Recorded in the admin's history
+    with who and why."""
+    reason = _operator_reason_clean(reason)
+    order = order_cancellation_request(
+        order_id=order_id, reason=Order.CancellationReason.OPERATOR_CANCELLED
+    )
+    _history_record(user=user, order=order, message=f"Cancelled with compensation: {reason}")
+    return order
+
+
+# --- deadlines ----------------------------------------------------------------------------------
+
+
+def deadline_seconds(step: str) -> float:
+    return float(settings.ORDERS_DEADLINES[step])
+
+
+def _deadline_set(order: Order) -> None:
+    """The order just entered a waiting step: it has until now + the step's deadline."""
+    step = order.status
+    if step not in settings.ORDERS_DEADLINES:
+        return
+    due_at = timezone.now() + dt.timedelta(seconds=deadline_seconds(step))
+    OrderDeadline.objects.bulk_create(
+        [OrderDeadline(order=order, step=step, due_at=due_at)], ignore_conflicts=True
+    )
+
+
+@transaction.atomic
+def order_deadline_fire(*, deadline_id: int, now: dt.datetime | None = None) -> OrderDeadline:
+    """Fire one due deadline: an order still waiting in that step is cancelled (``timed_out``),
+    one that moved on is left alone. Firing it again does nothing more: ``fired_at`` is set
+    once, re-checked on the locked row."""
+    now = now or timezone.now()
+    deadline = (
+        OrderDeadline.objects.select_for_update()
+        .filter(pk=deadline_id, fired_at__isnull=True, due_at__lte=now)
+        .first()
+    )
+    if deadline is None:
+        return OrderDeadline.objects.get(pk=deadline_id)
+    order = _order_lock(deadline.order_id)
+    waiting = (
+        order.status == deadline.step
+        and order.cancellation_requested_at is None
+        and order.shipment_status is None
+    )
+    deadline.fired_at = now
+    deadline.outcome = (
+        OrderDeadline.Outcome.CANCELLED if waiting else OrderDeadline.Outcome.MOVED_ON
+    )
+    deadline.save(update_fields=["fired_at", "outcome"])
+    if waiting:
+        logger.info("order %s timed out waiting in %s", order.pk, deadline.step)
+        order_cancellation_request(order_id=order.pk, reason=Order.CancellationReason.TIMED_OUT)
+    return deadline
+
+
+def order_deadlines_fire(*, now: dt.datetime | None = None, limit: int = 500) -> int:
+    """Fire every due deadline (up to ``limit``), each in its own transaction; returns how
+    many cancelled an order. Beat runs it (orders.tasks.deadlines_fire)."""
+    now = now or timezone.now()
+    due = OrderDeadline.objects.filter(fired_at__isnull=True, due_at__lte=now)
+    # Most deadlines are of steps their orders left long ago: one statement retires them, its
+    # condition checked by the database on each row it changes.
+    due.exclude(order__status=F("step")).update(
+        fired_at=now, outcome=OrderDeadline.Outcome.MOVED_ON
+    )
+    due = list(due.order_by("due_at").values_list("pk", flat=True)[:limit])
+    return sum(
+        order_deadline_fire(deadline_id=pk, now=now).outcome == OrderDeadline.Outcome.CANCELLED
+        for pk in due
+    )
 
 
 # --- the catalogue ------------------------------------------------------------------------------

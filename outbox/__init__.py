@@ -7,6 +7,8 @@ contract in pyproject.toml holds them to it)::
     from outbox import publish, publish_many                   # in the writing transaction
     from outbox import subscribe                               # handlers
     from outbox import timeline_for_correlation, TimelineEvent, TimelineDelivery  # a saga's story
+    from outbox import deliveries_open_for_correlations, OpenDelivery, ...  # a saga's open steps
+    from outbox import correlation_dead_replay                 # retry a saga's dead letters
     from outbox import OutboxError, NotInTransaction, ...      # the errors (outbox.errors)
 
 The host project (settings, health, metrics, commands) reads and runs the outbox through a
@@ -28,6 +30,11 @@ _PUBLIC = {
     "timeline_for_correlation": "outbox.selectors",
     "TimelineEvent": "outbox.selectors",
     "TimelineDelivery": "outbox.selectors",
+    "OpenDelivery": "outbox.selectors",
+    "deliveries_open_for_correlations": "outbox.selectors",
+    "correlations_with_dead_deliveries": "outbox.selectors",
+    "correlations_active_since": "outbox.selectors",
+    "correlation_dead_replay": "outbox.replay",
     "OutboxError": "outbox.errors",
     "NotInTransaction": "outbox.errors",
     "UnknownEventType": "outbox.errors",

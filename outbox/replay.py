@@ -86,3 +86,11 @@ def events_replay(
         if reset or new:
             transaction.on_commit(relay_wake)
     return ReplayResult(created=len(new), reset=reset, skipped=skipped)
+
+
+def correlation_dead_replay(*, correlation_id) -> int:
+    """Make the dead-lettered deliveries of one saga due now with fresh attempts; returns how
+    many (the operator's "retry" on a saga)."""
+    return deliveries_replay(
+        Delivery.objects.filter(event__correlation_id=correlation_id, status=Delivery.Status.DEAD)
+    )

@@ -194,3 +194,66 @@ def events_for_correlation(correlation_id: uuid.UUID) -> list[Event]:
         .prefetch_related(Prefetch("deliveries", queryset=Delivery.objects.order_by("subscriber")))
         .order_by("position")
     )
+
+
+# --- sagas, for the operator's console -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenDelivery:
+    """A delivery of a saga that is not done: what the saga waits on."""
+
+    correlation_id: uuid.UUID
+    event_type: str
+    event_id: uuid.UUID
+    occurred_at: object  # datetime
+    subscriber: str
+    status: str  # pending or dead
+    attempts: int
+    last_error: str  # the error's first line, "" when none
+    next_attempt_at: object  # datetime
+
+
+def deliveries_open_for_correlations(
+    correlation_ids: list[uuid.UUID],
+) -> dict[uuid.UUID, list[OpenDelivery]]:
+    """The not-done deliveries of each saga, oldest event first (one query)."""
+    rows = (
+        Delivery.objects.filter(event__correlation_id__in=correlation_ids)
+        .exclude(status=Delivery.Status.DONE)
+        .order_by("event__position", "subscriber")
+        .values_list(
+            "event__correlation_id",
+            "event__type",
+            "event__event_id",
+            "event__occurred_at",
+            "subscriber",
+            "status",
+            "attempts",
+            "last_error",
+            "next_attempt_at",
+        )
+    )
+    found: dict[uuid.UUID, list[OpenDelivery]] = {}
+    for row in rows:
+        delivery = OpenDelivery(*row[:7], row[7].split("\n", 1)[0], row[8])
+        found.setdefault(delivery.correlation_id, []).append(delivery)
+    return found
+
+
+def correlations_with_dead_deliveries() -> set[uuid.UUID]:
+    """Sagas with at least one dead-lettered delivery (reads the status index)."""
+    return set(
+        Delivery.objects.filter(status=Delivery.Status.DEAD)
+        .values_list("event__correlation_id", flat=True)
+        .distinct()
+    )
+
+
+def correlations_active_since(correlation_ids: list[uuid.UUID], since) -> set[uuid.UUID]:
+    """Those of the sagas whose events or deliveries changed at or after ``since``."""
+    return set(
+        Delivery.objects.filter(event__correlation_id__in=correlation_ids, updated_at__gte=since)
+        .values_list("event__correlation_id", flat=True)
+        .distinct()
+    )

@@ -9,7 +9,8 @@ from django.core.exceptions import ValidationError
 from inventory.events import StockNotAvailable
 from orders.events import OrderPlaced
 from outbox import subscribe
-from payments.services import payment_charge, payment_refund
+from payments.services import payment_cancel, payment_charge, payment_refund
+from shipping.events import ShipmentCancelled
 
 
 @subscribe(OrderPlaced)
@@ -32,3 +33,8 @@ def payment_charge_on_order_placed(event: OrderPlaced) -> None:
 @subscribe(StockNotAvailable)
 def payment_refund_on_stock_not_available(event: StockNotAvailable) -> None:
     payment_refund(order_id=event.order_id)
+
+
+@subscribe(ShipmentCancelled)
+def payment_cancel_on_shipment_cancelled(event: ShipmentCancelled) -> None:
+    payment_cancel(order_id=event.order_id)

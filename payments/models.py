@@ -5,12 +5,17 @@ from django.db.models import Q
 
 
 class Payment(models.Model):
-    """The one charge attempt of an order: captured, failed (declined), or later refunded."""
+    """The one charge attempt of an order: captured, failed (declined), or later refunded.
+
+    ``voided``: the order was cancelled before it was charged; the row makes a late charge
+    refuse (amount 0, no charge id).
+    """
 
     class Status(models.TextChoices):
         CAPTURED = "captured"
         FAILED = "failed"
         REFUNDED = "refunded"
+        VOIDED = "voided"
 
     # Unique: one payment per order, so a duplicated OrderPlaced cannot charge twice.
     order_id = models.BigIntegerField(unique=True)
@@ -29,9 +34,10 @@ class Payment(models.Model):
             models.CheckConstraint(
                 condition=Q(amount__gte=0), name="payments_payment_amount_gte_0"
             ),
-            # A failed payment has no capture; a captured (or refunded) one has its charge id.
+            # A failed or voided payment has no capture; a captured (or refunded) one has its
+            # charge id.
             models.CheckConstraint(
-                condition=(Q(status="failed") & Q(gateway_charge_id=""))
+                condition=(Q(status__in=["failed", "voided"]) & Q(gateway_charge_id=""))
                 | (Q(status__in=["captured", "refunded"]) & ~Q(gateway_charge_id="")),
                 name="payments_payment_charge_id_iff_captured",
             ),

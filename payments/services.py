@@ -41,7 +41,9 @@ def payment_charge(
     """Charge the order's amount once; publish PaymentCompleted or PaymentFailed.
 
     Idempotent per order: when the order already has a payment, that payment is returned and
-    nothing else happens. ``GatewayUnavailable`` propagates, so the caller retries.
+    nothing else happens; that includes the ``voided`` row payment_cancel leaves for an order
+    cancelled before it was charged, so a late OrderPlaced charges nothing.
+    ``GatewayUnavailable`` propagates, so the caller retries.
     """
     lines = tuple(lines)
     _validate_charge(order_id=order_id, amount=amount, currency=currency, lines=lines)
@@ -72,9 +74,12 @@ def payment_charge(
         with transaction.atomic():
             payment.save()
     except IntegrityError:
-        existing = Payment.objects.filter(order_id=order_id).first()
+        existing = Payment.objects.select_for_update().filter(order_id=order_id).first()
         if existing is None:
             raise
+        if existing.status == Payment.Status.VOIDED and result.captured:
+            # The order was cancelled while the gateway captured: the capture is not kept.
+            return _refund_late_capture(voided=existing, payment=payment)
         return existing
 
     if payment.status == Payment.Status.CAPTURED:
@@ -113,7 +118,55 @@ def payment_refund(*, order_id: int) -> Refund:
             f"payment {payment.pk} of order {order_id} is {payment.status}, not captured: "
             "there is nothing to refund"
         )
+    return _refund(payment)
 
+
+@transaction.atomic
+def payment_cancel(*, order_id: int) -> Payment:
+    """Compensate a cancelled order: refund its captured payment (PaymentRefunded), or, when it
+    was not charged yet, leave a ``voided`` payment so that a late OrderPlaced charges nothing.
+
+    Idempotent: a failed, refunded or voided payment is returned as it is.
+    """
+    if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 1:
+        raise ValidationError({"order_id": [f"must be a positive integer, got {order_id!r}"]})
+    payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
+    if payment is None:
+        try:
+            # Unique on order_id: a charge that commits first makes this insert fail, and is
+            # then refunded below; a charge that commits second finds this row (payment_charge).
+            with transaction.atomic():
+                return Payment.objects.create(
+                    order_id=order_id,
+                    amount=Decimal("0.00"),
+                    currency="",
+                    status=Payment.Status.VOIDED,
+                    idempotency_key=f"order-{order_id}-charge",
+                )
+        except IntegrityError:
+            payment = Payment.objects.select_for_update().get(order_id=order_id)
+    if (
+        payment.status == Payment.Status.CAPTURED
+        and not Refund.objects.filter(payment=payment).exists()
+    ):
+        _refund(payment)
+    return payment
+
+
+def _refund_late_capture(*, voided: Payment, payment: Payment) -> Payment:
+    """The gateway captured ``payment`` for an order whose payment was voided meanwhile: record
+    the capture on the voided row and refund it at once."""
+    voided.amount = payment.amount
+    voided.currency = payment.currency
+    voided.gateway_charge_id = payment.gateway_charge_id
+    voided.status = Payment.Status.CAPTURED
+    voided.save(update_fields=["amount", "currency", "gateway_charge_id", "status", "updated_at"])
+    _refund(voided)
+    return voided
+
+
+def _refund(payment: Payment) -> Refund:
+    order_id = payment.order_id
     result = gateway_get().refund(
         charge_id=payment.gateway_charge_id,
         amount=payment.amount,

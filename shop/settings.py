@@ -273,6 +273,18 @@ EVENT_BUS = {
 
 SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "EUR")
 
+# How long an order may wait in each step of its saga before it is cancelled (timed_out) and
+# compensated: for its payment (placed), its stock (paid), its shipment to be scheduled
+# (stock_reserved). Longer than a delivery's retries take to dead-letter (about 10 minutes
+# with the outbox's defaults), so an operator has time to replay a dead letter first.
+ORDERS_DEADLINES = {
+    "placed": env_float("ORDERS_DEADLINE_PAYMENT_SECONDS", 1800.0),
+    "paid": env_float("ORDERS_DEADLINE_STOCK_SECONDS", 1800.0),
+    "stock_reserved": env_float("ORDERS_DEADLINE_SHIPMENT_SECONDS", 1800.0),
+}
+# The saga console's "stuck" filter: no progress for this long.
+ORDERS_STUCK_AFTER_SECONDS = env_float("ORDERS_STUCK_AFTER_SECONDS", 300.0)
+
 # The payment gateway adapter. The simulated gateway captures tok_visa, declines
 # tok_chargeDeclined, and times out on a share of calls (TIMEOUT_RATE, 0..1) so that retries
 # are exercised; TIMEOUTS_PER_CHARGE makes each charge time out that many times first

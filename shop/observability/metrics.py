@@ -32,6 +32,13 @@ logger = logging.getLogger(__name__)
 ORDER_PLACED = "orders.OrderPlaced"
 ORDER_COMPLETED = "orders.OrderCompleted"
 ORDER_CANCELLED = "orders.OrderCancelled"
+CANCELLATION_REASONS = (
+    "payment_failed",
+    "out_of_stock",
+    "customer_cancelled",
+    "timed_out",
+    "operator_cancelled",
+)
 
 
 def multiproc_dir() -> Path | None:
@@ -125,7 +132,7 @@ class SagaCollector:
             "Sagas that ended cancelled, by reason (OrderCancelled events in the event store).",
             labels=["reason"],
         )
-        for reason in sorted({"payment_failed", "out_of_stock", *cancelled}):
+        for reason in sorted({*CANCELLATION_REASONS, *cancelled}):
             family.add_metric([reason], cancelled.get(reason, 0))
         yield family
 
@@ -142,7 +149,44 @@ def metrics_registry() -> CollectorRegistry:
         registry.register(_Forward(REGISTRY))
     registry.register(OutboxCollector(subscribers=[s.name for s in subscribers_all()]))
     registry.register(SagaCollector())
+    registry.register(SagaProgressCollector())
     return registry
+
+
+class SagaProgressCollector:
+    """Sagas in flight by the step they are in, and saga deadlines fired, from orders' tables
+    (orders' selectors: the host project may read them; no app reads another's)."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from orders.selectors import deadline_counts, saga_counts_by_step
+
+        try:
+            in_flight = saga_counts_by_step()
+            fired = deadline_counts()
+        except Exception:
+            logger.warning("saga progress not readable", exc_info=True)
+            return
+        family = GaugeMetricFamily(
+            "shop_sagas_in_flight",
+            "Orders not yet completed or cancelled, by the step they wait in (cancelling: a "
+            "cancellation is being compensated).",
+            labels=["step"],
+        )
+        for step in ("placed", "paid", "stock_reserved", "cancelling"):
+            family.add_metric([step], in_flight.get(step, 0))
+        yield family
+        family = GaugeMetricFamily(
+            "shop_saga_deadlines_fired",
+            "Saga deadlines fired, by step and outcome: cancelled (the order timed out) or "
+            "moved_on (it had left the step).",
+            labels=["step", "outcome"],
+        )
+        for (step, outcome), n in sorted(fired.items()):
+            family.add_metric([step, outcome], n)
+        yield family
 
 
 class _Forward:

@@ -33,6 +33,8 @@ FAMILIES = {
     "shop_orders_placed",
     "shop_orders_completed",
     "shop_orders_cancelled",
+    "shop_sagas_in_flight",
+    "shop_saga_deadlines_fired",
 }
 
 
@@ -172,3 +174,36 @@ def _a_dead_pid() -> int:
         text=True,
     )
     return int(child.stdout)
+
+
+@pytest.mark.django_db
+def test_sagas_in_flight_by_step_and_deadlines_fired(client):
+    from django.contrib.auth import get_user_model
+
+    from orders.models import Order, OrderDeadline
+
+    customer = get_user_model().objects.create_user("dora", password="pw-dora-12345")
+
+    def an_order(status: str, **fields) -> Order:
+        return Order.objects.create(
+            customer=customer, status=status, currency="EUR", total=1, **fields
+        )
+
+    an_order("placed")
+    an_order("placed")
+    paid = an_order("paid", cancellation_requested_at=timezone.now())
+    an_order("completed")
+    OrderDeadline.objects.create(
+        order=paid,
+        step="placed",
+        due_at=timezone.now(),
+        fired_at=timezone.now(),
+        outcome="cancelled",
+    )
+    scrape = Scrape(client)
+    assert scrape.value("shop_sagas_in_flight", step="placed") == 2
+    assert scrape.value("shop_sagas_in_flight", step="paid") == 0
+    assert scrape.value("shop_sagas_in_flight", step="cancelling") == 1
+    assert scrape.value("shop_saga_deadlines_fired", step="placed", outcome="cancelled") == 1
+    for reason in ("customer_cancelled", "timed_out", "operator_cancelled"):
+        assert ("shop_orders_cancelled", (("reason", reason),)) in scrape.samples

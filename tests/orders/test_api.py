@@ -22,6 +22,7 @@ ORDER_KEYS = {
     "id",
     "status",
     "cancellation_reason",
+    "cancellation_requested_at",
     "lines",
     "total",
     "payment",

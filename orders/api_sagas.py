@@ -1,0 +1,146 @@
+"""The operator's saga console for scripts: staff only, the same list and actions as the admin's
+"Sagas in flight". Kept apart from orders/api.py, whose views serve customers."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from orders.api import ErrorOutputSerializer, OrderNotCancellableConflict
+from orders.models import Order
+from orders.selectors import SAGA_FILTERS, saga_filter, saga_in_flight_queryset, saga_rows
+from orders.services import OrderNotCancellable, saga_cancel, saga_retry
+
+MAX_SAGAS = 200
+
+
+class SagaStepOutputSerializer(serializers.Serializer):
+    event_type = serializers.CharField()
+    subscriber = serializers.CharField()
+    status = serializers.ChoiceField(choices=["pending", "dead"])
+    attempts = serializers.IntegerField()
+    last_error = serializers.CharField(allow_null=True, help_text="The error's first line.")
+
+
+class SagaOutputSerializer(serializers.Serializer):
+    order_id = serializers.IntegerField(source="order.pk")
+    status = serializers.CharField(source="order.status")
+    created_at = serializers.DateTimeField(source="order.created_at")
+    updated_at = serializers.DateTimeField(source="order.updated_at")
+    cancellation_requested_at = serializers.DateTimeField(
+        source="order.cancellation_requested_at", allow_null=True
+    )
+    compensating = serializers.BooleanField()
+    dead = serializers.BooleanField(help_text="A delivery of the saga is dead-lettered.")
+    waiting_on = SagaStepOutputSerializer(
+        allow_null=True, help_text="The oldest delivery not done (a dead letter first)."
+    )
+
+
+class SagaActionInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=1000, help_text="Why: kept in the admin's history with who did it."
+    )
+
+
+class SagaRetryOutputSerializer(serializers.Serializer):
+    order_id = serializers.IntegerField()
+    retried = serializers.IntegerField(help_text="Dead-lettered deliveries made due again.")
+
+
+class SagasApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @staticmethod
+    def saga_get_or_404(order_id: int) -> Order:
+        order = saga_in_flight_queryset().filter(pk=order_id).first()
+        if order is None:
+            raise exceptions.NotFound("No saga in flight for this order.")
+        return order
+
+    @staticmethod
+    def reason_get(request) -> str:
+        serializer = SagaActionInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data["reason"]
+
+
+class SagaListApi(SagasApi):
+    @extend_schema(
+        operation_id="sagas_list",
+        summary="Sagas in flight, oldest first, with the step each waits on (staff)",
+        parameters=[
+            OpenApiParameter(
+                "state",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
+                enum=list(SAGA_FILTERS),
+                description="stuck (no progress for ORDERS_STUCK_AFTER_SECONDS), dead "
+                "(a dead-lettered delivery) or compensating.",
+            )
+        ],
+        responses={200: SagaOutputSerializer(many=True), 400: ErrorOutputSerializer},
+    )
+    def get(self, request):
+        orders = saga_in_flight_queryset()
+        state = request.query_params.get("state")
+        if state is not None:
+            if state not in SAGA_FILTERS:
+                raise exceptions.ValidationError({"state": [f"One of: {', '.join(SAGA_FILTERS)}."]})
+            orders = saga_filter(orders, state=state)
+        rows = saga_rows(list(orders[:MAX_SAGAS]))
+        return Response(SagaOutputSerializer(rows, many=True).data)
+
+
+class SagaRetryApi(SagasApi):
+    @extend_schema(
+        operation_id="sagas_retry",
+        summary="Retry the saga's dead-lettered steps (staff)",
+        request=SagaActionInputSerializer,
+        responses={
+            200: SagaRetryOutputSerializer,
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Field errors."),
+            404: ErrorOutputSerializer,
+        },
+    )
+    def post(self, request, order_id: int):
+        order = self.saga_get_or_404(order_id)
+        reason = self.reason_get(request)
+        try:
+            retried = saga_retry(order_id=order.pk, user=request.user, reason=reason)
+        except ValidationError as exc:
+            raise exceptions.ValidationError(exc.message_dict) from None
+        return Response({"order_id": order.pk, "retried": retried})
+
+
+class SagaCancelApi(SagasApi):
+    @extend_schema(
+        operation_id="sagas_cancel",
+        summary="Cancel the order with compensation (staff)",
+        description="As the customer's cancel, with reason operator_cancelled: 202, then the "
+        "saga compensates. 409 once the parcel is with the carrier.",
+        request=SagaActionInputSerializer,
+        responses={
+            202: SagaOutputSerializer,
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Field errors."),
+            404: ErrorOutputSerializer,
+            409: ErrorOutputSerializer,
+        },
+    )
+    def post(self, request, order_id: int):
+        order = self.saga_get_or_404(order_id)
+        reason = self.reason_get(request)
+        try:
+            order = saga_cancel(order_id=order.pk, user=request.user, reason=reason)
+        except OrderNotCancellable as exc:
+            raise OrderNotCancellableConflict(exc.reason) from None
+        except ValidationError as exc:
+            raise exceptions.ValidationError(exc.message_dict) from None
+        return Response(
+            SagaOutputSerializer(saga_rows([order])[0]).data, status=status.HTTP_202_ACCEPTED
+        )
