@@ -24,7 +24,7 @@ from outbox.models import Delivery
 from payments.models import Payment, Refund
 from shipping.models import Shipment
 from shipping.services import shipment_hand_to_carrier
-from tests.support import ALL_QUEUES, relay_ticker, running_worker, wait_until
+from tests.support import all_queues, relay_ticker, running_worker, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ UP_TO = {
     "placed": None,
     "paid": ["outbox", "orders", "payments"],
     "stock_reserved": ["outbox", "orders", "payments", "inventory"],
-    "completed": ALL_QUEUES,
+    "completed": all_queues(),
 }
 
 
@@ -78,7 +78,7 @@ def settled(order_ids) -> bool:
 
 
 def settle(order_ids) -> None:
-    run(ALL_QUEUES, lambda: settled(order_ids), f"orders {order_ids} settled", timeout=90)
+    run(all_queues(), lambda: settled(order_ids), f"orders {order_ids} settled", timeout=90)
 
 
 def assert_compensated(order_id: int, reason: str) -> None:
@@ -124,10 +124,10 @@ def test_cancel_at_each_step_compensates_everything(shop, step):
 
 def test_after_the_handover_a_cancel_is_409(shop):
     order_id = place(shop)
-    run(ALL_QUEUES, status_is(order_id, "completed"), "order completed")
+    run(all_queues(), status_is(order_id, "completed"), "order completed")
     shipment_hand_to_carrier(shipment_id=Shipment.objects.get(order_id=order_id).pk)
     run(
-        ALL_QUEUES,
+        all_queues(),
         lambda: Order.objects.get(pk=order_id).shipment_status == "handed_to_carrier",
         "orders to hear of the handover",
     )
@@ -140,7 +140,7 @@ def test_a_cancel_that_loses_the_race_with_the_handover_is_refused(shop):
     """The customer cancels while the operator hands the parcel over, before shipping saw the
     request: shipping refuses, nothing is refunded and the order stays completed."""
     order_id = place(shop)
-    run(ALL_QUEUES, status_is(order_id, "completed"), "order completed")
+    run(all_queues(), status_is(order_id, "completed"), "order completed")
     assert shop.post(f"/api/orders/{order_id}/cancel/").status_code == 202
     shipment_hand_to_carrier(shipment_id=Shipment.objects.get(order_id=order_id).pk)
     settle([order_id])
@@ -159,7 +159,7 @@ def test_cancels_racing_the_running_saga(shop):
     cancelled, with everything compensated."""
     rng = random.Random(13)
     order_ids = []
-    with running_worker(queues=ALL_QUEUES), relay_ticker():
+    with running_worker(queues=all_queues()), relay_ticker():
         cancellers = []
         for _ in range(8):
             order_id = place(shop)
