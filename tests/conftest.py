@@ -16,6 +16,8 @@ from django.conf import settings
 from shop.celery import app as celery_app
 from tests.support import ALL_QUEUES, relay_ticker, require_service, running_worker
 
+pytest_plugins = ["tests.leftovers"]  # the run leaves nothing behind: checked at its end
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_broker(tmp_path_factory):
