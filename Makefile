@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PORT ?= 8000
 
-.PHONY: setup migrate demo run test lint format chaos bench clean
+.PHONY: setup migrate demo run test lint format chaos bench mutate clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.X")'
@@ -50,5 +50,10 @@ chaos: setup
 bench: setup
 	$(PY) bench/run.py $(ARGS)
 
+## Mutation testing of outbox/ and the payments and inventory services (slow; outside CI):
+## the report goes to var/mutate/report.txt (docs/outbox.md). make mutate ARGS='"outbox.relay*"'
+mutate: setup
+	$(PY) scripts/mutate.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var mutants .pytest_cache .ruff_cache

@@ -19,6 +19,8 @@ from tests.support import relay_ticker, require_service, running_worker
 # No test can hang the suite or keep it from exiting (tests/exit_guard.py says how).
 pytest_plugins = ["tests.exit_guard"]
 
+pytest_plugins = ["tests.leftovers"]  # the run leaves nothing behind: checked at its end
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_broker(tmp_path_factory):

@@ -73,3 +73,12 @@ class Stranded(DomainEvent):
 
     person_id: int
     label: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Counted(DomainEvent):
+    """Handled by two deliberately non-idempotent subscribers that count their runs."""
+
+    aggregate_type: ClassVar[str] = "thing"
+
+    thing_id: str

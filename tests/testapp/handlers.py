@@ -3,6 +3,7 @@ import time
 from outbox import subscribe, upcaster
 from outbox.context import handling_current
 from tests.testapp.events import (
+    Counted,
     FlakyThing,
     OrderedThing,
     Reshaped,
@@ -11,7 +12,8 @@ from tests.testapp.events import (
     Stranded,
     ThingHappened,
 )
-from tests.testapp.models import Effect
+from tests.testapp.faults import fault_point
+from tests.testapp.models import Effect, HandlerRun
 
 # Tests flip this to make FlakyThing's handler fail until they "deploy the fix".
 BROKEN = {"flaky": False}
@@ -79,6 +81,22 @@ def routed_inventory(event: RoutedThing) -> None:
 def slow(event: SlowThing) -> None:
     time.sleep(event.seconds)
     _record(event, "slow")
+
+
+def _count_run(event: Counted, name: str) -> None:
+    # Deliberately not idempotent: every run adds a row, in the handler's transaction.
+    HandlerRun.objects.create(subscriber=name, event_id=event.meta.event_id)
+    fault_point("after_handler_writes")
+
+
+@subscribe(Counted)
+def count_one(event: Counted) -> None:
+    _count_run(event, "tests.count_one")
+
+
+@subscribe(Counted)
+def count_two(event: Counted) -> None:
+    _count_run(event, "tests.count_two")
 
 
 @upcaster(Reshaped, from_version=1)
