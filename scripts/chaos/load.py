@@ -13,6 +13,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -132,7 +133,9 @@ class Http:
 @dataclass
 class LoadStats:
     requests: int = 0
-    connection_errors: int = 0
+    statuses: Counter = field(default_factory=Counter)  # every HTTP answer, by status
+    connection_errors: int = 0  # refused, reset, closed without an answer
+    timeouts: int = 0  # no answer within the client's timeout: a request that hung
     server_errors: int = 0
     acknowledged_after_retry: int = 0
     rejected: list[str] = field(default_factory=list)  # 4xx or a 2xx without an id
@@ -246,10 +249,15 @@ class Load:
                     body=request.body(),
                     headers={"Idempotency-Key": request.key},
                 )
+            except TimeoutError:
+                with self._lock:
+                    self.stats.timeouts += 1
             except (OSError, http.client.HTTPException):
                 with self._lock:
                     self.stats.connection_errors += 1
             else:
+                with self._lock:
+                    self.stats.statuses[status] += 1
                 if 200 <= status < 300:
                     order_id = body.get("id") if isinstance(body, dict) else None
                     with self._lock:
