@@ -16,7 +16,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Sum
 
 from chaos.clock import say
-from chaos.load import DECLINED_TOKEN, Ack, Http
+from chaos.load import DECLINED_TOKEN, Ack, Http, LoadStats
 from inventory.models import StockLevel, StockReservation
 from orders.models import Order, OrderLine
 from outbox.models import Delivery, Event
@@ -386,6 +386,23 @@ def counting_verdict(
     report.must(not stray, f"effects counted for no stored event: {_examples(stray)}")
     if at_rest:
         report.must(not missing, f"effects never counted: {_examples(missing)}")
+
+
+def check_http(*, report: Report, stats: LoadStats, timeout: float) -> None:
+    """While the database is away the web answers 503 with Retry-After, fast: never a 500
+    (nor any other 5xx), never a request left hanging until the client gives up on it."""
+    report.row(
+        "  answers by status",
+        ", ".join(f"{status} x{n}" for status, n in sorted(stats.statuses.items())) or "none",
+    )
+    report.row("  503 answers (the database away: Retry-After)", stats.statuses[503])
+    crashes = sum(n for status, n in stats.statuses.items() if status >= 500 and status != 503)
+    report.row("  other 5xx answers (a 500 is a crash)", crashes, crashes == 0)
+    report.row(
+        f"  requests that hung past the client's {timeout:.0f}s timeout",
+        stats.timeouts,
+        stats.timeouts == 0,
+    )
 
 
 def rest_or_none(ok: bool, at_rest: bool) -> bool | None:

@@ -639,23 +639,14 @@ class Run:
         )
 
     def _load_rows(self, report, load: Load) -> None:
+        from chaos.checks import check_http
+
         stats = load.stats
         report.row("HTTP requests sent", stats.requests)
         report.row(
             "  answered only after a retry (same Idempotency-Key)", stats.acknowledged_after_retry
         )
-        report.row(
-            "  answers by status",
-            ", ".join(f"{status} x{n}" for status, n in sorted(stats.statuses.items())) or "none",
-        )
-        report.row("  503 answers (the database away: Retry-After)", stats.statuses[503])
-        crashes = sum(n for status, n in stats.statuses.items() if status >= 500 and status != 503)
-        report.row("  other 5xx answers (a 500 is a crash)", crashes, crashes == 0)
-        report.row(
-            f"  requests that hung past the client's {self.http.timeout:.0f}s timeout",
-            stats.timeouts,
-            stats.timeouts == 0,
-        )
+        check_http(report=report, stats=stats, timeout=self.http.timeout)
         report.row(
             "  connection errors (refused, reset) / 5xx answers",
             f"{stats.connection_errors} / {stats.server_errors}",
