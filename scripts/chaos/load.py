@@ -135,7 +135,9 @@ class LoadStats:
     requests: int = 0
     statuses: Counter = field(default_factory=Counter)  # every HTTP answer, by status
     connection_errors: int = 0  # refused, reset, closed without an answer
-    timeouts: int = 0  # no answer within the client's timeout: a request that hung
+    # When (time.monotonic()) each request was sent that got no answer within the client's
+    # timeout: a request that hung.
+    timeouts: list[float] = field(default_factory=list)
     server_errors: int = 0
     acknowledged_after_retry: int = 0
     rejected: list[str] = field(default_factory=list)  # 4xx or a 2xx without an id
@@ -241,6 +243,7 @@ class Load:
             attempts += 1
             with self._lock:
                 self.stats.requests += 1
+            sent_at = time.monotonic()
             try:
                 status, body = self.http.request(
                     "POST",
@@ -251,7 +254,7 @@ class Load:
                 )
             except TimeoutError:
                 with self._lock:
-                    self.stats.timeouts += 1
+                    self.stats.timeouts.append(sent_at)
             except (OSError, http.client.HTTPException):
                 with self._lock:
                     self.stats.connection_errors += 1

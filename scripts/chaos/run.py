@@ -603,7 +603,7 @@ class Run:
             f"{seconds:.0f} / {len(load.acks) / max(seconds, 0.001):.1f} / "
             f"{load.stats.held_seconds:.0f} client-seconds",
         )
-        self._load_rows(report, load)
+        self._load_rows(report, load, storm.faults)
         self._fault_rows(report, storm.faults)
         exits = self.supervisor.unexpected_exits
         report.row(
@@ -617,6 +617,8 @@ class Run:
 
     def _summarise(self, storm: Storm, quiet, report) -> None:
         """summary.json's content (written by main, whatever happens)."""
+        from chaos.checks import hung_during
+
         faults = storm.faults
         self.summary.update(
             {
@@ -627,7 +629,14 @@ class Run:
                 "postgres": "private cluster" if self.cluster else self.args.postgres_url,
                 "http_statuses": dict(sorted(storm.load.stats.statuses.items())),
                 "answers_503": storm.load.stats.statuses[503],
-                "requests_timed_out": storm.load.stats.timeouts,
+                "requests_timed_out": len(storm.load.stats.timeouts),
+                "requests_timed_out_during_database_faults": len(
+                    hung_during(
+                        storm.load.stats.timeouts,
+                        self._database_windows(faults),
+                        self.http.timeout,
+                    )
+                ),
                 "quiet": quiet.reached,
                 "seconds_last_fault_to_quiet": round(quiet.at - storm.last_fault, 1),
                 "seconds_total": round(time.monotonic() - self.started, 1),
@@ -638,7 +647,16 @@ class Run:
             }
         )
 
-    def _load_rows(self, report, load: Load) -> None:
+    @staticmethod
+    def _database_windows(faults: FaultThread) -> list[tuple[float, float]]:
+        """(start, end) of every database fault that was carried out."""
+        return [
+            (f.started, f.ended)
+            for f in faults.plan
+            if f.kind in DATABASE_KINDS and f.started and f.ended
+        ]
+
+    def _load_rows(self, report, load: Load, faults: FaultThread) -> None:
         from chaos.checks import check_http
 
         stats = load.stats
@@ -646,7 +664,12 @@ class Run:
         report.row(
             "  answered only after a retry (same Idempotency-Key)", stats.acknowledged_after_retry
         )
-        check_http(report=report, stats=stats, timeout=self.http.timeout)
+        check_http(
+            report=report,
+            stats=stats,
+            timeout=self.http.timeout,
+            database_faults=self._database_windows(faults),
+        )
         report.row(
             "  connection errors (refused, reset) / 5xx answers",
             f"{stats.connection_errors} / {stats.server_errors}",
