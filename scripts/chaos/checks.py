@@ -389,10 +389,18 @@ def counting_verdict(
 
 
 def hung_during(
-    sent: list[float], windows: list[tuple[float, float]], timeout: float
+    sent: list[float],
+    windows: list[tuple[float, float]],
+    timeout: float,
+    excused: list[tuple[float, float]] = (),
 ) -> list[float]:
-    """The timed-out requests (sent at these moments) that were in flight during a window."""
-    return [t for t in sent if any(t < end and t + timeout > start for start, end in windows)]
+    """The timed-out requests (sent at these moments) that were in flight during one of
+    ``windows`` and during none of ``excused``."""
+
+    def during(t: float, spans) -> bool:
+        return any(t < end and t + timeout > start for start, end in spans)
+
+    return [t for t in sent if during(t, windows) and not during(t, excused)]
 
 
 def check_http(
@@ -401,13 +409,16 @@ def check_http(
     stats: LoadStats,
     timeout: float,
     database_faults: list[tuple[float, float]] = (),
+    web_restarts: list[tuple[float, float]] = (),
 ) -> None:
     """While the database is away the web answers 503 with Retry-After, fast: never a 500
     (nor any other 5xx), never a request left hanging until the client gives up on it.
 
-    ``database_faults``: (start, end) of each, in time.monotonic(). A request that hung while
-    none was under way (a web process booting on a starved machine) is reported, not judged:
-    it is not the database's doing."""
+    ``database_faults``, ``web_restarts``: (start, end) of each, in time.monotonic(), a web
+    restart ending when the new web process answers. A request that hung while no database
+    fault was under way, or while the web process was restarting (loading the app on a starved
+    machine, requests waiting in its listen queue), is reported, not judged: it is not the
+    database's doing."""
     report.row(
         "  answers by status",
         ", ".join(f"{status} x{n}" for status, n in sorted(stats.statuses.items())) or "none",
@@ -418,8 +429,10 @@ def check_http(
     report.row(
         f"  requests that hung past the client's {timeout:.0f}s timeout", len(stats.timeouts)
     )
-    during = hung_during(stats.timeouts, database_faults, timeout)
-    report.row("    of them in flight during a database fault", len(during), not during)
+    during = hung_during(stats.timeouts, database_faults, timeout, web_restarts)
+    report.row(
+        "    of them in flight during a database fault (no web restart)", len(during), not during
+    )
 
 
 def rest_or_none(ok: bool, at_rest: bool) -> bool | None:

@@ -189,7 +189,14 @@ class Injector:
             self.supervisor.stop(web)
             how = "SIGTERM (graceful) to"
         new = self.supervisor.start("web")
-        return f"{how} {web}'s process group; started {new}"
+        # The fault lasts until the new one answers: a request that hangs meanwhile waits in
+        # its listen queue while it loads the app, which is no database fault's doing.
+        started = time.monotonic()
+        self.supervisor.wait_ready(new, timeout=120)
+        return (
+            f"{how} {web}'s process group; started {new}, answering after "
+            f"{time.monotonic() - started:.1f}s"
+        )
 
     def restart_postgres(self) -> str:
         started = time.monotonic()

@@ -25,6 +25,7 @@ from chaos.faults import (
     ONCE,
     ONCE_ON_A_SHARED_SERVER,
     RESTART_POSTGRES,
+    RESTART_WEB,
     SLOW_POSTGRES,
     FaultThread,
     Injector,
@@ -633,8 +634,9 @@ class Run:
                 "requests_timed_out_during_database_faults": len(
                     hung_during(
                         storm.load.stats.timeouts,
-                        self._database_windows(faults),
+                        self._windows(faults, DATABASE_KINDS),
                         self.http.timeout,
+                        self._windows(faults, {RESTART_WEB}),
                     )
                 ),
                 "quiet": quiet.reached,
@@ -648,13 +650,9 @@ class Run:
         )
 
     @staticmethod
-    def _database_windows(faults: FaultThread) -> list[tuple[float, float]]:
-        """(start, end) of every database fault that was carried out."""
-        return [
-            (f.started, f.ended)
-            for f in faults.plan
-            if f.kind in DATABASE_KINDS and f.started and f.ended
-        ]
+    def _windows(faults: FaultThread, kinds) -> list[tuple[float, float]]:
+        """(start, end) of every fault of these kinds that was carried out."""
+        return [(f.started, f.ended) for f in faults.plan if f.kind in kinds and f.ended]
 
     def _load_rows(self, report, load: Load, faults: FaultThread) -> None:
         from chaos.checks import check_http
@@ -668,7 +666,8 @@ class Run:
             report=report,
             stats=stats,
             timeout=self.http.timeout,
-            database_faults=self._database_windows(faults),
+            database_faults=self._windows(faults, DATABASE_KINDS),
+            web_restarts=self._windows(faults, {RESTART_WEB}),
         )
         report.row(
             "  connection errors (refused, reset) / 5xx answers",
