@@ -1,19 +1,24 @@
 """The services under the processes: the PostgreSQL server and a database of the run's own,
-a private Redis, a free port.
+a private PostgreSQL cluster, a private Redis, a free port.
 
 A private Redis is a child of the run on a free port (no persistence), so killing, restarting
-and flushing it disturbs nobody. PostgreSQL is the machine's server: a run creates a database of
-its own there and drops it at the end; only ``postgres_restart`` restarts the server itself.
+and flushing it disturbs nobody. PostgreSQL is either a private cluster (``PostgresCluster``:
+initdb into a temporary folder, pg_ctl on a free port, restarted and removed by the run alone)
+or an existing server, where a run creates a database of its own and drops it at the end; only
+``postgres_restart`` restarts such a server itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +213,154 @@ class Database:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
             )
         self.created = False
+
+
+def postgres_bindir() -> Path:
+    """Where initdb and pg_ctl are: ``PG_BINDIR``, else the newest
+    ``/usr/lib/postgresql/<version>/bin`` (Debian's layout), else the folder of ``pg_ctl`` on
+    ``PATH``."""
+    if os.environ.get("PG_BINDIR"):
+        return Path(os.environ["PG_BINDIR"])
+    debian = Path("/usr/lib/postgresql")
+    versions = sorted(
+        (p for p in debian.glob("*/bin") if (p / "pg_ctl").exists()),
+        key=lambda p: [int(n) if n.isdigit() else 0 for n in p.parent.name.split(".")],
+    )
+    if versions:
+        return versions[-1]
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    raise RuntimeError("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of this run's own: ``initdb`` into a temporary folder, ``pg_ctl``
+    on a free port of 127.0.0.1 (and a Unix socket in that folder only), trust authentication
+    for ``postgres``, ``fsync=off`` (a process crash loses nothing the kernel holds; the machine
+    is not crashed). Restarted (``-m fast``) or crashed (``-m immediate``, recovery at start)
+    by the run alone; ``close()`` stops it and removes the folder, keeping its log.
+
+    PostgreSQL refuses to run as root: as root every command runs as the ``postgres`` user
+    (``runuser``), which owns the folder; otherwise as the current user.
+    """
+
+    def __init__(self, *, log_folder: Path, bindir: Path | None = None, port: int | None = None):
+        self.log_folder = log_folder
+        self.bindir = bindir or postgres_bindir()
+        self.port = port or free_port()
+        self.folder: Path | None = None
+        self.running = False
+        self.restarts = 0
+
+    @property
+    def server(self) -> PostgresServer:
+        return PostgresServer(host="127.0.0.1", port=self.port, user="postgres", password=None)
+
+    @property
+    def data(self) -> Path:
+        assert self.folder is not None
+        return self.folder / "data"
+
+    @property
+    def log_path(self) -> Path:
+        assert self.folder is not None
+        return self.folder / "postgres.log"
+
+    def _as_owner(self, *command: str) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *command]
+        return list(command)
+
+    def _run(self, *command: str, timeout: float = 120) -> str:
+        result = subprocess.run(
+            self._as_owner(*command),
+            cwd=self.folder,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{Path(command[0]).name} exited with {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()[-800:]}"
+            )
+        return result.stdout
+
+    def create(self) -> None:
+        """initdb and start; the folder exists (and must be closed) from here on."""
+        self.folder = Path(tempfile.mkdtemp(prefix="shop-postgres-"))
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.folder, owner.pw_uid, owner.pw_gid)
+        self._run(
+            str(self.bindir / "initdb"),
+            "--pgdata",
+            str(self.data),
+            "--auth",
+            "trust",
+            "--username",
+            "postgres",
+            "--encoding",
+            "UTF8",
+            "--no-sync",
+        )
+        self.start()
+
+    def _options(self) -> str:
+        return (
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c shared_buffers=64MB -c max_connections=200"
+        )
+
+    def _pg_ctl(self, action: str, *extra: str) -> str:
+        return self._run(
+            str(self.bindir / "pg_ctl"),
+            action,
+            "--pgdata",
+            str(self.data),
+            "--log",
+            str(self.log_path),
+            "--options",
+            self._options(),
+            "--wait",
+            "--timeout",
+            "90",
+            *extra,
+        )
+
+    def start(self) -> None:
+        self._pg_ctl("start")
+        self.running = True
+        self.server.wait_ready(30)
+
+    def restart(self, mode: str = "fast") -> None:
+        """``fast``: a clean shutdown (sessions are ended); ``immediate``: a crash, every
+        backend killed, the start replays the WAL. Waits until it answers again."""
+        if mode not in ("fast", "immediate"):
+            raise ValueError(f"unknown shutdown mode {mode!r}")
+        self._pg_ctl("restart", "--mode", mode)
+        self.restarts += 1
+        self.server.wait_ready(60)
+
+    def close(self) -> None:
+        """Stop it (if running) and remove the folder; its log is kept in ``log_folder``."""
+        if self.folder is None:
+            return
+        try:
+            if (self.data / "postmaster.pid").exists():
+                try:
+                    self._pg_ctl("stop", "--mode", "fast")
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    self._pg_ctl("stop", "--mode", "immediate")
+            self.running = False
+        finally:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(self.log_path, self.log_folder / "postgres.log")
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
 
 def postgres_restart(command: str, server: PostgresServer, timeout: float = 120) -> str:

@@ -16,7 +16,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Sum
 
 from chaos.clock import say
-from chaos.load import DECLINED_TOKEN, Ack, Http
+from chaos.load import DECLINED_TOKEN, Ack, Http, LoadStats
 from inventory.models import StockLevel, StockReservation
 from orders.models import Order, OrderLine
 from outbox.models import Delivery, Event
@@ -386,6 +386,53 @@ def counting_verdict(
     report.must(not stray, f"effects counted for no stored event: {_examples(stray)}")
     if at_rest:
         report.must(not missing, f"effects never counted: {_examples(missing)}")
+
+
+def hung_during(
+    sent: list[float],
+    windows: list[tuple[float, float]],
+    timeout: float,
+    excused: list[tuple[float, float]] = (),
+) -> list[float]:
+    """The timed-out requests (sent at these moments) that were in flight during one of
+    ``windows`` and during none of ``excused``."""
+
+    def during(t: float, spans) -> bool:
+        return any(t < end and t + timeout > start for start, end in spans)
+
+    return [t for t in sent if during(t, windows) and not during(t, excused)]
+
+
+def check_http(
+    *,
+    report: Report,
+    stats: LoadStats,
+    timeout: float,
+    database_faults: list[tuple[float, float]] = (),
+    web_restarts: list[tuple[float, float]] = (),
+) -> None:
+    """While the database is away the web answers 503 with Retry-After, fast: never a 500
+    (nor any other 5xx), never a request left hanging until the client gives up on it.
+
+    ``database_faults``, ``web_restarts``: (start, end) of each, in time.monotonic(), a web
+    restart ending when the new web process answers. A request that hung while no database
+    fault was under way, or while the web process was restarting (loading the app on a starved
+    machine, requests waiting in its listen queue), is reported, not judged: it is not the
+    database's doing."""
+    report.row(
+        "  answers by status",
+        ", ".join(f"{status} x{n}" for status, n in sorted(stats.statuses.items())) or "none",
+    )
+    report.row("  503 answers (the database away: Retry-After)", stats.statuses[503])
+    crashes = sum(n for status, n in stats.statuses.items() if status >= 500 and status != 503)
+    report.row("  other 5xx answers (a 500 is a crash)", crashes, crashes == 0)
+    report.row(
+        f"  requests that hung past the client's {timeout:.0f}s timeout", len(stats.timeouts)
+    )
+    during = hung_during(stats.timeouts, database_faults, timeout, web_restarts)
+    report.row(
+        "    of them in flight during a database fault (no web restart)", len(during), not during
+    )
 
 
 def rest_or_none(ok: bool, at_rest: bool) -> bool | None:

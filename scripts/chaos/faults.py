@@ -1,7 +1,11 @@
 """The faults: a plan of random moments in the load, and a thread that carries it out.
 
-Every kind in the plan happens at least once (FLUSHALL and the PostgreSQL restart exactly once);
-longer windows add more of the repeatable kinds, about one per ``--fault-every`` seconds.
+Every kind in the plan happens at least once (FLUSHALL exactly once, and a restart of an
+existing PostgreSQL server too); longer windows add more of the repeatable kinds, about one per
+``--fault-every`` seconds. The database faults: ``restart-postgres`` and ``crash-postgres``
+restart the run's private cluster (``pg_ctl restart -m fast`` / ``-m immediate``), or an
+existing server with ``--postgres-restart-command``; ``slow-postgres`` turns on the latency of
+the proxy every process reaches PostgreSQL through, for a few seconds.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chaos.clock import say, since_start
+from harness.latency_proxy import LatencyProxy
 from harness.processes import Supervisor
-from harness.services import PostgresServer, RedisServer, postgres_restart
+from harness.services import PostgresCluster, PostgresServer, RedisServer, postgres_restart
 
 KILL_WORKER = "kill-worker"
 KILL_WORKER_CHILD = "kill-worker-child"
@@ -25,6 +30,8 @@ RESTART_REDIS = "restart-redis"
 FLUSH_REDIS = "flush-redis"
 RESTART_WEB = "restart-web"
 RESTART_POSTGRES = "restart-postgres"
+CRASH_POSTGRES = "crash-postgres"
+SLOW_POSTGRES = "slow-postgres"
 KINDS = (
     KILL_WORKER,
     KILL_WORKER_CHILD,
@@ -33,8 +40,17 @@ KINDS = (
     FLUSH_REDIS,
     RESTART_WEB,
     RESTART_POSTGRES,
+    CRASH_POSTGRES,
+    SLOW_POSTGRES,
 )
-ONCE = frozenset({FLUSH_REDIS, RESTART_POSTGRES})
+DATABASE_KINDS = (RESTART_POSTGRES, CRASH_POSTGRES, SLOW_POSTGRES)
+# Only the run's private cluster may crash, or restart more than once.
+NEEDS_PRIVATE_CLUSTER = frozenset({CRASH_POSTGRES})
+ONCE = frozenset({FLUSH_REDIS})
+ONCE_ON_A_SHARED_SERVER = ONCE | {RESTART_POSTGRES}
+# slow-postgres: this latency per forwarded chunk, both directions, for this long.
+SLOW_LATENCY_SECONDS = (0.05, 0.2)
+SLOW_FOR_SECONDS = (3.0, 6.0)
 
 
 @dataclass
@@ -57,12 +73,19 @@ class Fault:
         }
 
 
-def fault_plan(*, kinds: list[str], window: float, every: float, rng: random.Random) -> list[Fault]:
+def fault_plan(
+    *,
+    kinds: list[str],
+    window: float,
+    every: float,
+    rng: random.Random,
+    once: frozenset[str] = ONCE,
+) -> list[Fault]:
     """Each kind once, plus repeatable ones up to one per ``every`` seconds of a ``window``
     seconds long load, shuffled, one in each equal slot of the load's 5%..95% (so they are
     apart, and the last comes near the end: "time from the last fault to quiet" measures
     recovery more than the rest of the load)."""
-    repeatable = [kind for kind in kinds if kind not in ONCE]
+    repeatable = [kind for kind in kinds if kind not in once]
     extra = max(0, int(window // every) - len(kinds)) if repeatable else 0
     chosen = list(kinds) + [rng.choice(repeatable) for _ in range(extra)]
     rng.shuffle(chosen)
@@ -85,12 +108,16 @@ class Injector:
         postgres: PostgresServer,
         postgres_restart_command: str,
         rng: random.Random,
+        cluster: PostgresCluster | None = None,
+        proxy: LatencyProxy | None = None,
     ):
         self.supervisor = supervisor
         self.redis = redis
         self.postgres = postgres
         self.postgres_restart_command = postgres_restart_command
         self.rng = rng
+        self.cluster = cluster
+        self.proxy = proxy
         self.actions: dict[str, Callable[[], str]] = {
             KILL_WORKER: self.kill_worker,
             KILL_WORKER_CHILD: self.kill_worker_child,
@@ -99,6 +126,8 @@ class Injector:
             FLUSH_REDIS: self.flush_redis,
             RESTART_WEB: self.restart_web,
             RESTART_POSTGRES: self.restart_postgres,
+            CRASH_POSTGRES: self.crash_postgres,
+            SLOW_POSTGRES: self.slow_postgres,
         }
 
     def _pause(self, low: float, high: float) -> float:
@@ -160,14 +189,55 @@ class Injector:
             self.supervisor.stop(web)
             how = "SIGTERM (graceful) to"
         new = self.supervisor.start("web")
-        return f"{how} {web}'s process group; started {new}"
+        # The fault lasts until the new one answers: a request that hangs meanwhile waits in
+        # its listen queue while it loads the app, which is no database fault's doing.
+        started = time.monotonic()
+        self.supervisor.wait_ready(new, timeout=120)
+        return (
+            f"{how} {web}'s process group; started {new}, answering after "
+            f"{time.monotonic() - started:.1f}s"
+        )
 
     def restart_postgres(self) -> str:
         started = time.monotonic()
+        if self.cluster is not None:
+            self.cluster.restart("fast")
+            took = time.monotonic() - started
+            return (
+                f"pg_ctl restart -m fast of the private cluster (sessions ended), answering "
+                f"again after {took:.1f}s"
+            )
         output = postgres_restart(self.postgres_restart_command, self.postgres)
         took = time.monotonic() - started
         said = f": {output}" if output else ""
         return f"`{self.postgres_restart_command}`, answering again after {took:.1f}s{said}"
+
+    def crash_postgres(self) -> str:
+        if self.cluster is None:
+            raise RuntimeError("crash-postgres needs the run's private cluster")
+        started = time.monotonic()
+        self.cluster.restart("immediate")
+        took = time.monotonic() - started
+        return (
+            f"pg_ctl restart -m immediate of the private cluster (every backend killed, WAL "
+            f"replayed), answering again after {took:.1f}s"
+        )
+
+    def slow_postgres(self) -> str:
+        if self.proxy is None:
+            raise RuntimeError("slow-postgres needs the latency proxy")
+        low, high = SLOW_LATENCY_SECONDS
+        before = self.proxy.stats.delayed_chunks
+        self.proxy.slow(low, high)
+        try:
+            seconds = self._pause(*SLOW_FOR_SECONDS)
+        finally:
+            self.proxy.fast()
+        delayed = self.proxy.stats.delayed_chunks - before
+        return (
+            f"latency {low * 1000:.0f}-{high * 1000:.0f} ms per chunk, both directions, for "
+            f"{seconds:.1f}s: {delayed} chunks delayed; then off"
+        )
 
 
 def _keys(reply: str | None) -> str:

@@ -13,6 +13,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -132,7 +133,11 @@ class Http:
 @dataclass
 class LoadStats:
     requests: int = 0
-    connection_errors: int = 0
+    statuses: Counter = field(default_factory=Counter)  # every HTTP answer, by status
+    connection_errors: int = 0  # refused, reset, closed without an answer
+    # When (time.monotonic()) each request was sent that got no answer within the client's
+    # timeout: a request that hung.
+    timeouts: list[float] = field(default_factory=list)
     server_errors: int = 0
     acknowledged_after_retry: int = 0
     rejected: list[str] = field(default_factory=list)  # 4xx or a 2xx without an id
@@ -238,6 +243,7 @@ class Load:
             attempts += 1
             with self._lock:
                 self.stats.requests += 1
+            sent_at = time.monotonic()
             try:
                 status, body = self.http.request(
                     "POST",
@@ -246,10 +252,15 @@ class Load:
                     body=request.body(),
                     headers={"Idempotency-Key": request.key},
                 )
+            except TimeoutError:
+                with self._lock:
+                    self.stats.timeouts.append(sent_at)
             except (OSError, http.client.HTTPException):
                 with self._lock:
                     self.stats.connection_errors += 1
             else:
+                with self._lock:
+                    self.stats.statuses[status] += 1
                 if 200 <= status < 300:
                     order_id = body.get("id") if isinstance(body, dict) else None
                     with self._lock:

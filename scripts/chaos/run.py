@@ -18,14 +18,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.clock import say, since_start
-from chaos.faults import KINDS, RESTART_POSTGRES, FaultThread, Injector, fault_plan
+from chaos.faults import (
+    DATABASE_KINDS,
+    KINDS,
+    NEEDS_PRIVATE_CLUSTER,
+    ONCE,
+    ONCE_ON_A_SHARED_SERVER,
+    RESTART_POSTGRES,
+    RESTART_WEB,
+    SLOW_POSTGRES,
+    FaultThread,
+    Injector,
+    fault_plan,
+)
 from chaos.load import Customer, Http, Load, catalogue_plan, requests_plan
+from harness.latency_proxy import LatencyProxy
 from harness.processes import Logs, Supervisor, venv_path
 from harness.procfile import Procfile, release_run
 from harness.services import (
     DEFAULT_POSTGRES_RESTART,
-    DEFAULT_POSTGRES_URL,
     Database,
+    PostgresCluster,
     PostgresServer,
     RedisServer,
     free_port,
@@ -33,7 +46,10 @@ from harness.services import (
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = ("web", "worker", "relay", "beat")
-DEFAULT_FAULTS = tuple(kind for kind in KINDS if kind != RESTART_POSTGRES)
+# On an existing server (--postgres-url) the run restarts nothing of it unless asked.
+SHARED_SERVER_FAULTS = tuple(
+    kind for kind in KINDS if kind == SLOW_POSTGRES or kind not in DATABASE_KINDS
+)
 
 
 class RunTimeout(Exception):
@@ -96,9 +112,8 @@ def _process_options(group) -> None:
 def _fault_options(group) -> None:
     group.add_argument(
         "--faults",
-        default=",".join(DEFAULT_FAULTS),
         help=f"fault kinds, comma-separated, each happens at least once (default: all of "
-        f"{', '.join(DEFAULT_FAULTS)})",
+        f"{', '.join(KINDS)}; with --postgres-url: {', '.join(SHARED_SERVER_FAULTS)})",
     )
     group.add_argument(
         "--fault-every",
@@ -110,21 +125,21 @@ def _fault_options(group) -> None:
     group.add_argument(
         "--restart-postgres",
         action="store_true",
-        help="also restart PostgreSQL once: THE MACHINE'S SERVER, everyone's connections",
+        help="with --postgres-url: also restart that server once (everyone's connections)",
     )
     group.add_argument(
         "--postgres-restart-command",
         default=DEFAULT_POSTGRES_RESTART,
-        help=f"shell line for --restart-postgres ({DEFAULT_POSTGRES_RESTART})",
+        help=f"with --postgres-url, the shell line that restarts it ({DEFAULT_POSTGRES_RESTART})",
     )
 
 
 def _run_options(group) -> None:
     group.add_argument(
         "--postgres-url",
-        default=os.environ.get("CHAOS_POSTGRES_URL") or _postgres_from_env(),
-        help="the server to create the run's database on (CHAOS_POSTGRES_URL, else "
-        f"DATABASE_URL when it is PostgreSQL, else {DEFAULT_POSTGRES_URL})",
+        default=os.environ.get("CHAOS_POSTGRES_URL") or None,
+        help="an existing server to create the run's database on, instead of a private "
+        "cluster of the run's own (default: CHAOS_POSTGRES_URL, else a private cluster)",
     )
     group.add_argument(
         "--quiet-timeout", type=float, default=600.0, help="longest wait for quiet (600 s)"
@@ -140,15 +155,24 @@ def _run_options(group) -> None:
     group.add_argument(
         "--run-dir", type=Path, help="logs and summary.json (default var/chaos/<run id>)"
     )
-    group.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    group.add_argument(
+        "--keep", action="store_true", help="keep the database afterwards (with --postgres-url)"
+    )
 
 
 def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Check the options against each other and fill in the defaults that depend on others."""
+    private = not args.postgres_url
+    if args.faults is None:
+        args.faults = ",".join(KINDS if private else SHARED_SERVER_FAULTS)
     args.faults = [kind.strip() for kind in args.faults.split(",") if kind.strip()]
     unknown = set(args.faults) - set(KINDS)
     if unknown:
         parser.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
+    if not private and NEEDS_PRIVATE_CLUSTER & set(args.faults):
+        parser.error(f"{', '.join(sorted(NEEDS_PRIVATE_CLUSTER))} needs the private cluster")
+    if private and (args.restart_postgres or args.keep):
+        parser.error("--restart-postgres and --keep go with --postgres-url")
     if args.restart_postgres and RESTART_POSTGRES not in args.faults:
         args.faults.append(RESTART_POSTGRES)
     if args.orders < 1 or args.clients < 1 or args.workers < 1:
@@ -157,11 +181,6 @@ def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.load_seconds = max(45.0, args.orders / 8)
     if args.timeout is None:
         args.timeout = 2 * args.load_seconds + args.quiet_timeout + 600
-
-
-def _postgres_from_env() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    return url if url.startswith(("postgres://", "postgresql://")) else DEFAULT_POSTGRES_URL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 signal.alarm(0)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                say("cleaning up (processes, Redis, database)")
+                say("cleaning up (processes, Redis, database, proxy, private cluster)")
     except KeyboardInterrupt as exc:
         say(f"interrupted ({exc or 'SIGINT'}); cleaned up")
         summary.setdefault("violations", []).append("interrupted")
@@ -291,8 +310,19 @@ class Run:
         args = self.args
         if not shutil.which("redis-server"):
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.postgres = PostgresServer.from_url(args.postgres_url)
-        self.postgres.wait_ready(10)
+        self.cluster: PostgresCluster | None = None
+        if args.postgres_url:
+            self.postgres = PostgresServer.from_url(args.postgres_url)
+            self.postgres.wait_ready(10)
+        else:
+            self.cluster = PostgresCluster(log_folder=self.logs_dir)
+            self.cleanup.callback(self._cluster_close)
+            self.cluster.create()
+            self.postgres = self.cluster.server
+            say(
+                f"started a private PostgreSQL cluster ({self.cluster.bindir}) in "
+                f"{self.cluster.folder} on port {self.cluster.port}"
+            )
         self.database = Database(self.postgres, f"shop_chaos_{secrets.token_hex(4)}")
         if args.keep:
             self.cleanup.callback(say, f"database {self.database.name} is kept (--keep)")
@@ -301,6 +331,22 @@ class Run:
         self.database.create()
         self.summary["database"] = self.database.name
         say(f"created database {self.database.name} on {self.postgres.host}:{self.postgres.port}")
+
+        # Every process reaches PostgreSQL through the latency proxy (slow-postgres); this
+        # process, the observer, reads the database directly.
+        self.proxy = LatencyProxy(
+            upstream_host=self.postgres.host, upstream_port=self.postgres.port
+        )
+        self.proxy.start()
+        self.cleanup.callback(self.proxy.stop)
+        proxied = PostgresServer(
+            host="127.0.0.1",
+            port=self.proxy.port,
+            user=self.postgres.user,
+            password=self.postgres.password,
+        )
+        self.processes_database_url = proxied.url(self.database.name)
+        say(f"latency proxy on port {self.proxy.port} for every process")
 
         self.redis = RedisServer(port=free_port(), log_folder=self.logs_dir)
         self.cleanup.callback(self.redis.stop)
@@ -354,7 +400,7 @@ class Run:
                 "SHOP_CHAOS_APPS": "1",
                 "PYTHONUNBUFFERED": "1",
                 "DJANGO_SETTINGS_MODULE": "shop.settings",
-                "DATABASE_URL": self.database.url,
+                "DATABASE_URL": self.processes_database_url,
                 "CELERY_BROKER_URL": self.redis.url,
                 "SHOP_VAR_DIR": str(var),
                 "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus"),
@@ -386,6 +432,7 @@ class Run:
         for name in ("SHOP_TEST_APPS", "DJANGO_SETTINGS_MODULE"):
             os.environ.pop(name, None)
         os.environ.update({k: v for k, v in self.env.items() if k != "PATH"})
+        os.environ["DATABASE_URL"] = self.database.url  # not through the proxy
         os.environ["DATABASE_CONN_MAX_AGE"] = "0"
         import django
 
@@ -399,6 +446,10 @@ class Run:
             connections.close_all()
         self.database.drop()
         say(f"dropped database {self.database.name}")
+
+    def _cluster_close(self) -> None:
+        self.cluster.close()
+        say("stopped and removed the private PostgreSQL cluster (its log: logs/postgres.log)")
 
     def _users_create(self) -> tuple[str, list[Customer]]:
         """A staff user and customers with API tokens, written directly (no password hashing)."""
@@ -483,7 +534,11 @@ class Run:
         )
         faults = FaultThread(
             plan=fault_plan(
-                kinds=args.faults, window=args.load_seconds, every=args.fault_every, rng=self.rng
+                kinds=args.faults,
+                window=args.load_seconds,
+                every=args.fault_every,
+                rng=self.rng,
+                once=ONCE if self.cluster else ONCE_ON_A_SHARED_SERVER,
             ),
             injector=Injector(
                 supervisor=self.supervisor,
@@ -491,6 +546,8 @@ class Run:
                 postgres=self.postgres,
                 postgres_restart_command=args.postgres_restart_command,
                 rng=self.rng,
+                cluster=self.cluster,
+                proxy=self.proxy,
             ),
             progress=load.progress,
             stop=stop,
@@ -549,14 +606,22 @@ class Run:
             f"{seconds:.0f} / {len(load.acks) / max(seconds, 0.001):.1f} / "
             f"{load.stats.held_seconds:.0f} client-seconds",
         )
-        self._load_rows(report, load)
+        self._load_rows(report, load, storm.faults)
         self._fault_rows(report, storm.faults)
-        for note in self.supervisor.unexpected_exits:
+        exits = self.supervisor.unexpected_exits
+        report.row(
+            "processes that exited by themselves (replaced by the supervisor)",
+            f"{len(exits)}"
+            + (": " + ", ".join(sorted({note.split(" ")[0] for note in exits})) if exits else ""),
+        )
+        for note in exits:
             report.notes.append(note)
         return report
 
     def _summarise(self, storm: Storm, quiet, report) -> None:
         """summary.json's content (written by main, whatever happens)."""
+        from chaos.checks import hung_during
+
         faults = storm.faults
         self.summary.update(
             {
@@ -564,6 +629,18 @@ class Run:
                 "acknowledged": len(storm.load.acks),
                 "faults": [fault.as_dict() for fault in faults.plan],
                 "faults_injected": sorted({f.kind for f in faults.plan if f.ended and not f.error}),
+                "postgres": "private cluster" if self.cluster else self.args.postgres_url,
+                "http_statuses": dict(sorted(storm.load.stats.statuses.items())),
+                "answers_503": storm.load.stats.statuses[503],
+                "requests_timed_out": len(storm.load.stats.timeouts),
+                "requests_timed_out_during_database_faults": len(
+                    hung_during(
+                        storm.load.stats.timeouts,
+                        self._windows(faults, DATABASE_KINDS),
+                        self.http.timeout,
+                        self._windows(faults, {RESTART_WEB}),
+                    )
+                ),
                 "quiet": quiet.reached,
                 "seconds_last_fault_to_quiet": round(quiet.at - storm.last_fault, 1),
                 "seconds_total": round(time.monotonic() - self.started, 1),
@@ -574,14 +651,28 @@ class Run:
             }
         )
 
-    def _load_rows(self, report, load: Load) -> None:
+    @staticmethod
+    def _windows(faults: FaultThread, kinds) -> list[tuple[float, float]]:
+        """(start, end) of every fault of these kinds that was carried out."""
+        return [(f.started, f.ended) for f in faults.plan if f.kind in kinds and f.ended]
+
+    def _load_rows(self, report, load: Load, faults: FaultThread) -> None:
+        from chaos.checks import check_http
+
         stats = load.stats
         report.row("HTTP requests sent", stats.requests)
         report.row(
             "  answered only after a retry (same Idempotency-Key)", stats.acknowledged_after_retry
         )
+        check_http(
+            report=report,
+            stats=stats,
+            timeout=self.http.timeout,
+            database_faults=self._windows(faults, DATABASE_KINDS),
+            web_restarts=self._windows(faults, {RESTART_WEB}),
+        )
         report.row(
-            "  connection errors / 5xx answers",
+            "  connection errors (refused, reset) / 5xx answers",
             f"{stats.connection_errors} / {stats.server_errors}",
         )
         report.row("requests rejected (4xx)", len(stats.rejected), not stats.rejected)
@@ -594,6 +685,15 @@ class Run:
         report.row(
             "faults injected",
             f"{sum(done.values())}: " + ", ".join(f"{k} x{n}" for k, n in sorted(done.items())),
+        )
+        database = [f for f in faults.plan if f.kind in DATABASE_KINDS and f.ended and not f.error]
+        report.row(
+            "database faults",
+            "; ".join(
+                f"{f.kind} at {since_start(f.started):.0f}s for {f.ended - f.started:.1f}s"
+                for f in database
+            )
+            or "none",
         )
         for kind in self.args.faults:
             report.must(done[kind] > 0, f"fault {kind} was never injected")

@@ -1,9 +1,12 @@
-"""The short chaos run: the Procfile's real processes on PostgreSQL + a private Redis, a few
-hundred orders over HTTP, every fault at least once, and every invariant checked afterwards.
+"""The short chaos run: the Procfile's real processes on a private PostgreSQL cluster (through
+the latency proxy) and a private Redis, a few hundred orders over HTTP, every fault at least
+once (the database's restart, crash and slowness included), and every invariant checked
+afterwards.
 
 It runs in the PostgreSQL + Redis pass of `make test` (skipped on SQLite, where the processes
-would not share a database worth attacking); where PostgreSQL or Redis is not reachable the
-session fixtures skip it, or fail it when CI is set. The long version is `make chaos`.
+would not share a database worth attacking); where PostgreSQL's server binaries or
+redis-server are not installed it is skipped, or fails when CI is set. The long version is
+`make chaos`.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 
+from harness.services import postgres_bindir
 from tests.support import IN_CI
 
 REPO = Path(__file__).resolve().parents[2]
-# Every fault of the default plan; --restart-postgres (the machine's server) is left to people.
+# Every fault of the default plan: the private cluster is restarted, crashed and slowed.
 FAULTS = {
     "kill-worker",
     "kill-worker-child",
@@ -29,6 +32,9 @@ FAULTS = {
     "restart-redis",
     "flush-redis",
     "restart-web",
+    "restart-postgres",
+    "crash-postgres",
+    "slow-postgres",
 }
 ORDERS = 250
 
@@ -45,21 +51,20 @@ pytestmark = [
 ]
 
 
-def postgres_server_url() -> str:
-    """The server of the suite's PostgreSQL settings; the run creates its own database there."""
-    db = settings.DATABASES["default"]
-    auth = quote(db["USER"] or "postgres", safe="")
-    if db["PASSWORD"]:
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/postgres"
+def skip_or_fail(message: str) -> None:
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
-def test_short_chaos_run_loses_nothing(tmp_path):
+def test_short_chaos_run_loses_nothing(tmp_path, monkeypatch):
     if not shutil.which("redis-server"):
-        message = "redis-server is not installed: the chaos run starts a Redis of its own"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("redis-server is not installed: the chaos run starts a Redis of its own")
+    try:
+        postgres_bindir()
+    except RuntimeError as exc:
+        skip_or_fail(f"{exc}: the chaos run starts a PostgreSQL cluster of its own")
+    monkeypatch.delenv("CHAOS_POSTGRES_URL", raising=False)
     run_dir = tmp_path / "chaos"
     output = tmp_path / "chaos.out"
     command = [
@@ -70,7 +75,6 @@ def test_short_chaos_run_loses_nothing(tmp_path):
         "--quiet-timeout=180",
         "--timeout=420",
         "--api-sample=50",
-        f"--postgres-url={postgres_server_url()}",
         f"--run-dir={run_dir}",
     ]
     with output.open("wb") as out:
@@ -86,6 +90,9 @@ def test_short_chaos_run_loses_nothing(tmp_path):
     assert summary["acknowledged"] == ORDERS, where
     assert summary["quiet"] is True, where
     assert set(summary["faults_injected"]) >= FAULTS, where
+    assert summary["postgres"] == "private cluster", where
+    assert summary["requests_timed_out_during_database_faults"] == 0, where
+    assert {int(status) for status in summary["http_statuses"]} <= {200, 201, 202, 503}, where
     # Exactly-once measured: the counting subscribers took part, each effect counted once.
     (counted,) = [row for row in summary["rows"] if row[0].startswith("counted effects")]
     assert counted[2] is True, where

@@ -8,6 +8,7 @@ invariant broken on purpose. A checker that cannot fail proves nothing.
 from __future__ import annotations
 
 import sys
+import threading
 import uuid
 from collections import Counter
 from dataclasses import replace
@@ -37,8 +38,8 @@ from payments.services import payment_charge, payment_refund
 from shipping.services import shipment_schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from chaos.checks import Report, check, check_counting, counting_verdict
-from chaos.load import Ack, Customer, OrderRequest
+from chaos.checks import Report, check, check_counting, check_http, counting_verdict
+from chaos.load import Ack, Customer, Load, LoadStats, OrderRequest
 
 INITIAL = {"MUG": 3}
 
@@ -223,3 +224,58 @@ def test_no_counting_subscriber_installed_is_a_violation():
     report = Report()
     check_counting(report=report)
     assert any("counting subscribers" in v for v in report.violations)
+
+
+class ScriptedHttp:
+    """Answers the load's requests from a script: a status, or an exception to raise."""
+
+    timeout = 20.0
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+
+    def request(self, method, path, **kwargs):
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer, {"id": 7} if answer < 300 else {"status": answer}
+
+
+def test_the_load_records_every_status_and_every_hung_request():
+    customer = Customer(user_id=1, username="c", token="t")
+    request = OrderRequest(
+        number=0, key="k", customer=customer, lines=(("MUG", 1),), payment_token="tok_visa"
+    )
+    http = ScriptedHttp(503, TimeoutError("timed out"), ConnectionResetError(), 503, 202)
+    load = Load(http=http, plan=[request], seconds=0, threads=1, stop=threading.Event())
+    load.run()
+    assert load.acks[0].order_id == 7 and load.acks[0].attempts == 5
+    assert load.stats.statuses == Counter({503: 2, 202: 1})
+    assert (len(load.stats.timeouts), load.stats.connection_errors) == (1, 1)
+
+
+def http_violations(stats: LoadStats) -> list[str]:
+    report = Report()
+    # Database faults at t=100..105 and 225..226, a web restart at 200..230; timeout 20 s.
+    check_http(
+        report=report,
+        stats=stats,
+        timeout=20,
+        database_faults=[(100.0, 105.0), (225.0, 226.0)],
+        web_restarts=[(200.0, 230.0)],
+    )
+    return report.violations
+
+
+def test_503_is_counted_but_a_500_or_a_request_hung_by_the_database_is_a_violation():
+    assert http_violations(LoadStats(statuses=Counter({202: 90, 503: 12}))) == []
+    crashed = http_violations(LoadStats(statuses=Counter({202: 90, 503: 12, 500: 1})))
+    assert any("a 500 is a crash" in v for v in crashed)
+    # In flight while the database was away or slow: a violation.
+    for sent in (85.0, 102.0):
+        hung = http_violations(LoadStats(statuses=Counter({202: 90}), timeouts=[sent]))
+        assert any("during a database fault" in v for v in hung)
+    # Hung while no database fault was under way, or while the web process was restarting
+    # (loading the app, requests waiting in its listen queue): reported only.
+    idle = LoadStats(statuses=Counter({202: 90}), timeouts=[50.0, 106.0, 210.0])
+    assert http_violations(idle) == []
