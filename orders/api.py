@@ -39,6 +39,10 @@ class IdempotencyKeyConflict(exceptions.APIException):
     )
 
 
+class IdempotencyKeyInvalid(exceptions.ValidationError):
+    parameter_in = "header"  # its keys name request headers (shop/problems.py)
+
+
 # --- input --------------------------------------------------------------------------------------
 
 
@@ -81,7 +85,7 @@ def _idempotency_key_get(request) -> str | None:
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not all(
         " " <= char <= "~" for char in key
     ):
-        raise exceptions.ValidationError(
+        raise IdempotencyKeyInvalid(
             {
                 IDEMPOTENCY_HEADER: [
                     f"Must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters."

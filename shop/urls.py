@@ -1,7 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
+
+from shop import problems
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -13,4 +15,12 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     # /metrics, /healthz, /readyz
     path("", include("shop.observability.urls")),
+    # Last: whatever else is under /api/ is a JSON 404 (a problem document), even with debug on.
+    re_path(r"^api/", problems.api_not_found, name="api-not-found"),
 ]
+
+# Errors Django answers outside any view: problem documents under /api/, HTML pages elsewhere.
+handler400 = problems.bad_request
+handler403 = problems.permission_denied
+handler404 = problems.page_not_found
+handler500 = problems.server_error
