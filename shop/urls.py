@@ -1,13 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
 from shop import problems
+from shop.token_api import TokenObtainApi
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/auth/token/", TokenObtainApi.as_view(), name="api-token"),
     path("api/", include("inventory.urls")),
     path("api/", include("orders.urls")),
     path("", include("orders.urls_pages")),  # HTML: /orders/<id>/flow/, /accounts/login/
