@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from shop import problems
+from shop.events_api import asyncapi_json
 from shop.token_api import TokenObtainApi
 
 urlpatterns = [
@@ -13,6 +14,7 @@ urlpatterns = [
     path("", include("orders.urls_pages")),  # HTML: /orders/<id>/flow/, /accounts/login/
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/asyncapi.json", asyncapi_json, name="asyncapi"),
     # /metrics, /healthz, /readyz
     path("", include("shop.observability.urls")),
     # Last: whatever else is under /api/ is a JSON 404 (a problem document), even with debug on.
