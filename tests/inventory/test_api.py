@@ -137,7 +137,6 @@ VALID = {"sku": "TEE", "name": "Tee", "price": "9.99", "stock": 3}
         ("sku", "TEE\n"),
         ("sku", "TEE\x00"),
         ("sku", "T" * 65),
-        ("sku", "MUG"),  # taken
         ("sku", ["TEE"]),
         ("name", None),
         ("name", ""),
@@ -170,6 +169,16 @@ def test_create_refuses_bad_input_with_400_and_field_errors(staff, field, value)
     response = staff.post(LIST, {**VALID, field: value}, format="json")
     assert response.status_code == 400, response.content
     assert field in problem_places(response)
+    assert snapshot() == before
+
+
+def test_creating_a_sku_that_exists_is_a_409_conflict(staff):
+    a_product("MUG")
+    before = snapshot()
+    response = staff.post(LIST, {**VALID, "sku": "MUG"}, format="json")
+    assert response.status_code == 409, response.content
+    assert response.json()["code"] == "sku_taken"
+    assert "MUG" in response.json()["detail"]
     assert snapshot() == before
 
 
