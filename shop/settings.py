@@ -6,6 +6,7 @@ Real use: ``DATABASE_URL=postgres://...`` and ``CELERY_BROKER_URL=redis://...``.
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -251,6 +252,22 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "shop.problems.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
+
+# Throttling, off unless set: API_THROTTLE_ANON (per client address) and API_THROTTLE_USER (per
+# user), e.g. "100/minute" (second, minute, hour or day). Counts live in each process's cache.
+_THROTTLES = {"anon": "AnonRateThrottle", "user": "UserRateThrottle"}
+for _scope, _class in _THROTTLES.items():
+    _rate = os.environ.get(f"API_THROTTLE_{_scope.upper()}", "").strip()
+    if not _rate:
+        continue
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
+        raise ImproperlyConfigured(
+            f"API_THROTTLE_{_scope.upper()}={_rate!r} is not a rate such as 100/minute"
+        )
+    REST_FRAMEWORK.setdefault("DEFAULT_THROTTLE_CLASSES", []).append(
+        f"rest_framework.throttling.{_class}"
+    )
+    REST_FRAMEWORK.setdefault("DEFAULT_THROTTLE_RATES", {})[_scope] = _rate
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Shop API",
