@@ -65,7 +65,8 @@ def product_create(*, sku: str, name: str, price: Decimal, stock: int) -> Produc
         with transaction.atomic():
             product.save()
     except IntegrityError:
-        raise ValidationError({"sku": [f"A product with sku {sku!r} already exists."]}) from None
+        taken = ValidationError(f"A product with sku {sku!r} already exists.", code="unique")
+        raise ValidationError({"sku": [taken]}) from None
     StockLevel.objects.create(product=product, on_hand=stock)
     _catalogued_publish(product)
     return product
@@ -122,13 +123,13 @@ def _name_clean(name: Any) -> Any:
     return name.strip() if isinstance(name, str) else name
 
 
-def _model_errors(product: Product) -> dict[str, list[str]]:
+def _model_errors(product: Product) -> dict[str, list]:
     """The model's own rules (sku pattern and uniqueness, lengths, price digits and sign)."""
-    errors: dict[str, list[str]] = {}
+    errors: dict[str, list] = {}
     try:
         product.full_clean()
     except ValidationError as exc:
-        errors = dict(exc.message_dict)
+        errors = {field: list(found) for field, found in exc.error_dict.items()}  # with codes
     if isinstance(product.name, str) and "\x00" in product.name:
         errors.setdefault("name", []).append("Null characters are not allowed.")
     return errors

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
@@ -41,6 +42,10 @@ class IdempotencyKeyConflict(exceptions.APIException):
     )
 
 
+class IdempotencyKeyInvalid(exceptions.ValidationError):
+    parameter_in = "header"  # its keys name request headers (shop/problems.py)
+
+
 # --- input --------------------------------------------------------------------------------------
 
 
@@ -66,14 +71,35 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_PAYMENT_TOKEN_LENGTH,
+        # not blank, no NUL: what the server checks
+        "pattern": "^[^\\x00]*[^\\s\\x00][^\\x00]*$",
+    }
+)
+class PaymentTokenField(StrictCharField):
+    pass
+
+
 class OrderLineInputSerializer(serializers.Serializer):
-    sku = StrictCharField(max_length=100)
+    sku = StrictCharField(max_length=100, help_text="A catalogued product's sku.")
     quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
 
 
 class OrderPlaceInputSerializer(serializers.Serializer):
-    lines = OrderLineInputSerializer(many=True, allow_empty=False, max_length=MAX_LINES)
-    payment_token = StrictCharField(max_length=MAX_PAYMENT_TOKEN_LENGTH)
+    lines = OrderLineInputSerializer(
+        many=True,
+        allow_empty=False,
+        max_length=MAX_LINES,
+        help_text="One line per product: each sku at most once.",
+    )
+    payment_token = PaymentTokenField(
+        max_length=MAX_PAYMENT_TOKEN_LENGTH,
+        help_text="The payment method's token: not blank, no NUL character.",
+    )
 
 
 def _idempotency_key_get(request) -> str | None:
@@ -83,7 +109,7 @@ def _idempotency_key_get(request) -> str | None:
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not all(
         " " <= char <= "~" for char in key
     ):
-        raise exceptions.ValidationError(
+        raise IdempotencyKeyInvalid(
             {
                 IDEMPOTENCY_HEADER: [
                     f"Must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters."
@@ -181,10 +207,6 @@ class TimelineEventOutputSerializer(serializers.Serializer):
     deliveries = TimelineDeliveryOutputSerializer(many=True)
 
 
-class ErrorOutputSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-
-
 # --- views --------------------------------------------------------------------------------------
 
 
@@ -205,7 +227,14 @@ class OrderListCreateApi(OrdersApi):
     @extend_schema(
         operation_id="orders_list",
         summary="Your orders, newest first (staff: everyone's)",
-        parameters=[OpenApiParameter("page", OpenApiTypes.INT, OpenApiParameter.QUERY)],
+        parameters=[
+            OpenApiParameter(
+                "page",
+                {"type": "integer", "minimum": 1},
+                OpenApiParameter.QUERY,
+                description="From 1; 20 orders a page. Past the last page: 404.",
+            )
+        ],
         responses={200: OrderPageOutputSerializer},
     )
     def get(self, request):
@@ -228,7 +257,12 @@ class OrderListCreateApi(OrdersApi):
         parameters=[
             OpenApiParameter(
                 IDEMPOTENCY_HEADER,
-                OpenApiTypes.STR,
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+                    "pattern": "^[\\x20-\\x7e]+$",
+                },
                 OpenApiParameter.HEADER,
                 required=False,
                 description=(
@@ -246,12 +280,18 @@ class OrderListCreateApi(OrdersApi):
         ],
         responses={
             202: OrderOutputSerializer,
-            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Field errors."),
-            409: OpenApiResponse(
-                ErrorOutputSerializer, description="Idempotency-Key reused for another request."
-            ),
-            415: ErrorOutputSerializer,
+            409: OpenApiResponse(description="Idempotency-Key reused for another request."),
         },
+        examples=[
+            OpenApiExample(
+                "Two mugs",
+                value={
+                    "lines": [{"sku": "MUG-CLASSIC", "quantity": 2}],
+                    "payment_token": "tok_visa",
+                },
+                request_only=True,
+            ),
+        ],
     )
     def post(self, request):
         idempotency_key = _idempotency_key_get(request)
@@ -278,7 +318,7 @@ class OrderListCreateApi(OrdersApi):
 class OrderDetailApi(OrdersApi):
     @extend_schema(
         operation_id="orders_retrieve",
-        responses={200: OrderOutputSerializer, 404: ErrorOutputSerializer},
+        responses={200: OrderOutputSerializer},
     )
     def get(self, request, order_id: int):
         return Response(OrderOutputSerializer(self.order_get_or_404(request, order_id)).data)
@@ -288,7 +328,7 @@ class OrderEventsApi(OrdersApi):
     @extend_schema(
         operation_id="orders_events",
         summary="The order's saga: its events in causal order, with each delivery's state",
-        responses={200: TimelineEventOutputSerializer(many=True), 404: ErrorOutputSerializer},
+        responses={200: TimelineEventOutputSerializer(many=True)},
     )
     def get(self, request, order_id: int):
         order = self.order_get_or_404(request, order_id)

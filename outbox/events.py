@@ -116,6 +116,11 @@ class DomainEvent:
         return _decode(payload, cls, cls.event_type)
 
 
+def event_types_all() -> list[type[DomainEvent]]:
+    """Every declared event class, by type name (the registry the AsyncAPI document reads)."""
+    return [_event_types[name] for name in sorted(_event_types)]
+
+
 def check_declared(cls: type) -> None:
     if not (isinstance(cls, type) and issubclass(cls, DomainEvent)):
         raise UnknownEventType(f"{cls!r} is not a DomainEvent subclass")

@@ -6,6 +6,7 @@ Real use: ``DATABASE_URL=postgres://...`` and ``CELERY_BROKER_URL=redis://...``.
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -350,10 +351,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["shop.api.JSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "shop.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "shop.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "shop.schema.AutoSchema",
+    # Errors are RFC 9457 problem documents (shop/problems.py); responses are JSON only.
+    "EXCEPTION_HANDLER": "shop.problems.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_THROTTLE_CLASSES": [
         "shop.throttling.LoginAddressThrottle",
         "shop.throttling.LoginUsernameThrottle",

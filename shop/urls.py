@@ -1,9 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, reverse_lazy
+from django.urls import include, path, re_path, reverse_lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from shop.auth import TokenObtainApi
+from shop import problems
+from shop.events_api import asyncapi_json
+from shop.token_api import TokenObtainApi
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -29,6 +31,15 @@ urlpatterns = [
     ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/asyncapi.json", asyncapi_json, name="asyncapi"),
     # /metrics, /healthz, /readyz
     path("", include("shop.observability.urls")),
+    # Last: whatever else is under /api/ is a JSON 404 (a problem document), even with debug on.
+    re_path(r"^api/", problems.api_not_found, name="api-not-found"),
 ]
+
+# Errors Django answers outside any view: problem documents under /api/, HTML pages elsewhere.
+handler400 = problems.bad_request
+handler403 = problems.permission_denied
+handler404 = problems.page_not_found
+handler500 = problems.server_error

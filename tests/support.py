@@ -105,3 +105,16 @@ def event_deliver(event, *, subscriber: str, correlation_id=None) -> str:
     with transaction.atomic():
         stored = publish(event, correlation_id=correlation_id)
     return delivery_handle(delivery_id=stored.deliveries.get(subscriber=subscriber).pk)
+
+
+def problem_places(response) -> set[str]:
+    """Where a problem document's errors point, by their first step: a body field ("lines"),
+    the body itself ("#"), a header or a query parameter (its name)."""
+    assert response["Content-Type"] == "application/problem+json", response["Content-Type"]
+    places = set()
+    for error in response.json().get("errors", []):
+        if "pointer" in error:
+            places.add(error["pointer"].split("/")[1] if "/" in error["pointer"] else "#")
+        else:
+            places.add(error.get("header") or error["parameter"])
+    return places

@@ -261,7 +261,9 @@ def check_one(api, customer, kind: str, body, key: str | None) -> int:
     status = response.status_code
     assert status < 500, response.content
     assert status == expected, (status, expected, response.content[:300])
-    assert response["Content-Type"].startswith("application/json")
+    assert response["Content-Type"] == (
+        "application/json" if status < 400 else "application/problem+json"
+    )
     if 400 <= status < 500:
         assert after == before, f"a {status} changed the database"
         assert isinstance(response.json(), dict)

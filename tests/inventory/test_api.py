@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 from inventory.models import Product
 from inventory.services import stock_reserve
 from tests.inventory.helpers import a_product, payloads, snapshot, stock
+from tests.support import problem_places
 
 pytestmark = pytest.mark.django_db
 
@@ -136,7 +137,6 @@ VALID = {"sku": "TEE", "name": "Tee", "price": "9.99", "stock": 3}
         ("sku", "TEE\n"),
         ("sku", "TEE\x00"),
         ("sku", "T" * 65),
-        ("sku", "MUG"),  # taken
         ("sku", ["TEE"]),
         ("name", None),
         ("name", ""),
@@ -168,7 +168,17 @@ def test_create_refuses_bad_input_with_400_and_field_errors(staff, field, value)
     before = snapshot()
     response = staff.post(LIST, {**VALID, field: value}, format="json")
     assert response.status_code == 400, response.content
-    assert field in response.json()
+    assert field in problem_places(response)
+    assert snapshot() == before
+
+
+def test_creating_a_sku_that_exists_is_a_409_conflict(staff):
+    a_product("MUG")
+    before = snapshot()
+    response = staff.post(LIST, {**VALID, "sku": "MUG"}, format="json")
+    assert response.status_code == 409, response.content
+    assert response.json()["code"] == "sku_taken"
+    assert "MUG" in response.json()["detail"]
     assert snapshot() == before
 
 
@@ -177,7 +187,9 @@ def test_create_refuses_a_missing_field(staff, field):
     body = {k: v for k, v in VALID.items() if k != field}
     response = staff.post(LIST, body, format="json")
     assert response.status_code == 400
-    assert response.json()[field] == ["This field is required."]
+    assert response.json()["errors"] == [
+        {"detail": "This field is required.", "code": "required", "pointer": f"#/{field}"}
+    ]
     assert not Product.objects.exists()
 
 
@@ -200,7 +212,7 @@ def test_patch_refuses_bad_input_with_400_and_field_errors(staff, field, value):
     before = snapshot()
     response = staff.patch(detail("MUG"), {field: value}, format="json")
     assert response.status_code == 400, response.content
-    assert field in response.json()
+    assert field in problem_places(response)
     assert snapshot() == before
 
 

@@ -13,7 +13,7 @@ from orders.services import MAX_QUANTITY
 from outbox.models import Event
 from payments.events import PaidLine, PaymentCompleted
 from shipping.events import ShippingScheduled
-from tests.support import event_deliver
+from tests.support import event_deliver, problem_places
 
 pytestmark = pytest.mark.django_db
 
@@ -120,7 +120,7 @@ def test_the_same_idempotency_key_with_another_body_is_a_409(api):
 def test_a_malformed_idempotency_key_is_a_400(api, key):
     response = post_json(api, GOOD_BODY, **{"Idempotency-Key": key})
     assert response.status_code == 400
-    assert "Idempotency-Key" in response.json()
+    assert problem_places(response) == {"Idempotency-Key"}
     assert Order.objects.count() == 0
 
 
@@ -181,10 +181,10 @@ BAD_BODIES = [
     ({"lines": [{"sku": "MUG", "quantity": 1}], "payment_token": {"t": 1}}, "payment_token"),
     ({"lines": [{"sku": "MUG", "quantity": 1}], "payment_token": "t" * 256}, "payment_token"),
     ({}, "lines"),
-    ([GOOD_BODY], "non_field_errors"),
+    ([GOOD_BODY], "#"),
     ("null", None),
-    ('"just a string"', "non_field_errors"),
-    ("42", "non_field_errors"),
+    ('"just a string"', "#"),
+    ("42", "#"),
     ("{not json", "detail"),
     ('{"lines": [', "detail"),
     ("", None),
@@ -200,8 +200,10 @@ BAD_BODIES = [
 def test_bad_input_is_a_400_with_field_errors_and_changes_nothing(api, body, field):
     response = post_json(api, body)
     assert response.status_code == 400, response.content
-    if field is not None:
-        assert field in response.json(), response.json()
+    if field == "detail":  # not JSON at all
+        assert response.json()["type"] == "urn:shop:problem:malformed-body", response.json()
+    elif field is not None:
+        assert field in problem_places(response), response.json()
     assert Order.objects.count() == 0
     assert OrderLine.objects.count() == 0
     assert not Event.objects.filter(type="orders.OrderPlaced").exists()
@@ -212,14 +214,20 @@ def test_errors_point_at_the_line_and_field(api):
         "lines": [{"sku": "MUG", "quantity": 1}, {"sku": "TEE", "quantity": "3"}],
         "payment_token": "tok_visa",
     }
-    assert post_json(api, body).json() == {
-        "lines": {"1": {"quantity": ["A valid integer is required."]}}
-    }
+    assert post_json(api, body).json()["errors"] == [
+        {
+            "detail": "A valid integer is required.",
+            "code": "invalid",
+            "pointer": "#/lines/1/quantity",
+        }
+    ]
 
 
 def test_an_unknown_sku_is_named(api):
     body = {"lines": [{"sku": "NOPE", "quantity": 1}], "payment_token": "tok_visa"}
-    assert post_json(api, body).json() == {"lines": ["Unknown sku 'NOPE'."]}
+    assert post_json(api, body).json()["errors"] == [
+        {"detail": "Unknown sku 'NOPE'.", "code": "invalid", "pointer": "#/lines"}
+    ]
 
 
 def test_an_unknown_charset_falls_back_to_utf8(api):
@@ -293,7 +301,9 @@ def test_the_list_pages_by_twenty(api):
     second = api.get(first["next"]).json()
     assert len(second["results"]) == 1
     assert api.get(LIST_URL, {"page": 99}).status_code == 404
-    assert api.get(LIST_URL, {"page": "x"}).status_code == 404
+    not_a_page = api.get(LIST_URL, {"page": "x"})  # invalid input, not a missing page
+    assert not_a_page.status_code == 400
+    assert problem_places(not_a_page) == {"page"}
 
 
 def test_staff_see_everyones_orders(api, other_customer, staff):
