@@ -338,6 +338,10 @@ class OrderEventsApi(OrdersApi):
 class OrderCancelApi(OrdersApi):
     """The customer's (or staff's) cancellation: a separate view, so its rules stay in one place."""
 
+    throttle_scope = (
+        "orders"  # cancelling is throttled per user with placing (THROTTLE_RATE_ORDERS)
+    )
+
     @extend_schema(
         operation_id="orders_cancel",
         summary="Cancel an order",
@@ -351,11 +355,7 @@ class OrderCancelApi(OrdersApi):
         request=None,
         responses={
             202: OrderOutputSerializer,
-            404: ErrorOutputSerializer,
-            409: OpenApiResponse(
-                ErrorOutputSerializer,
-                description="The parcel was already handed to the carrier.",
-            ),
+            409: OpenApiResponse(description="The parcel was already handed to the carrier."),
         },
     )
     def post(self, request, order_id: int):

@@ -6,7 +6,6 @@ Real use: ``DATABASE_URL=postgres://...`` and ``CELERY_BROKER_URL=redis://...``.
 
 import hashlib
 import os
-import re
 from pathlib import Path
 
 import dj_database_url
