@@ -11,7 +11,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orders.api import ErrorOutputSerializer, OrderNotCancellableConflict
+from orders.api import OrderNotCancellableConflict
 from orders.models import Order
 from orders.selectors import SAGA_FILTERS, saga_filter, saga_in_flight_queryset, saga_rows
 from orders.services import OrderNotCancellable, saga_cancel, saga_retry
@@ -84,7 +84,7 @@ class SagaListApi(SagasApi):
                 "(a dead-lettered delivery) or compensating.",
             )
         ],
-        responses={200: SagaOutputSerializer(many=True), 400: ErrorOutputSerializer},
+        responses={200: SagaOutputSerializer(many=True)},
     )
     def get(self, request):
         orders = saga_in_flight_queryset()
@@ -104,8 +104,6 @@ class SagaRetryApi(SagasApi):
         request=SagaActionInputSerializer,
         responses={
             200: SagaRetryOutputSerializer,
-            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Field errors."),
-            404: ErrorOutputSerializer,
         },
     )
     def post(self, request, order_id: int):
@@ -127,9 +125,7 @@ class SagaCancelApi(SagasApi):
         request=SagaActionInputSerializer,
         responses={
             202: SagaOutputSerializer,
-            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Field errors."),
-            404: ErrorOutputSerializer,
-            409: ErrorOutputSerializer,
+            409: OpenApiResponse(description="The parcel was already handed to the carrier."),
         },
     )
     def post(self, request, order_id: int):
