@@ -11,7 +11,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orders.api import OrderNotCancellableConflict
+from orders.api import OrderNotCancellableConflict, StrictCharField
 from orders.models import Order
 from orders.selectors import SAGA_FILTERS, saga_filter, saga_in_flight_queryset, saga_rows
 from orders.services import OrderNotCancellable, saga_cancel, saga_retry
@@ -43,7 +43,8 @@ class SagaOutputSerializer(serializers.Serializer):
 
 
 class SagaActionInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(
+    # A JSON string only: a number is not a reason (schemathesis found 0 accepted).
+    reason = StrictCharField(
         max_length=1000, help_text="Why: kept in the admin's history with who did it."
     )
 

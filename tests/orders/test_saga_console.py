@@ -77,7 +77,9 @@ def test_the_filters(order, customer, staff):
 def test_retry_replays_the_dead_steps_and_records_who_and_why(order, staff):
     delivery = dead_letter(order)
     api = client_for(staff)
-    assert api.post(f"/api/sagas/{order.pk}/retry/", {}, format="json").status_code == 400
+    for no_reason in ({}, {"reason": 0}, {"reason": ["why"]}):
+        refused = api.post(f"/api/sagas/{order.pk}/retry/", no_reason, format="json")
+        assert refused.status_code == 400, no_reason
     assert Delivery.objects.get(pk=delivery.pk).status == "dead"  # nothing changed
     response = api.post(
         f"/api/sagas/{order.pk}/retry/", {"reason": "gateway is back"}, format="json"
