@@ -95,6 +95,9 @@ def pytest_configure(config) -> None:
     if hasattr(config, "workerinput"):
         return
     root = Path(tempfile.mkdtemp(prefix="shop-tests-"))
+    # Traversable by other users (not listable): the chaos run's private PostgreSQL cluster
+    # runs as the postgres user in a folder of its own under this root.
+    root.chmod(0o711)
     tempfile.tempdir = str(root)
     os.environ["TMPDIR"] = str(root)
     databases, files = _test_database_names()

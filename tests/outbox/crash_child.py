@@ -40,8 +40,9 @@ def main(argv: list[str]) -> None:
 
     def watch(execute, sql, params, many, context):
         statement = sql.lstrip().upper()
-        if statement.startswith("UPDATE") and table in sql:
-            if "dispatched_at" in sql:
+        # The relay's claim on PostgreSQL is "WITH picked AS MATERIALIZED (...) UPDATE ...".
+        if (statement.startswith("UPDATE") or "UPDATE" in statement) and table in sql:
+            if "dispatched_at" in sql and "SET" in statement:
                 result = execute(sql, params, many, context)
                 fault_point("claim")
                 return result
