@@ -55,7 +55,7 @@ class Order(models.Model):
     # The saga's id: every event of this order's story carries it.
     correlation_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
-    # sha256 of the request's canonical form, to tell a retry from a reused key.
+    # Keyed HMAC-SHA256 of the request's canonical form, to tell a retry from a reused key.
     request_fingerprint = models.CharField(max_length=64)
     # What orders has heard from payments and shipping, for the order's view.
     payment_status = models.CharField(  # noqa: DJ001

@@ -224,6 +224,9 @@ OUTBOX = {
 # --- The shop ---------------------------------------------------------------------------------
 
 SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "EUR")
+# The key of the idempotency fingerprint (an HMAC of an order request's lines and payment token,
+# stored with the order). Changing it makes a retry of an order placed before the change a 409.
+ORDERS_FINGERPRINT_SECRET = os.environ.get("ORDERS_FINGERPRINT_SECRET") or SECRET_KEY
 
 # The payment gateway adapter. The simulated gateway captures tok_visa, declines
 # tok_chargeDeclined, and times out on a share of calls (TIMEOUT_RATE, 0..1) so that retries

@@ -206,6 +206,34 @@ def test_bad_input_is_a_400_with_field_errors_and_changes_nothing(api, body, fie
     assert not Event.objects.filter(type="orders.OrderPlaced").exists()
 
 
+@pytest.mark.parametrize(
+    "token",
+    [
+        "4242424242424242 exp 12/29 cvc 123",
+        "4242 4242 4242 4242",
+        "4242-4242-4242-4242",
+        "tok_4242424242424242",
+        "tok_visa 4000056655665556",
+    ],
+)
+def test_a_card_number_is_refused_and_not_stored(api, token):
+    response = post_json(api, {**GOOD_BODY, "payment_token": token})
+    assert response.status_code == 400, response.content
+    [message] = response.json()["payment_token"]
+    assert "card number" in message
+    assert "4242" not in response.content.decode() and "4000" not in response.content.decode()
+    assert not Order.objects.exists()
+    assert not Event.objects.exists() or "4242" not in str(list(Event.objects.values("payload")))
+
+
+@pytest.mark.parametrize("token", ["visa", "tok_", "tok_vi sa", "TOK_visa", "tok_visa!", "pm_123"])
+def test_only_the_gateways_token_format_is_accepted(api, token):
+    response = post_json(api, {**GOOD_BODY, "payment_token": token})
+    assert response.status_code == 400, response.content
+    assert "tok_" in response.json()["payment_token"][0]
+    assert not Order.objects.exists()
+
+
 def test_errors_point_at_the_line_and_field(api):
     body = {
         "lines": [{"sku": "MUG", "quantity": 1}, {"sku": "TEE", "quantity": "3"}],
