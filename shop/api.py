@@ -2,8 +2,9 @@
 
 import traceback
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import exceptions, parsers
+from rest_framework import exceptions, negotiation, parsers, permissions, renderers
 from rest_framework.request import Request
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -37,3 +38,33 @@ class JSONParser(parsers.JSONParser):
             raise exceptions.ParseError(
                 "JSON parse error - the document is nested too deeply"
             ) from None
+
+
+def api_docs_visible(request) -> bool:
+    """Whether this caller may see the schema, Swagger UI and the browsable API: anyone when
+    settings.API_DOCS_PUBLIC is on, logged-in users otherwise (production's default)."""
+    if settings.API_DOCS_PUBLIC:
+        return True
+    try:
+        return bool(request.user and request.user.is_authenticated)
+    except exceptions.APIException:  # bad credentials: answered by the view, as anonymous here
+        return False
+
+
+class ApiDocsVisible(permissions.BasePermission):
+    """The schema's and Swagger UI's permission (SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"])."""
+
+    def has_permission(self, request, view) -> bool:
+        return api_docs_visible(request)
+
+
+class ContentNegotiation(negotiation.DefaultContentNegotiation):
+    """DRF's negotiation, without the browsable API for callers who may not see the docs: they
+    get JSON (the browsable API is the schema in another form)."""
+
+    def select_renderer(self, request, renderers_, format_suffix=None):
+        if not api_docs_visible(request):
+            renderers_ = [
+                r for r in renderers_ if not isinstance(r, renderers.BrowsableAPIRenderer)
+            ] or renderers_
+        return super().select_renderer(request, renderers_, format_suffix)

@@ -173,10 +173,15 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+# X-Forwarded-Proto says the request came over HTTPS only when a proxy in front of the web
+# process sets it (and overwrites a client's own): trusted only when this says there is one.
+# Without a proxy anyone could send the header over plain HTTP and skip the HTTPS redirect.
+BEHIND_PROXY = env_bool("DJANGO_BEHIND_PROXY", False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -247,13 +252,20 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["shop.api.JSONParser"],
+    # The browsable API only for callers API_DOCS_PUBLIC lets see it (shop/api.py).
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "shop.api.ContentNegotiation",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "shop.api.exception_handler",
 }
 
+# The schema, Swagger UI and the browsable API describe every endpoint and field: public while
+# debugging, for logged-in users only in production unless this says otherwise.
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", DEBUG)
+
 SPECTACULAR_SETTINGS = {
+    "SERVE_PERMISSIONS": ["shop.api.ApiDocsVisible"],
     "TITLE": "Shop API",
     "DESCRIPTION": "Event-driven shop: orders are accepted at once and move through the saga.",
     "VERSION": "1.0.0",
