@@ -193,7 +193,7 @@ class OrdersApi(APIView):
 class OrderListCreateApi(OrdersApi):
     @extend_schema(
         operation_id="orders_list",
-        summary="Your orders, newest first (staff: everyone's)",
+        summary="Your orders, newest first (with orders.view_any_order: everyone's)",
         parameters=[OpenApiParameter("page", OpenApiTypes.INT, OpenApiParameter.QUERY)],
         responses={200: OrderPageOutputSerializer},
     )

@@ -69,6 +69,14 @@ class Order(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        # A customer sees their own orders and their saga's story; these are for the shop's staff.
+        permissions = [
+            ("view_any_order", "Can view any customer's order in the API and the pages"),
+            (
+                "view_order_machinery",
+                "Can see an order's machinery: subscribers, attempts, errors and internal ids",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["customer", "idempotency_key"],

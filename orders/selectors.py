@@ -14,9 +14,9 @@ from outbox.selectors import events_for_correlation
 
 
 def order_list_for_user(*, user) -> QuerySet[Order]:
-    """The user's orders (staff: everyone's), newest first, with their lines."""
+    """The user's orders (with orders.view_any_order: everyone's), newest first, with lines."""
     orders = Order.objects.prefetch_related("lines").order_by("-created_at", "-id")
-    if not user.is_staff:
+    if not user.has_perm("orders.view_any_order"):
         orders = orders.filter(customer=user)
     return orders
 

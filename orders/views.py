@@ -432,7 +432,7 @@ def timeline_rows(events: list[TimelineEvent], *, placed_at: dt.datetime) -> lis
 
 @login_required
 def order_list(request):
-    """The user's orders (staff: everyone's), each linking to its flow."""
+    """The user's orders (with orders.view_any_order: everyone's), each linking to its flow."""
     orders = order_list_for_user(user=request.user).select_related("customer")[:100]
     return render(request, "orders/order_list.html", {"orders": orders})
 

@@ -44,7 +44,7 @@ def test_another_customer_gets_404(client, saga_order, other_customer):
     assert client.get(flow_url(saga_order)).status_code == 404
 
 
-def test_staff_see_any_order(client, saga_order, staff):
+def test_staff_with_the_permission_see_any_order(client, saga_order, staff):
     client.force_login(staff)
     page = client.get(flow_url(saga_order))
     assert page.status_code == 200

@@ -323,7 +323,7 @@ def test_the_list_pages_by_twenty(api):
     assert api.get(LIST_URL, {"page": "x"}).status_code == 404
 
 
-def test_staff_see_everyones_orders(api, other_customer, staff):
+def test_staff_with_the_permission_see_everyones_orders(api, other_customer, staff):
     mine = post_json(api, GOOD_BODY).json()["id"]
     theirs = post_json(client_for(other_customer), GOOD_BODY).json()["id"]
     staff_client = client_for(staff)

@@ -105,10 +105,27 @@ def test_a_customer_cannot_write_products(customer, catalogue):
     assert not Event.objects.filter(type="inventory.ProductCatalogued", aggregate_id="NEW-1")
 
 
-def test_staff_can_write_products(staff, catalogue):
+def test_staff_without_the_permission_cannot_write_products(staff, catalogue):
+    """is_staff is no master key: the product permissions decide, as in the admin."""
     carol = token_client(staff)
+    before = products_state()
+    assert carol.post(PRODUCTS, NEW_PRODUCT, format="json").status_code == 403
+    assert carol.patch(f"{PRODUCTS}MUG/", {"price": "0.01"}, format="json").status_code == 403
+    assert products_state() == before
+
+
+def test_a_catalogue_manager_can_write_products(catalogue_manager, catalogue):
+    carol = token_client(catalogue_manager)
     assert carol.post(PRODUCTS, NEW_PRODUCT, format="json").status_code == 201
     assert carol.patch(f"{PRODUCTS}MUG/", {"price": "8.00"}, format="json").status_code == 200
+
+
+def test_staff_without_the_permission_see_only_their_own_orders(staff, customer, catalogue):
+    theirs = place(token_client(customer))
+    carol = token_client(staff)
+    assert carol.get(ORDERS).json()["count"] == 0
+    for url in (f"{ORDERS}{theirs}/", f"{ORDERS}{theirs}/events/"):
+        assert carol.get(url).status_code == 404
 
 
 # --- no credentials, bad credentials --------------------------------------------------------------
@@ -228,8 +245,8 @@ def test_a_session_write_with_the_csrf_token_is_accepted(customer, catalogue):
     assert Order.objects.get().customer == customer
 
 
-def test_a_staff_session_product_write_needs_the_csrf_token(staff, catalogue):
-    client = session_client(staff)
+def test_a_staff_session_product_write_needs_the_csrf_token(catalogue_manager, catalogue):
+    client = session_client(catalogue_manager)
     before = products_state()
     assert client.patch(f"{PRODUCTS}MUG/", {"price": "1.00"}, format="json").status_code == 403
     assert client.post(PRODUCTS, NEW_PRODUCT, format="json").status_code == 403
