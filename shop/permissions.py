@@ -88,6 +88,8 @@ CATALOGUE_WRITE = {"anonymous": 401, **{role: 403 for role in ROLES[1:]}}
 
 OPERATIONS: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "api-token"): _row(400, 200, 200, 200, 200, 200, 200),
+    ("POST", "api-logout"): _row(401, 204, 204, 204, 204, 204, 204),
+    ("POST", "api-logout-all"): _row(401, 204, 204, 204, 204, 204, 204),
     ("GET", "inventory:product-list"): EVERYONE_200,
     ("POST", "inventory:product-list"): {**CATALOGUE_WRITE, "catalogue_manager": 201},
     ("GET", "inventory:product-detail"): EVERYONE_200,
@@ -134,7 +136,7 @@ SUPERUSER_ONLY = _admin(403, 403, 403, 403)
 ADMIN_PAGES: dict[str, dict[str, int]] = {
     "auth.user": SUPERUSER_ONLY,
     "auth.group": SUPERUSER_ONLY,
-    "authtoken.tokenproxy": SUPERUSER_ONLY,
+    "knox.authtoken": SUPERUSER_ONLY,
     "django_celery_beat.periodictask": _admin(403, 403, 403, 200),
     "django_celery_beat.clockedschedule": _admin(403, 403, 403, 200),
     "django_celery_beat.crontabschedule": _admin(403, 403, 403, 200),

@@ -4,6 +4,7 @@ Embedded defaults (nothing to install): SQLite in ``var/`` and kombu's filesyste
 Real use: ``DATABASE_URL=postgres://...`` and ``CELERY_BROKER_URL=redis://...``.
 """
 
+import datetime as dt
 import hashlib
 import os
 from pathlib import Path
@@ -66,7 +67,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
@@ -247,7 +248,7 @@ PAYMENTS = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "shop.token_auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -263,6 +264,12 @@ REST_FRAMEWORK = {
 # The schema, Swagger UI and the browsable API describe every endpoint and field: public while
 # debugging, for logged-in users only in production unless this says otherwise.
 API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", DEBUG)
+
+# API tokens (django-rest-knox, shop/auth.py): stored hashed, several per user, expiring.
+REST_KNOX = {
+    "TOKEN_TTL": dt.timedelta(hours=env_float("API_TOKEN_TTL_HOURS", 24.0)),
+    "AUTH_HEADER_PREFIX": "Token",
+}
 
 SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["shop.api.ApiDocsVisible"],

@@ -1,11 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
+
+from shop.auth import TokenObtainApi, TokenRevokeAllApi, TokenRevokeApi
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/auth/token/", TokenObtainApi.as_view(), name="api-token"),
+    path("api/auth/logout/", TokenRevokeApi.as_view(), name="api-logout"),
+    path("api/auth/logout-all/", TokenRevokeAllApi.as_view(), name="api-logout-all"),
     path("api/", include("inventory.urls")),
     path("api/", include("orders.urls")),
     path("", include("orders.urls_pages")),  # HTML: /orders/<id>/flow/, /accounts/login/

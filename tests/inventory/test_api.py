@@ -3,13 +3,12 @@ for any bad input."""
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from inventory.models import Product
 from inventory.services import stock_reserve
 from tests.inventory.helpers import a_product, payloads, snapshot, stock
-from tests.security.credentials import grant
+from tests.security.credentials import api_token, grant
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +39,7 @@ def customer():
     """A non-staff user authenticating with a token, as API clients do."""
     user = get_user_model().objects.create_user("ada")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

@@ -5,7 +5,6 @@ import uuid
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orders.models import Order, OrderLine
@@ -13,6 +12,7 @@ from orders.services import MAX_QUANTITY
 from outbox.models import Event
 from payments.events import PaidLine, PaymentCompleted
 from shipping.events import ShippingScheduled
+from tests.security.credentials import api_token
 from tests.support import event_deliver
 
 pytestmark = pytest.mark.django_db
@@ -80,8 +80,7 @@ def test_placing_answers_202_with_the_order_and_its_location(api):
 
 def test_placing_with_a_token_works(customer, catalogue):
     client = APIClient()
-    token = Token.objects.create(user=customer)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(customer)}")
     assert post_json(client, GOOD_BODY).status_code == 202
 
 

@@ -7,13 +7,13 @@ import threading
 from collections import Counter
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orders.models import Order, OrderLine
 from orders.services import catalog_item_upsert
 from outbox.models import Delivery, Event
 from tests.races.helpers import run_at_once, skip_unless_postgres
+from tests.security.credentials import api_token
 
 pytestmark = [
     pytest.mark.postgres,
@@ -35,7 +35,7 @@ def token(django_user_model, settings):
     for sku, price in (("MUG", "9.50"), ("TEE", "20.00")):
         catalog_item_upsert(sku=sku, name=sku.title(), price=price, currency="EUR")
     customer = django_user_model.objects.create_user("frank", password="pw-frank-123")
-    return Token.objects.create(user=customer).key
+    return api_token(customer)
 
 
 def poster(token: str, body: dict, key: str):

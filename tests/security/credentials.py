@@ -1,12 +1,13 @@
 """Credentials and permissions for tests: an API token for a user (the one place that knows the
 token model), and permissions granted to a user."""
 
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 
 def api_token(user) -> str:
-    token, _ = Token.objects.get_or_create(user=user)
-    return token.key
+    """A new API token of ``user``, as POST /api/auth/token/ would give."""
+    _instance, token = AuthToken.objects.create(user=user)
+    return token
 
 
 def grant(user, *permissions: str):

@@ -2,7 +2,6 @@
 the admin, writes need credentials, and a session-authenticated write needs its CSRF token."""
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from inventory.models import Product, StockLevel
@@ -10,6 +9,7 @@ from orders.models import Order
 from outbox.models import Event
 from tests.fuzz.helpers import db_snapshot
 from tests.security.conftest import PASSWORDS
+from tests.security.credentials import api_token
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +21,7 @@ NEW_PRODUCT = {"sku": "NEW-1", "name": "New", "price": "3.00", "stock": 5}
 
 def token_client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 
@@ -261,5 +261,5 @@ def test_a_staff_session_product_write_needs_the_csrf_token(catalogue_manager, c
 def test_a_token_authenticated_write_needs_no_csrf_token(customer, catalogue):
     """A token is not sent by a browser on its own, so it is no cross-site risk."""
     client = APIClient(enforce_csrf_checks=True)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=customer).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(customer)}")
     assert client.post(ORDERS, ORDER_BODY, format="json").status_code == 202
