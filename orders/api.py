@@ -7,6 +7,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_field,
 )
@@ -172,6 +173,15 @@ class TimelineEventOutputSerializer(serializers.Serializer):
     deliveries = TimelineDeliveryOutputSerializer(many=True)
 
 
+class CustomerTimelineEventOutputSerializer(serializers.Serializer):
+    """The timeline as a customer sees it: what happened to the order, and when. Subscribers,
+    attempts, errors, payloads and internal ids are the machinery (orders.view_order_machinery).
+    """
+
+    type = serializers.CharField()
+    occurred_at = serializers.DateTimeField()
+
+
 class ErrorOutputSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
@@ -276,9 +286,26 @@ class OrderDetailApi(OrdersApi):
 class OrderEventsApi(OrdersApi):
     @extend_schema(
         operation_id="orders_events",
-        summary="The order's saga: its events in causal order, with each delivery's state",
-        responses={200: TimelineEventOutputSerializer(many=True), 404: ErrorOutputSerializer},
+        summary="The order's saga: its events in causal order",
+        description=(
+            "Each event's type and time. With orders.view_order_machinery (operators), also "
+            "its ids, payload and every delivery's subscriber, status, attempts and last error."
+        ),
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="TimelineEvent",
+                serializers=[CustomerTimelineEventOutputSerializer, TimelineEventOutputSerializer],
+                resource_type_field_name=None,
+                many=True,
+            ),
+            404: ErrorOutputSerializer,
+        },
     )
     def get(self, request, order_id: int):
         order = self.order_get_or_404(request, order_id)
-        return Response(TimelineEventOutputSerializer(order_timeline(order=order), many=True).data)
+        serializer = (
+            TimelineEventOutputSerializer
+            if request.user.has_perm("orders.view_order_machinery")
+            else CustomerTimelineEventOutputSerializer
+        )
+        return Response(serializer(order_timeline(order=order), many=True).data)

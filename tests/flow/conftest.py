@@ -53,6 +53,16 @@ def staff(db):
     return grant(user, "orders.view_any_order", "orders.view_order")
 
 
+OPERATOR_PASSWORD = "olive-pass-123"
+
+
+@pytest.fixture
+def operator(db):
+    """Staff who see any order's machinery: subscribers, attempts, errors, ids."""
+    user = get_user_model().objects.create_user("olive", password=OPERATOR_PASSWORD, is_staff=True)
+    return grant(user, "orders.view_any_order", "orders.view_order", "orders.view_order_machinery")
+
+
 def deliveries_drain(*, leave: tuple[str, ...] = (), rounds: int = 20) -> None:
     """Handle every pending delivery (but those to ``leave``) here, until none is left."""
     for _ in range(rounds):

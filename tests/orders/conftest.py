@@ -37,6 +37,13 @@ def staff(db):
     return grant(user, "orders.view_any_order")
 
 
+@pytest.fixture
+def operator(db):
+    """Staff who see any order's machinery: subscribers, attempts, errors, ids."""
+    user = get_user_model().objects.create_user("olive", password="pw-olive-123", is_staff=True)
+    return grant(user, "orders.view_any_order", "orders.view_order_machinery")
+
+
 def product_catalogue(sku: str, price: str, *, name: str | None = None, currency: str = "EUR"):
     outcome = event_deliver(
         ProductCatalogued(sku=sku, name=name or sku.title(), price=price, currency=currency),

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from orders.models import Order, OrderLine
 from orders.services import MAX_QUANTITY
-from outbox.models import Event
+from outbox.models import Delivery, Event
 from payments.events import PaidLine, PaymentCompleted
 from shipping.events import ShippingScheduled
 from tests.security.credentials import api_token
@@ -369,14 +369,20 @@ def test_a_missing_order_is_a_404(api, order_id):
     assert api.get(events_url(order_id)).status_code == 404
 
 
-def test_the_timeline_lists_the_sagas_events_in_causal_order(api):
+@pytest.fixture
+def ops(operator):
+    """The operator's client: the timeline with its machinery."""
+    return client_for(operator)
+
+
+def test_the_timeline_lists_the_sagas_events_in_causal_order(api, ops):
     order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
     event_deliver(
         ShippingScheduled(shipment_id=7, order_id=order.id, carrier="DHL", tracking_number="T1"),
         subscriber="orders.order_complete_on_shipping_scheduled",
         correlation_id=order.correlation_id,
     )
-    timeline = api.get(events_url(order.id)).json()
+    timeline = ops.get(events_url(order.id)).json()
     assert [e["type"] for e in timeline] == [
         "orders.OrderPlaced",
         "shipping.ShippingScheduled",
@@ -419,14 +425,15 @@ def test_the_timeline_lists_the_sagas_events_in_causal_order(api):
     }
 
 
-def test_the_timeline_masks_the_payment_token(api):
+def test_the_timeline_masks_the_payment_token(api, ops):
     order_id = post_json(api, GOOD_BODY).json()["id"]
-    [placed] = api.get(events_url(order_id)).json()
+    [placed] = ops.get(events_url(order_id)).json()
     assert placed["payload"]["payment_token"] == "tok_…"
+    assert "tok_visa" not in ops.get(events_url(order_id)).content.decode()
     assert "tok_visa" not in api.get(events_url(order_id)).content.decode()
 
 
-def test_the_timeline_shows_only_the_first_line_of_an_error(api):
+def test_the_timeline_shows_only_the_first_line_of_an_error(api, ops):
     order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
     stored = Event.objects.get(type="orders.OrderPlaced")
     # Whatever subscribes to OrderPlaced, give the event a failed delivery to show.
@@ -440,7 +447,7 @@ def test_the_timeline_shows_only_the_first_line_of_an_error(api):
         last_error="RuntimeError: gateway down\n\nTraceback ...",
         aggregate_key=f"order:{order.id}",
     )
-    [placed] = api.get(events_url(order.id)).json()
+    [placed] = ops.get(events_url(order.id)).json()
     [failing] = [d for d in placed["deliveries"] if d["subscriber"] == "tests.failing"]
     assert failing == {
         "subscriber": "tests.failing",
@@ -448,6 +455,31 @@ def test_the_timeline_shows_only_the_first_line_of_an_error(api):
         "attempts": 2,
         "last_error": "RuntimeError: gateway down",
     }
+
+
+def test_the_customer_sees_events_and_times_the_operator_the_machinery(api, ops):
+    """The same order's timeline, twice: its customer sees each event's type and time; the
+    operator also sees ids, payloads and deliveries (subscribers, attempts, errors)."""
+    order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
+    Delivery.objects.filter(event__correlation_id=order.correlation_id).update(
+        attempts=2, last_error="GatewayUnavailable: timeout (simulated: call 2 of 3)"
+    )
+    event_deliver(
+        ShippingScheduled(shipment_id=7, order_id=order.id, carrier="DHL", tracking_number="T1"),
+        subscriber="orders.order_complete_on_shipping_scheduled",
+        correlation_id=order.correlation_id,
+    )
+    customers = api.get(events_url(order.id)).json()
+    operators = ops.get(events_url(order.id)).json()
+    assert [(e["type"], e["occurred_at"]) for e in customers] == [
+        (e["type"], e["occurred_at"]) for e in operators
+    ]
+    assert all(set(e) == {"type", "occurred_at"} for e in customers)
+    assert operators[0]["deliveries"] and operators[0]["payload"]["customer_id"]
+    text = api.get(events_url(order.id)).content.decode()
+    for machinery in ("GatewayUnavailable", "payments.", "attempts", str(order.correlation_id)):
+        assert machinery not in text
+        assert machinery in ops.get(events_url(order.id)).content.decode()
 
 
 # --- the schema ---------------------------------------------------------------------------------

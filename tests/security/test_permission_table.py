@@ -164,6 +164,18 @@ def test_the_order_list_shows_every_customers_orders_to_the_roles_the_table_says
         assert count == (total if sees_all else own), role
 
 
+def test_the_timeline_and_flow_page_show_the_machinery_to_the_roles_the_table_says(roles):
+    users, order = roles
+    for role, sees_machinery in table.VIEWS["the saga's machinery"].items():
+        if table.OPERATIONS[("GET", "orders:order-events")][role] != 200:
+            continue
+        client = client_for("/api/", users[role])
+        [placed] = client.get(url_of("orders:order-events", order)).json()
+        assert ("deliveries" in placed) == sees_machinery, role
+        page = client_for("/orders/", users[role]).get(url_of("order_pages:order-flow", order))
+        assert ("data-subscriber=" in page.content.decode()) == sees_machinery, role
+
+
 # --- the table covers everything -----------------------------------------------------------------
 
 
