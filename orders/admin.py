@@ -31,6 +31,7 @@ class OrderLineInline(ReadOnlyAdminMixin, admin.TabularInline):
 class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
+        "reference",
         "customer",
         "status",
         "cancellation_reason",
@@ -39,13 +40,14 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["status", "cancellation_reason"]
-    search_fields = ["=id", "customer__username", "=correlation_id"]
+    search_fields = ["=id", "=reference", "customer__username", "=correlation_id"]
     list_select_related = ["customer"]
     ordering = ["-created_at", "-id"]
     date_hierarchy = "created_at"
     inlines = [OrderLineInline]
     fields = [
         "id",
+        "reference",
         "saga_flow",
         "customer",
         "status",
@@ -69,7 +71,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def saga_flow(self, obj: Order):
         return format_html(
             '<a href="{}">Open the saga flow: sequence diagram and timeline</a>',
-            reverse("order_pages:order-flow", args=[obj.pk]),
+            reverse("order_pages:order-flow", args=[obj.reference]),
         )
 
     @admin.display(description="timeline")

@@ -113,7 +113,11 @@ class ShipmentOutputSerializer(serializers.Serializer):
 
 
 class OrderOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.CharField(
+        source="reference",
+        help_text="The order's public reference (ORD-...), as in its URL. Random: it says "
+        "nothing about how many orders there are.",
+    )
     status = serializers.ChoiceField(choices=Order.Status.choices)
     cancellation_reason = serializers.ChoiceField(
         choices=Order.CancellationReason.choices, allow_null=True
@@ -193,9 +197,9 @@ class OrdersApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @staticmethod
-    def order_get_or_404(request, order_id: int) -> Order:
+    def order_get_or_404(request, reference: str) -> Order:
         try:
-            return order_get_for_user(user=request.user, order_id=order_id)
+            return order_get_for_user(user=request.user, reference=reference)
         except Order.DoesNotExist:
             raise exceptions.NotFound("No such order.") from None
 
@@ -266,7 +270,9 @@ class OrderListCreateApi(OrdersApi):
             )
         except IdempotencyKeyReused:
             raise IdempotencyKeyConflict() from None
-        location = request.build_absolute_uri(reverse("orders:order-detail", args=[order.pk]))
+        location = request.build_absolute_uri(
+            reverse("orders:order-detail", args=[order.reference])
+        )
         return Response(
             OrderOutputSerializer(order).data,
             status=status.HTTP_202_ACCEPTED,
@@ -279,8 +285,8 @@ class OrderDetailApi(OrdersApi):
         operation_id="orders_retrieve",
         responses={200: OrderOutputSerializer, 404: ErrorOutputSerializer},
     )
-    def get(self, request, order_id: int):
-        return Response(OrderOutputSerializer(self.order_get_or_404(request, order_id)).data)
+    def get(self, request, reference: str):
+        return Response(OrderOutputSerializer(self.order_get_or_404(request, reference)).data)
 
 
 class OrderEventsApi(OrdersApi):
@@ -301,8 +307,8 @@ class OrderEventsApi(OrdersApi):
             404: ErrorOutputSerializer,
         },
     )
-    def get(self, request, order_id: int):
-        order = self.order_get_or_404(request, order_id)
+    def get(self, request, reference: str):
+        order = self.order_get_or_404(request, reference)
         serializer = (
             TimelineEventOutputSerializer
             if request.user.has_perm("orders.view_order_machinery")

@@ -4,6 +4,7 @@ Other apps' rows are referenced by id only; the catalogue is a local copy kept f
 ``inventory.ProductCatalogued`` events, because orders may not read inventory's tables.
 """
 
+import secrets
 import uuid
 
 from django.conf import settings
@@ -22,6 +23,17 @@ class CatalogItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sku} {self.name} ({self.price} {self.currency})"
+
+
+# Letters and digits a reader cannot confuse (no 0/O, 1/I/L), as in a booking reference.
+REFERENCE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+REFERENCE_LENGTH = 12  # 31**12 (~2**59) references: guessing one is hopeless
+
+
+def order_reference_new() -> str:
+    """A random public reference ("ORD-" and 12 characters): it says nothing about how many
+    orders there are, unlike the sequential primary key, which never leaves the shop's staff."""
+    return "ORD-" + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
 
 
 class Order(models.Model):
@@ -43,6 +55,11 @@ class Order(models.Model):
 
     customer = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders"
+    )
+    # The order's public id: in the API's URLs and answers, the pages, and anything a customer
+    # reads. The primary key stays internal (events, other apps, the admin).
+    reference = models.CharField(
+        max_length=20, unique=True, default=order_reference_new, editable=False
     )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PLACED)
     # Null, not "", for facts not known yet (DJ001): the API shows them as null, and the
@@ -89,7 +106,7 @@ class Order(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Order #{self.pk} ({self.status})"
+        return f"Order {self.reference} ({self.status})"
 
 
 class OrderLine(models.Model):

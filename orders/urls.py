@@ -6,6 +6,6 @@ app_name = "orders"
 
 urlpatterns = [
     path("orders/", OrderListCreateApi.as_view(), name="order-list"),
-    path("orders/<int:order_id>/", OrderDetailApi.as_view(), name="order-detail"),
-    path("orders/<int:order_id>/events/", OrderEventsApi.as_view(), name="order-events"),
+    path("orders/<str:reference>/", OrderDetailApi.as_view(), name="order-detail"),
+    path("orders/<str:reference>/events/", OrderEventsApi.as_view(), name="order-events"),
 ]

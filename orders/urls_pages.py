@@ -1,6 +1,7 @@
 """The orders app's HTML pages (the API's URLs are in orders/urls.py), and a plain login page.
 
-Included at the site's root: /orders/, /orders/<id>/flow/, /accounts/login/, /accounts/logout/.
+Included at the site's root: /orders/, /orders/<reference>/flow/, /accounts/login/,
+/accounts/logout/.
 """
 
 from django.contrib.auth import views as auth_views
@@ -12,7 +13,7 @@ app_name = "order_pages"
 
 urlpatterns = [
     path("orders/", views.order_list, name="order-list"),
-    path("orders/<int:order_id>/flow/", views.order_flow, name="order-flow"),
+    path("orders/<str:reference>/flow/", views.order_flow, name="order-flow"),
     # Django's own login and logout, for customers as well as staff (the admin's login page
     # accepts staff only). Django's default LOGIN_URL is this page's path.
     path(

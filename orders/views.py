@@ -438,10 +438,10 @@ def order_list(request):
 
 
 @login_required
-def order_flow(request, order_id: int):
+def order_flow(request, reference: str):
     """One order's saga: its summary, a sequence diagram and the timeline of its events."""
     try:
-        order = order_get_for_user(user=request.user, order_id=order_id)
+        order = order_get_for_user(user=request.user, reference=reference)
     except Order.DoesNotExist:
         raise Http404("No such order.") from None
     # Subscribers, attempts, errors, payloads and ids are for operators; a customer (or support)

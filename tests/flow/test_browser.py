@@ -72,7 +72,7 @@ def chromium_page():
 
 
 def login_and_open_flow(
-    page, live_server, *, order_id: int, username: str, password: str = OPERATOR_PASSWORD
+    page, live_server, *, order_id: str, username: str, password: str = OPERATOR_PASSWORD
 ) -> str:
     flow = reverse("order_pages:order-flow", args=[order_id])
     page.goto(live_server.url + flow)
@@ -86,7 +86,7 @@ def login_and_open_flow(
     return flow
 
 
-def screenshot(page, order_id: int, capsys) -> Path:
+def screenshot(page, order_id: str, capsys) -> Path:
     folder = Path(settings.VAR_DIR) / "test-artifacts"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"flow-{order_id}.png"
@@ -130,16 +130,16 @@ def rendered_arrows(page) -> list[dict]:
 def test_the_flow_page_in_chromium_shows_every_delivery_state(
     live_server, saga_order, operator, capsys
 ):
-    order_id, username = saga_order.pk, operator.get_username()
+    order_id, username = saga_order.reference, operator.get_username()
     with chromium_page() as page:
         flow_page_check_every_state(page, live_server, order_id, username)
         screenshot(page, order_id, capsys)
 
 
-def flow_page_check_every_state(page, live_server, order_id: int, username: str) -> None:
+def flow_page_check_every_state(page, live_server, order_id: str, username: str) -> None:
     login_and_open_flow(page, live_server, order_id=order_id, username=username)
 
-    assert page.locator("h1").inner_text() == f"Order #{order_id}"
+    assert page.locator("h1").inner_text() == f"Order {order_id}"
     assert page.locator(".summary .status").inner_text().lower() == "completed"
     headers = page.locator("svg.flow-diagram .lifeline-title:not(.lifeline-title--foot)")
     assert headers.all_text_contents() == ["Orders", "Payments", "Inventory", "Shipping"]
@@ -202,7 +202,7 @@ def test_a_saga_run_by_a_real_worker_renders_in_chromium(
         what="the order to be cancelled and every delivery done",
     )
     with chromium_page() as page:
-        login_and_open_flow(page, live_server, order_id=order.pk, username=operator.username)
+        login_and_open_flow(page, live_server, order_id=order.reference, username=operator.username)
         out_of_stock_check(page)
         screenshot(page, order.pk, capsys)
 

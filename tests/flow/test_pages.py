@@ -21,7 +21,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def flow_url(order) -> str:
-    return reverse("order_pages:order-flow", args=[order.pk])
+    return reverse("order_pages:order-flow", args=[order.reference])
 
 
 def diagram(html: str) -> ET.Element:
@@ -59,7 +59,7 @@ def test_an_unknown_order_is_404(client, customer):
 def test_anonymous_visitors_are_sent_to_the_login_page(client, saga_order):
     page = client.get(flow_url(saga_order))
     assert page.status_code == 302
-    assert page["Location"] == f"/accounts/login/?next=/orders/{saga_order.pk}/flow/"
+    assert page["Location"] == f"/accounts/login/?next=/orders/{saga_order.reference}/flow/"
 
 
 def test_a_customer_logs_in_on_the_login_page_and_lands_on_the_flow(client, saga_order):

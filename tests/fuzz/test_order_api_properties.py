@@ -272,10 +272,10 @@ def check_one(api, customer, kind: str, body, key: str | None) -> int:
         assert after == before, f"a {status} changed the database"
         assert isinstance(response.json(), dict)
     elif replayed is not None:
-        assert response.json()["id"] == replayed.pk
+        assert response.json()["id"] == replayed.reference
         assert after == before, "a replay changed the database"
     else:
-        order = Order.objects.get(pk=response.json()["id"])
+        order = Order.objects.get(reference=response.json()["id"])
         assert order.customer_id == customer.pk
         assert order.idempotency_key == key
         grew = {name: after[name] - before[name] for name in ("orders", "events")}

@@ -1,6 +1,7 @@
 """The orders HTTP API: placing, reading, the timeline, and every way a client can get it wrong."""
 
 import json
+import re
 import uuid
 
 import pytest
@@ -67,14 +68,14 @@ def test_placing_answers_202_with_the_order_and_its_location(api):
     order = Order.objects.get()
     body = response.json()
     assert set(body) == ORDER_KEYS
-    assert body["id"] == order.pk
+    assert body["id"] == order.reference
     assert body["status"] == "placed"
     assert body["cancellation_reason"] is None
     assert body["lines"] == [{"sku": "MUG", "quantity": 2, "unit_price": "9.50"}]
     assert body["total"] == "19.00"
     assert body["payment"] is None and body["shipment"] is None
-    assert response["Location"] == f"http://testserver/api/orders/{order.pk}/"
-    assert reverse("orders:order-detail", args=[order.pk]) == detail_url(order.pk)
+    assert response["Location"] == f"http://testserver/api/orders/{order.reference}/"
+    assert reverse("orders:order-detail", args=[order.reference]) == detail_url(order.reference)
     assert Event.objects.filter(type="orders.OrderPlaced", correlation_id=order.correlation_id)
 
 
@@ -332,7 +333,7 @@ def test_staff_with_the_permission_see_everyones_orders(api, other_customer, sta
 
 
 def test_the_detail_shows_payment_and_shipment_once_known(api):
-    order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
+    order = Order.objects.get(reference=post_json(api, GOOD_BODY).json()["id"])
     event_deliver(
         PaymentCompleted(
             payment_id=1,
@@ -349,7 +350,7 @@ def test_the_detail_shows_payment_and_shipment_once_known(api):
         subscriber="orders.order_complete_on_shipping_scheduled",
         correlation_id=order.correlation_id,
     )
-    body = api.get(detail_url(order.id)).json()
+    body = api.get(detail_url(order.reference)).json()
     assert set(body) == ORDER_KEYS
     assert body["status"] == "completed"
     assert body["payment"] == {"status": "captured", "amount": "19.00"}
@@ -376,13 +377,13 @@ def ops(operator):
 
 
 def test_the_timeline_lists_the_sagas_events_in_causal_order(api, ops):
-    order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
+    order = Order.objects.get(reference=post_json(api, GOOD_BODY).json()["id"])
     event_deliver(
         ShippingScheduled(shipment_id=7, order_id=order.id, carrier="DHL", tracking_number="T1"),
         subscriber="orders.order_complete_on_shipping_scheduled",
         correlation_id=order.correlation_id,
     )
-    timeline = ops.get(events_url(order.id)).json()
+    timeline = ops.get(events_url(order.reference)).json()
     assert [e["type"] for e in timeline] == [
         "orders.OrderPlaced",
         "shipping.ShippingScheduled",
@@ -434,7 +435,7 @@ def test_the_timeline_masks_the_payment_token(api, ops):
 
 
 def test_the_timeline_shows_only_the_first_line_of_an_error(api, ops):
-    order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
+    order = Order.objects.get(reference=post_json(api, GOOD_BODY).json()["id"])
     stored = Event.objects.get(type="orders.OrderPlaced")
     # Whatever subscribes to OrderPlaced, give the event a failed delivery to show.
     from outbox.models import Delivery
@@ -447,7 +448,7 @@ def test_the_timeline_shows_only_the_first_line_of_an_error(api, ops):
         last_error="RuntimeError: gateway down\n\nTraceback ...",
         aggregate_key=f"order:{order.id}",
     )
-    [placed] = ops.get(events_url(order.id)).json()
+    [placed] = ops.get(events_url(order.reference)).json()
     [failing] = [d for d in placed["deliveries"] if d["subscriber"] == "tests.failing"]
     assert failing == {
         "subscriber": "tests.failing",
@@ -460,7 +461,7 @@ def test_the_timeline_shows_only_the_first_line_of_an_error(api, ops):
 def test_the_customer_sees_events_and_times_the_operator_the_machinery(api, ops):
     """The same order's timeline, twice: its customer sees each event's type and time; the
     operator also sees ids, payloads and deliveries (subscribers, attempts, errors)."""
-    order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
+    order = Order.objects.get(reference=post_json(api, GOOD_BODY).json()["id"])
     Delivery.objects.filter(event__correlation_id=order.correlation_id).update(
         attempts=2, last_error="GatewayUnavailable: timeout (simulated: call 2 of 3)"
     )
@@ -469,17 +470,32 @@ def test_the_customer_sees_events_and_times_the_operator_the_machinery(api, ops)
         subscriber="orders.order_complete_on_shipping_scheduled",
         correlation_id=order.correlation_id,
     )
-    customers = api.get(events_url(order.id)).json()
-    operators = ops.get(events_url(order.id)).json()
+    customers = api.get(events_url(order.reference)).json()
+    operators = ops.get(events_url(order.reference)).json()
     assert [(e["type"], e["occurred_at"]) for e in customers] == [
         (e["type"], e["occurred_at"]) for e in operators
     ]
     assert all(set(e) == {"type", "occurred_at"} for e in customers)
     assert operators[0]["deliveries"] and operators[0]["payload"]["customer_id"]
-    text = api.get(events_url(order.id)).content.decode()
+    text = api.get(events_url(order.reference)).content.decode()
     for machinery in ("GatewayUnavailable", "payments.", "attempts", str(order.correlation_id)):
         assert machinery not in text
-        assert machinery in ops.get(events_url(order.id)).content.decode()
+        assert machinery in ops.get(events_url(order.reference)).content.decode()
+
+
+def test_references_are_random_and_old_numeric_ids_resolve_for_staff_only(api, staff, ops):
+    """The public reference tells nothing of the shop's volume; the numeric id still finds the
+    order for staff with orders.view_any_order (old links, the admin), and for nobody else."""
+    first, second = (post_json(api, GOOD_BODY).json()["id"] for _ in range(2))
+    assert re.fullmatch(r"ORD-[A-Z2-9]{12}", first) and first != second
+    order = Order.objects.get(reference=first)
+    assert str(order.pk) not in first
+    assert api.get(detail_url(order.pk)).status_code == 404  # the customer's own order
+    assert api.get(events_url(order.pk)).status_code == 404
+    for who in (client_for(staff), ops):
+        assert who.get(detail_url(order.pk)).json()["id"] == first
+        assert who.get(events_url(order.pk)).status_code == 200
+    assert ops.get(detail_url("9" * 40)).status_code == 404
 
 
 # --- the schema ---------------------------------------------------------------------------------
@@ -494,8 +510,8 @@ def test_the_schema_documents_the_orders_api(api):
     assert (key["in"], key.get("required", False)) == ("header", False)
     assert {"202", "400", "409", "415"} <= set(post["responses"])
     assert "Location" in post["responses"]["202"]["headers"]
-    assert "/api/orders/{order_id}/" in schema["paths"]
-    assert "/api/orders/{order_id}/events/" in schema["paths"]
+    assert "/api/orders/{reference}/" in schema["paths"]
+    assert "/api/orders/{reference}/events/" in schema["paths"]
     page = schema["components"]["schemas"]["OrderPageOutput"]
     assert set(page["properties"]) == {"count", "next", "previous", "results"}
     order = schema["components"]["schemas"]["OrderOutput"]
@@ -504,4 +520,4 @@ def test_the_schema_documents_the_orders_api(api):
 
 def test_correlation_ids_are_uuids(api):
     body = post_json(api, GOOD_BODY).json()
-    assert uuid.UUID(str(Order.objects.get(pk=body["id"]).correlation_id))
+    assert uuid.UUID(str(Order.objects.get(reference=body["id"]).correlation_id))

@@ -66,7 +66,7 @@ def test_eight_concurrent_retries_make_one_order(token):
     answers = run_at_once([poster(token, BODY, "retry-1")] * 8)
     assert {status for status, _ in answers} == {202}
     order = assert_one_order()
-    assert {body["id"] for _, body in answers} == {order.pk}
+    assert {body["id"] for _, body in answers} == {order.reference}
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_two_retries_both_past_the_lookup_make_one_order(token, both_past_the_lo
     answers = run_at_once([poster(token, BODY, "retry-2")] * 2)
     assert [status for status, _ in answers] == [202, 202]
     order = assert_one_order()
-    assert {body["id"] for _, body in answers} == {order.pk}
+    assert {body["id"] for _, body in answers} == {order.reference}
 
 
 def test_one_key_with_two_bodies_at_once_is_one_order_and_a_409(token, both_past_the_lookup):
@@ -97,7 +97,7 @@ def test_one_key_with_two_bodies_at_once_is_one_order_and_a_409(token, both_past
     order = assert_one_order()
     [(_, accepted)] = [answer for answer in answers if answer[0] == 202]
     [(_, conflict)] = [answer for answer in answers if answer[0] == 409]
-    assert accepted["id"] == order.pk
+    assert accepted["id"] == order.reference
     assert "Idempotency-Key" in conflict["detail"]
 
 

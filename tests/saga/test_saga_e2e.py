@@ -23,7 +23,8 @@ TERMINAL = ("completed", "cancelled")
 def settle(order_ids, timeout=60):
     wait_until(
         lambda: (
-            Order.objects.filter(pk__in=order_ids, status__in=TERMINAL).count() == len(order_ids)
+            Order.objects.filter(reference__in=order_ids, status__in=TERMINAL).count()
+            == len(order_ids)
         ),
         timeout=timeout,
         what=f"{len(order_ids)} orders to reach completed or cancelled",

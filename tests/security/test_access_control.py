@@ -79,8 +79,8 @@ def test_another_customers_idempotency_key_names_no_order_of_theirs(
     theirs = place(token_client(other_customer), **{"Idempotency-Key": "shared-key"})
     mine = place(token_client(customer), **{"Idempotency-Key": "shared-key"})
     assert mine != theirs
-    assert Order.objects.get(pk=mine).customer == customer
-    assert Order.objects.get(pk=theirs).customer == other_customer
+    assert Order.objects.get(reference=mine).customer == customer
+    assert Order.objects.get(reference=theirs).customer == other_customer
 
 
 def test_the_timeline_does_not_show_the_payment_token(customer, catalogue):
@@ -177,7 +177,8 @@ def test_the_admin_sends_non_staff_to_its_login_page(client, customer, catalogue
     order_id = place(token_client(customer))
     if who == "customer":
         client.force_login(customer)
-    pages = [page, f"/admin/orders/order/{order_id}/change/"]
+    pk = Order.objects.get(reference=order_id).pk
+    pages = [page, f"/admin/orders/order/{pk}/change/"]
     for url in pages:
         response = client.get(url)
         assert response.status_code == 302, url

@@ -63,17 +63,17 @@ def place(user) -> Order:
     client.force_authenticate(user)
     response = client.post("/api/orders/", ORDER_BODY, format="json")
     assert response.status_code == 202, response.content
-    return Order.objects.get(pk=response.json()["id"])
+    return Order.objects.get(reference=response.json()["id"])
 
 
 def order_arg(order: Order):
-    return order.pk
+    return order.reference
 
 
 def url_of(name: str, order: Order) -> str:
     kwargs = {}
     if name in ("orders:order-detail", "orders:order-events", "order_pages:order-flow"):
-        kwargs = {"order_id": order_arg(order)}
+        kwargs = {"reference": order_arg(order)}
     elif name == "inventory:product-detail":
         kwargs = {"sku": "MUG"}
     return reverse(name, kwargs=kwargs)

@@ -135,7 +135,7 @@ def test_poison_events_are_dead_lettered_and_block_nothing(
 
     poison_ids = [d.pk for deliveries in poisoned.values() for d in deliveries]
     wait_until(
-        lambda: Order.objects.filter(pk__in=order_ids, status="completed").count() == 2,
+        lambda: Order.objects.filter(reference__in=order_ids, status="completed").count() == 2,
         timeout=120,
         what="the normal orders to complete",
     )
