@@ -79,14 +79,15 @@ def known(customer, other_customer, catalogue) -> dict[str, list]:
 
 
 def _catalogued(case):
-    """The case with its lines naming catalogued products, so valid bodies can be accepted."""
+    """The case with its lines naming catalogued products and a token in the gateway's format
+    (tok_...), so valid bodies can be accepted."""
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("lines"), list):
         skus = sorted(CATALOGUE)
         lines = [line for line in body["lines"] if isinstance(line, dict)][: len(skus)]
         for sku, line in zip(skus, lines, strict=False):
             line["sku"] = sku
-        case.body = {**body, "lines": lines}
+        case.body = {**body, "lines": lines, "payment_token": "tok_visa"}
     return case
 
 
