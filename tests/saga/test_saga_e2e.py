@@ -143,8 +143,9 @@ def test_every_delivery_sent_twice_more_changes_nothing(api, catalogue):
 
 def test_transient_gateway_timeouts_are_retried_to_success(api, catalogue, settings):
     settings.PAYMENTS = {**settings.PAYMENTS, "TIMEOUTS_PER_CHARGE": 2}
-    order_id = place(api, [("TEE", 2)])
-    settle([order_id])
+    reference = place(api, [("TEE", 2)])
+    settle([reference])
+    order_id = Order.objects.get(reference=reference).pk
     assert Order.objects.get(pk=order_id).status == "completed"
     charge = Delivery.objects.get(
         event__type="orders.OrderPlaced",
