@@ -239,7 +239,7 @@ class ScriptedHttp:
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer, {"id": 7} if answer < 300 else {"status": answer}
+        return answer, {"id": "ORD-7"} if answer < 300 else {"status": answer}
 
 
 def test_the_load_records_every_status_and_every_hung_request():
@@ -250,7 +250,7 @@ def test_the_load_records_every_status_and_every_hung_request():
     http = ScriptedHttp(503, TimeoutError("timed out"), ConnectionResetError(), 503, 202)
     load = Load(http=http, plan=[request], seconds=0, threads=1, stop=threading.Event())
     load.run()
-    assert load.acks[0].order_id == 7 and load.acks[0].attempts == 5
+    assert load.acks[0].order_id == "ORD-7" and load.acks[0].attempts == 5
     assert load.stats.statuses == Counter({503: 2, 202: 1})
     assert (len(load.stats.timeouts), load.stats.connection_errors) == (1, 1)
 
