@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from orders.api import OrderNotCancellableConflict
-from orders.models import Order
+from orders.models import Order, order_reference_plausible
 from orders.selectors import SAGA_FILTERS, saga_filter, saga_in_flight_queryset, saga_rows
 from orders.services import OrderNotCancellable, saga_cancel, saga_retry
 
@@ -75,6 +75,8 @@ class SagasApi(APIView):
 
     @staticmethod
     def saga_get_or_404(reference: str) -> Order:
+        if not order_reference_plausible(reference):
+            raise exceptions.NotFound("No saga in flight for this order.")
         order = saga_in_flight_queryset().filter(reference=reference).first()
         if order is None:
             raise exceptions.NotFound("No saga in flight for this order.")

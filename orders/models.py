@@ -36,6 +36,16 @@ def order_reference_new() -> str:
     return "ORD-" + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
 
 
+def order_reference_plausible(reference: str) -> bool:
+    """Whether ``reference`` has the shape of a reference. Anything else (whatever a client put
+    in a URL) is no order and is not looked up: PostgreSQL refuses a NUL character in a query."""
+    return (
+        len(reference) == len("ORD-") + REFERENCE_LENGTH
+        and reference.startswith("ORD-")
+        and all(character in REFERENCE_ALPHABET for character in reference[4:])
+    )
+
+
 class Order(models.Model):
     class Status(models.TextChoices):
         PLACED = "placed"

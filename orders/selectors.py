@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from orders.models import Order, OrderDeadline
+from orders.models import Order, OrderDeadline, order_reference_plausible
 from outbox import (
     OpenDelivery,
     TimelineDelivery,
@@ -54,6 +54,8 @@ def order_get_for_user(*, user, reference: str) -> Order:
         if not user.has_perm("orders.view_any_order"):
             raise Order.DoesNotExist
         return orders.get(pk=int(reference))
+    if not order_reference_plausible(reference):
+        raise Order.DoesNotExist
     return orders.get(reference=reference)
 
 

@@ -13,7 +13,7 @@ from orders.services import MAX_QUANTITY
 from outbox.models import Delivery, Event
 from payments.events import PaidLine, PaymentCompleted
 from shipping.events import ShippingScheduled
-from tests.security.credentials import api_token
+from tests.security.credentials import api_token, grant
 from tests.support import event_deliver, problem_places
 
 pytestmark = pytest.mark.django_db
@@ -509,6 +509,22 @@ def test_references_are_random_and_old_numeric_ids_resolve_for_staff_only(api, s
         assert who.get(detail_url(order.pk)).json()["id"] == first
         assert who.get(events_url(order.pk)).status_code == 200
     assert ops.get(detail_url("9" * 40)).status_code == 404
+
+
+@pytest.mark.parametrize("reference", ["ORD-%00", "%00", "ORD-" + "X" * 300, "ORD-%F0%9F%92%A5"])
+def test_a_reference_that_cannot_exist_is_a_404_everywhere(api, ops, operator, reference):
+    """Whatever a client puts in the path (a NUL, which PostgreSQL refuses; too long; any
+    character) is no order: a 404, never a 500."""
+    console = client_for(grant(operator, "orders.change_order"))
+    for client, method, url in [
+        (api, "get", f"/api/orders/{reference}/"),
+        (ops, "get", f"/api/orders/{reference}/events/"),
+        (api, "post", f"/api/orders/{reference}/cancel/"),
+        (console, "post", f"/api/sagas/{reference}/retry/"),
+        (console, "post", f"/api/sagas/{reference}/cancel/"),
+    ]:
+        response = getattr(client, method)(url, {"reason": "x"}, format="json")
+        assert response.status_code == 404, (url, response.content)
 
 
 # --- the schema ---------------------------------------------------------------------------------
