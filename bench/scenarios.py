@@ -431,7 +431,7 @@ def _saga_setup(bench: Bench, run: int) -> tuple[int, str]:
     from decimal import Decimal
 
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from inventory.models import STOCK_MAX
     from inventory.services import product_create
@@ -446,8 +446,8 @@ def _saga_setup(bench: Bench, run: int) -> tuple[int, str]:
         alive=bench.check_alive,
     )
     customer = get_user_model().objects.create_user(f"bench-saga-{run}")
-    token = Token.objects.create(user=customer)
-    return customer.pk, token.key
+    _instance, token = AuthToken.objects.create(user=customer)
+    return customer.pk, token
 
 
 def _saga_measure(

@@ -38,7 +38,7 @@ RESET_PREFIXES = (
     "inventory_",
     "shipping_",
     "benchapp_",
-    "authtoken_",
+    "knox_",
     "auth_user",
     "django_session",
     "django_admin_log",

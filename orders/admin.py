@@ -40,6 +40,7 @@ class OrderLineInline(ReadOnlyAdminMixin, admin.TabularInline):
 class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
+        "reference",
         "customer",
         "status",
         "cancellation_reason",
@@ -48,13 +49,14 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["status", "cancellation_reason"]
-    search_fields = ["=id", "customer__username", "=correlation_id"]
+    search_fields = ["=id", "=reference", "customer__username", "=correlation_id"]
     list_select_related = ["customer"]
     ordering = ["-created_at", "-id"]
     date_hierarchy = "created_at"
     inlines = [OrderLineInline]
     fields = [
         "id",
+        "reference",
         "saga_flow",
         "customer",
         "status",
@@ -78,7 +80,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def saga_flow(self, obj: Order):
         return format_html(
             '<a href="{}">Open the saga flow: sequence diagram and timeline</a>',
-            reverse("order_pages:order-flow", args=[obj.pk]),
+            reverse("order_pages:order-flow", args=[obj.reference]),
         )
 
     @admin.display(description="timeline")
@@ -152,7 +154,7 @@ class SagaInFlightAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     list_display = ["order_link", "status", "age", "waiting_on", "compensating", "flow"]
     list_filter = [SagaStateFilter, "status"]
-    search_fields = ["=id", "=correlation_id"]
+    search_fields = ["=id", "=reference", "=correlation_id"]
     list_per_page = 50
     actions = ["retry_dead", "cancel_with_compensation"]
 
@@ -160,7 +162,8 @@ class SagaInFlightAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return saga_in_flight_queryset()
 
     def has_view_permission(self, request, obj=None):
-        return request.user.has_perm("orders.view_order")
+        # Each row shows the step a saga waits on: subscribers and errors are the machinery.
+        return request.user.has_perms(["orders.view_order", "orders.view_order_machinery"])
 
     def has_operate_permission(self, request):
         return request.user.has_perm("orders.change_order")
@@ -179,7 +182,9 @@ class SagaInFlightAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="order", ordering="id")
     def order_link(self, obj):
         return format_html(
-            '<a href="{}">#{}</a>', reverse("admin:orders_order_change", args=[obj.pk]), obj.pk
+            '<a href="{}">{}</a>',
+            reverse("admin:orders_order_change", args=[obj.pk]),
+            obj.reference,
         )
 
     @admin.display(description="age", ordering="created_at")
@@ -209,7 +214,7 @@ class SagaInFlightAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="flow")
     def flow(self, obj):
         return format_html(
-            '<a href="{}">flow</a>', reverse("order_pages:order-flow", args=[obj.pk])
+            '<a href="{}">flow</a>', reverse("order_pages:order-flow", args=[obj.reference])
         )
 
     @admin.action(description="Retry the dead-lettered steps", permissions=["operate"])
@@ -222,7 +227,7 @@ class SagaInFlightAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             explanation="Each saga's dead letters are delivered again with fresh attempts.",
             perform=lambda order, reason: self.message_user(
                 request,
-                f"Order #{order.pk}: "
+                f"Order {order.reference}: "
                 f"{saga_retry(order_id=order.pk, user=request.user, reason=reason)} "
                 "step(s) retried.",
                 messages.SUCCESS,
@@ -235,10 +240,12 @@ class SagaInFlightAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             try:
                 saga_cancel(order_id=order.pk, user=request.user, reason=reason)
             except OrderNotCancellable as exc:
-                self.message_user(request, f"Order #{order.pk}: {exc.reason}", messages.WARNING)
+                self.message_user(
+                    request, f"Order {order.reference}: {exc.reason}", messages.WARNING
+                )
             else:
                 self.message_user(
-                    request, f"Order #{order.pk}: cancellation requested.", messages.SUCCESS
+                    request, f"Order {order.reference}: cancellation requested.", messages.SUCCESS
                 )
 
         return self._with_reason(

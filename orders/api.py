@@ -8,6 +8,7 @@ from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_field,
 )
@@ -140,7 +141,11 @@ class ShipmentOutputSerializer(serializers.Serializer):
 
 
 class OrderOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.CharField(
+        source="reference",
+        help_text="The order's public reference (ORD-...), as in its URL. Random: it says "
+        "nothing about how many orders there are.",
+    )
     status = serializers.ChoiceField(choices=Order.Status.choices)
     cancellation_reason = serializers.ChoiceField(
         choices=Order.CancellationReason.choices, allow_null=True
@@ -207,6 +212,15 @@ class TimelineEventOutputSerializer(serializers.Serializer):
     deliveries = TimelineDeliveryOutputSerializer(many=True)
 
 
+class CustomerTimelineEventOutputSerializer(serializers.Serializer):
+    """The timeline as a customer sees it: what happened to the order, and when. Subscribers,
+    attempts, errors, payloads and internal ids are the machinery (orders.view_order_machinery).
+    """
+
+    type = serializers.CharField()
+    occurred_at = serializers.DateTimeField()
+
+
 # --- views --------------------------------------------------------------------------------------
 
 
@@ -214,9 +228,9 @@ class OrdersApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @staticmethod
-    def order_get_or_404(request, order_id: int) -> Order:
+    def order_get_or_404(request, reference: str) -> Order:
         try:
-            return order_get_for_user(user=request.user, order_id=order_id)
+            return order_get_for_user(user=request.user, reference=reference)
         except Order.DoesNotExist:
             raise exceptions.NotFound("No such order.") from None
 
@@ -226,7 +240,7 @@ class OrderListCreateApi(OrdersApi):
 
     @extend_schema(
         operation_id="orders_list",
-        summary="Your orders, newest first (staff: everyone's)",
+        summary="Your orders, newest first (with orders.view_any_order: everyone's)",
         parameters=[
             OpenApiParameter(
                 "page",
@@ -307,7 +321,9 @@ class OrderListCreateApi(OrdersApi):
             )
         except IdempotencyKeyReused:
             raise IdempotencyKeyConflict() from None
-        location = request.build_absolute_uri(reverse("orders:order-detail", args=[order.pk]))
+        location = request.build_absolute_uri(
+            reverse("orders:order-detail", args=[order.reference])
+        )
         return Response(
             OrderOutputSerializer(order).data,
             status=status.HTTP_202_ACCEPTED,
@@ -320,23 +336,40 @@ class OrderDetailApi(OrdersApi):
         operation_id="orders_retrieve",
         responses={200: OrderOutputSerializer},
     )
-    def get(self, request, order_id: int):
-        return Response(OrderOutputSerializer(self.order_get_or_404(request, order_id)).data)
+    def get(self, request, reference: str):
+        return Response(OrderOutputSerializer(self.order_get_or_404(request, reference)).data)
 
 
 class OrderEventsApi(OrdersApi):
     @extend_schema(
         operation_id="orders_events",
-        summary="The order's saga: its events in causal order, with each delivery's state",
-        responses={200: TimelineEventOutputSerializer(many=True)},
+        summary="The order's saga: its events in causal order",
+        description=(
+            "Each event's type and time. With orders.view_order_machinery (operators), also "
+            "its ids, payload and every delivery's subscriber, status, attempts and last error."
+        ),
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="TimelineEvent",
+                serializers=[CustomerTimelineEventOutputSerializer, TimelineEventOutputSerializer],
+                resource_type_field_name=None,
+                many=True,
+            ),
+        },
     )
-    def get(self, request, order_id: int):
-        order = self.order_get_or_404(request, order_id)
-        return Response(TimelineEventOutputSerializer(order_timeline(order=order), many=True).data)
+    def get(self, request, reference: str):
+        order = self.order_get_or_404(request, reference)
+        serializer = (
+            TimelineEventOutputSerializer
+            if request.user.has_perm("orders.view_order_machinery")
+            else CustomerTimelineEventOutputSerializer
+        )
+        return Response(serializer(order_timeline(order=order), many=True).data)
 
 
 class OrderCancelApi(OrdersApi):
-    """The customer's (or staff's) cancellation: a separate view, so its rules stay in one place."""
+    """The customer's cancellation (or an operator's, with orders.change_order): a separate view,
+    so its rules stay in one place."""
 
     throttle_scope = (
         "orders"  # cancelling is throttled per user with placing (THROTTLE_RATE_ORDERS)
@@ -350,7 +383,8 @@ class OrderCancelApi(OrdersApi):
             "the saga then compensates by events (the shipment is cancelled, the payment "
             "refunded, the stock released) and the order ends `cancelled` with reason "
             "`customer_cancelled`; follow it on the order or its events. Asking again answers "
-            "the same way. 409 once the parcel is with the carrier."
+            "the same way. 409 once the parcel is with the carrier. Another customer's order "
+            "needs orders.change_order (and is cancelled `operator_cancelled`)."
         ),
         request=None,
         responses={
@@ -358,13 +392,16 @@ class OrderCancelApi(OrdersApi):
             409: OpenApiResponse(description="The parcel was already handed to the carrier."),
         },
     )
-    def post(self, request, order_id: int):
-        order = self.order_get_or_404(request, order_id)
-        reason = (
-            Order.CancellationReason.CUSTOMER_CANCELLED
-            if order.customer_id == request.user.pk
-            else Order.CancellationReason.OPERATOR_CANCELLED
-        )
+    def post(self, request, reference: str):
+        order = self.order_get_or_404(request, reference)
+        if order.customer_id == request.user.pk:
+            reason = Order.CancellationReason.CUSTOMER_CANCELLED
+        elif request.user.has_perm("orders.change_order"):
+            reason = Order.CancellationReason.OPERATOR_CANCELLED
+        else:  # seeing another customer's order (orders.view_any_order) is not cancelling it
+            raise exceptions.PermissionDenied(
+                "Cancelling another customer's order needs orders.change_order."
+            )
         try:
             order = order_cancellation_request(order_id=order.pk, reason=reason)
         except OrderNotCancellable as exc:

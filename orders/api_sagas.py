@@ -1,5 +1,7 @@
-"""The operator's saga console for scripts: staff only, the same list and actions as the admin's
-"Sagas in flight". Kept apart from orders/api.py, whose views serve customers."""
+"""The operator's saga console for scripts: the same list and actions as the admin's "Sagas in
+flight", with the same permissions (reading it is the saga's machinery,
+orders.view_order_machinery; retrying or cancelling is orders.change_order). Kept apart from
+orders/api.py, whose views serve customers."""
 
 from __future__ import annotations
 
@@ -7,12 +9,12 @@ from django.core.exceptions import ValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from orders.api import OrderNotCancellableConflict, StrictCharField
-from orders.models import Order
+from orders.models import Order, order_reference_plausible
 from orders.selectors import SAGA_FILTERS, saga_filter, saga_in_flight_queryset, saga_rows
 from orders.services import OrderNotCancellable, saga_cancel, saga_retry
 
@@ -28,7 +30,7 @@ class SagaStepOutputSerializer(serializers.Serializer):
 
 
 class SagaOutputSerializer(serializers.Serializer):
-    order_id = serializers.IntegerField(source="order.pk")
+    order_id = serializers.CharField(source="order.reference", help_text="The order's reference.")
     status = serializers.CharField(source="order.status")
     created_at = serializers.DateTimeField(source="order.created_at")
     updated_at = serializers.DateTimeField(source="order.updated_at")
@@ -50,16 +52,33 @@ class SagaActionInputSerializer(serializers.Serializer):
 
 
 class SagaRetryOutputSerializer(serializers.Serializer):
-    order_id = serializers.IntegerField()
+    order_id = serializers.CharField(help_text="The order's reference.")
     retried = serializers.IntegerField(help_text="Dead-lettered deliveries made due again.")
 
 
+class CanOperateSagas(BasePermission):
+    """Reading the console needs orders.view_order_machinery, acting on a saga
+    orders.change_order: the admin's "Sagas in flight" asks the same."""
+
+    def has_permission(self, request, view) -> bool:
+        needed = (
+            "orders.view_order_machinery"
+            if request.method in SAFE_METHODS
+            else "orders.change_order"
+        )
+        return bool(request.user and request.user.is_authenticated) and request.user.has_perm(
+            needed
+        )
+
+
 class SagasApi(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [CanOperateSagas]
 
     @staticmethod
-    def saga_get_or_404(order_id: int) -> Order:
-        order = saga_in_flight_queryset().filter(pk=order_id).first()
+    def saga_get_or_404(reference: str) -> Order:
+        if not order_reference_plausible(reference):
+            raise exceptions.NotFound("No saga in flight for this order.")
+        order = saga_in_flight_queryset().filter(reference=reference).first()
         if order is None:
             raise exceptions.NotFound("No saga in flight for this order.")
         return order
@@ -74,7 +93,7 @@ class SagasApi(APIView):
 class SagaListApi(SagasApi):
     @extend_schema(
         operation_id="sagas_list",
-        summary="Sagas in flight, oldest first, with the step each waits on (staff)",
+        summary="Sagas in flight, oldest first, with the step each waits on (operators)",
         parameters=[
             OpenApiParameter(
                 "state",
@@ -101,26 +120,26 @@ class SagaListApi(SagasApi):
 class SagaRetryApi(SagasApi):
     @extend_schema(
         operation_id="sagas_retry",
-        summary="Retry the saga's dead-lettered steps (staff)",
+        summary="Retry the saga's dead-lettered steps (orders.change_order)",
         request=SagaActionInputSerializer,
         responses={
             200: SagaRetryOutputSerializer,
         },
     )
-    def post(self, request, order_id: int):
-        order = self.saga_get_or_404(order_id)
+    def post(self, request, reference: str):
+        order = self.saga_get_or_404(reference)
         reason = self.reason_get(request)
         try:
             retried = saga_retry(order_id=order.pk, user=request.user, reason=reason)
         except ValidationError as exc:
             raise exceptions.ValidationError(exc.message_dict) from None
-        return Response({"order_id": order.pk, "retried": retried})
+        return Response({"order_id": order.reference, "retried": retried})
 
 
 class SagaCancelApi(SagasApi):
     @extend_schema(
         operation_id="sagas_cancel",
-        summary="Cancel the order with compensation (staff)",
+        summary="Cancel the order with compensation (orders.change_order)",
         description="As the customer's cancel, with reason operator_cancelled: 202, then the "
         "saga compensates. 409 once the parcel is with the carrier.",
         request=SagaActionInputSerializer,
@@ -129,8 +148,8 @@ class SagaCancelApi(SagasApi):
             409: OpenApiResponse(description="The parcel was already handed to the carrier."),
         },
     )
-    def post(self, request, order_id: int):
-        order = self.saga_get_or_404(order_id)
+    def post(self, request, reference: str):
+        order = self.saga_get_or_404(reference)
         reason = self.reason_get(request)
         try:
             order = saga_cancel(order_id=order.pk, user=request.user, reason=reason)

@@ -4,6 +4,7 @@ Other apps' rows are referenced by id only; the catalogue is a local copy kept f
 ``inventory.ProductCatalogued`` events, because orders may not read inventory's tables.
 """
 
+import secrets
 import uuid
 
 from django.conf import settings
@@ -22,6 +23,27 @@ class CatalogItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sku} {self.name} ({self.price} {self.currency})"
+
+
+# Letters and digits a reader cannot confuse (no 0/O, 1/I/L), as in a booking reference.
+REFERENCE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+REFERENCE_LENGTH = 12  # 31**12 (~2**59) references: guessing one is hopeless
+
+
+def order_reference_new() -> str:
+    """A random public reference ("ORD-" and 12 characters): it says nothing about how many
+    orders there are, unlike the sequential primary key, which never leaves the shop's staff."""
+    return "ORD-" + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
+
+
+def order_reference_plausible(reference: str) -> bool:
+    """Whether ``reference`` has the shape of a reference. Anything else (whatever a client put
+    in a URL) is no order and is not looked up: PostgreSQL refuses a NUL character in a query."""
+    return (
+        len(reference) == len("ORD-") + REFERENCE_LENGTH
+        and reference.startswith("ORD-")
+        and all(character in REFERENCE_ALPHABET for character in reference[4:])
+    )
 
 
 class Order(models.Model):
@@ -47,6 +69,11 @@ class Order(models.Model):
     customer = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders"
     )
+    # The order's public id: in the API's URLs and answers, the pages, and anything a customer
+    # reads. The primary key stays internal (events, other apps, the admin).
+    reference = models.CharField(
+        max_length=20, unique=True, default=order_reference_new, editable=False
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PLACED)
     # Null, not "", for facts not known yet (DJ001): the API shows them as null, and the
     # idempotency constraint leaves keyless orders out.
@@ -58,7 +85,7 @@ class Order(models.Model):
     # The saga's id: every event of this order's story carries it.
     correlation_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
-    # sha256 of the request's canonical form, to tell a retry from a reused key.
+    # Keyed HMAC-SHA256 of the request's canonical form, to tell a retry from a reused key.
     request_fingerprint = models.CharField(max_length=64)
     # What orders has heard from payments and shipping, for the order's view.
     payment_status = models.CharField(  # noqa: DJ001
@@ -79,6 +106,14 @@ class Order(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        # A customer sees their own orders and their saga's story; these are for the shop's staff.
+        permissions = [
+            ("view_any_order", "Can view any customer's order in the API and the pages"),
+            (
+                "view_order_machinery",
+                "Can see an order's machinery: subscribers, attempts, errors and internal ids",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["customer", "idempotency_key"],
@@ -91,7 +126,7 @@ class Order(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Order #{self.pk} ({self.status})"
+        return f"Order {self.reference} ({self.status})"
 
 
 class SagaInFlight(Order):

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from orders.models import Order, OrderDeadline
+from orders.models import Order, OrderDeadline, order_reference_plausible
 from outbox import (
     OpenDelivery,
     TimelineDelivery,
@@ -33,16 +33,30 @@ __all__ = [  # the timeline's values are the outbox's; the views and tests name 
 
 
 def order_list_for_user(*, user) -> QuerySet[Order]:
-    """The user's orders (staff: everyone's), newest first, with their lines."""
+    """The user's orders (with orders.view_any_order: everyone's), newest first, with lines."""
     orders = Order.objects.prefetch_related("lines").order_by("-created_at", "-id")
-    if not user.is_staff:
+    if not user.has_perm("orders.view_any_order"):
         orders = orders.filter(customer=user)
     return orders
 
 
-def order_get_for_user(*, user, order_id: int) -> Order:
-    """One order the user may see; raises Order.DoesNotExist for anyone else's."""
-    return order_list_for_user(user=user).get(pk=order_id)
+# The old numeric ids (the primary key) of orders placed before references: at most this many
+# digits, so that a lookup never overflows the column.
+MAX_ID_DIGITS = 18
+
+
+def order_get_for_user(*, user, reference: str) -> Order:
+    """One order the user may see, by its public reference; raises Order.DoesNotExist for
+    anyone else's. Staff with orders.view_any_order may also name an order by its numeric id
+    (the admin's, and the URLs of before references); for anyone else a number is no order."""
+    orders = order_list_for_user(user=user)
+    if reference.isascii() and reference.isdigit() and len(reference) <= MAX_ID_DIGITS:
+        if not user.has_perm("orders.view_any_order"):
+            raise Order.DoesNotExist
+        return orders.get(pk=int(reference))
+    if not order_reference_plausible(reference):
+        raise Order.DoesNotExist
+    return orders.get(reference=reference)
 
 
 # Payload fields the timeline shows masked: the event store keeps them for the handlers, but a

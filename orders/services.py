@@ -4,7 +4,6 @@ transaction; the saga's handlers call the ``order_*`` transitions, which only mo
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from orders.events import (
     OrderCancellationRequested,
@@ -26,12 +26,13 @@ from orders.events import (
 )
 from orders.models import CatalogItem, Order, OrderDeadline, OrderLine
 from outbox import publish
+from payments.events import PAYMENT_TOKEN_MAX_LENGTH, payment_token_problem
 
 logger = logging.getLogger(__name__)
 
 MAX_LINES = 100
 MAX_QUANTITY = 1000
-MAX_PAYMENT_TOKEN_LENGTH = 255
+MAX_PAYMENT_TOKEN_LENGTH = PAYMENT_TOKEN_MAX_LENGTH
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # Order.total is Decimal(12, 2).
 MAX_TOTAL = Decimal("9999999999.99")
@@ -138,18 +139,26 @@ def _payment_token_errors(payment_token: Any) -> list[str]:
         return ["A payment token is required."]
     if len(payment_token) > MAX_PAYMENT_TOKEN_LENGTH:
         return [f"A payment token has at most {MAX_PAYMENT_TOKEN_LENGTH} characters."]
-    return []
+    problem = payment_token_problem(payment_token)
+    return [problem] if problem else []
 
 
 def order_request_fingerprint(*, lines: Sequence[tuple[str, int]], payment_token: str) -> str:
-    """sha256 of the request's canonical form: lines sorted by sku, then the token."""
+    """HMAC-SHA256 of the request's canonical form (lines sorted by sku, then the token), keyed
+    with ORDERS_FINGERPRINT_SECRET: a plain hash of a short token could be reversed by trying
+    every token, and the fingerprint is stored beside the order."""
     canonical = json.dumps(
         {"lines": sorted([sku, quantity] for sku, quantity in lines), "token": payment_token},
         separators=(",", ":"),
         sort_keys=True,
         ensure_ascii=True,
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return salted_hmac(
+        "orders.request_fingerprint",
+        canonical,
+        secret=settings.ORDERS_FINGERPRINT_SECRET,
+        algorithm="sha256",
+    ).hexdigest()
 
 
 def _idempotent_match(*, existing: Order, fingerprint: str) -> tuple[Order, bool]:

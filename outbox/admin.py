@@ -75,7 +75,10 @@ class EventAdmin(ReadOnlyAdmin):
         return format_html("<pre>{}</pre>", json.dumps(obj.headers, indent=2, sort_keys=True))
 
 
-@admin.action(description="Replay selected deliveries (fresh attempts, due now)")
+# Replaying runs a handler again (a charge at the gateway): its own permission, not viewing.
+@admin.action(
+    description="Replay selected deliveries (fresh attempts, due now)", permissions=["replay"]
+)
 def replay_deliveries(modeladmin, request, queryset):
     count = deliveries_replay(queryset)
     skipped = queryset.count() - count if not queryset.query.is_sliced else 0
@@ -120,9 +123,8 @@ class DeliveryAdminBase(ReadOnlyAdmin):
     exclude = ["event", "last_error"]
     actions = [replay_deliveries]
 
-    def has_change_permission(self, request, obj=None):
-        # Needed for the replay action; every field stays read-only.
-        return request.user.has_perm("outbox.change_delivery")
+    def has_replay_permission(self, request) -> bool:
+        return request.user.has_perm("outbox.replay_delivery")
 
     @admin.display(description="event", ordering="event__type")
     def event_type(self, obj):

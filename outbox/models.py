@@ -74,6 +74,8 @@ class Delivery(models.Model):
 
     class Meta:
         verbose_name_plural = "deliveries"
+        # Replaying runs a handler again (a charge at the gateway): not part of viewing.
+        permissions = [("replay_delivery", "Can replay deliveries and dead letters")]
         constraints = [
             models.UniqueConstraint(fields=["event", "subscriber"], name="outbox_delivery_once")
         ]

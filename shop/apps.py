@@ -6,3 +6,8 @@ class ShopConfig(AppConfig):
     imports it."""
 
     name = "shop"
+
+    def ready(self) -> None:
+        from shop.auth import receivers_connect
+
+        receivers_connect()

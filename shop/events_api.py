@@ -1,11 +1,18 @@
-"""GET /api/asyncapi.json: the event catalogue (outbox/asyncapi.py), public like the schema."""
+"""GET /api/asyncapi.json: the event catalogue (outbox/asyncapi.py), shown to whoever may see the
+OpenAPI schema (API_DOCS_PUBLIC, shop/api.py)."""
 
-from django.http import JsonResponse
-from django.views.decorators.http import require_safe
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from outbox.asyncapi import asyncapi_document
+from shop.api import ApiDocsVisible
 
 
-@require_safe
-def asyncapi_json(request):
-    return JsonResponse(asyncapi_document())
+class AsyncApiDocumentApi(APIView):
+    permission_classes = [ApiDocsVisible]
+
+    @extend_schema(exclude=True)  # a document of its own, not an operation of the API
+    def get(self, request: Request) -> Response:
+        return Response(asyncapi_document())

@@ -4,6 +4,7 @@ Embedded defaults (nothing to install): SQLite in ``var/`` and kombu's filesyste
 Real use: ``DATABASE_URL=postgres://...`` and ``CELERY_BROKER_URL=redis://...``.
 """
 
+import datetime as dt
 import hashlib
 import os
 from pathlib import Path
@@ -68,7 +69,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "csp",
@@ -188,10 +189,15 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+# X-Forwarded-Proto says the request came over HTTPS only when a proxy in front of the web
+# process sets it (and overwrites a client's own): trusted only when this says there is one.
+# Without a proxy anyone could send the header over plain HTTP and skip the HTTPS redirect.
+BEHIND_PROXY = env_bool("DJANGO_BEHIND_PROXY", False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -272,6 +278,9 @@ EVENT_BUS = {
 # --- The shop ---------------------------------------------------------------------------------
 
 SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "EUR")
+# The key of the idempotency fingerprint (an HMAC of an order request's lines and payment token,
+# stored with the order). Changing it makes a retry of an order placed before the change a 409.
+ORDERS_FINGERPRINT_SECRET = os.environ.get("ORDERS_FINGERPRINT_SECRET") or SECRET_KEY
 
 # How long an order may wait in each step of its saga before it is cancelled (timed_out) and
 # compensated: for its payment (placed), its stock (paid), its shipment to be scheduled
@@ -345,7 +354,7 @@ THROTTLE_RATES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "shop.token_auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -363,7 +372,18 @@ REST_FRAMEWORK = {
     ],
 }
 
+# The schema and Swagger UI describe every endpoint and field: public while
+# debugging, for logged-in users only in production unless this says otherwise.
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", DEBUG)
+
+# API tokens (django-rest-knox, shop/auth.py): stored hashed, several per user, expiring.
+REST_KNOX = {
+    "TOKEN_TTL": dt.timedelta(hours=env_float("API_TOKEN_TTL_HOURS", 24.0)),
+    "AUTH_HEADER_PREFIX": "Token",
+}
+
 SPECTACULAR_SETTINGS = {
+    "SERVE_PERMISSIONS": ["shop.api.ApiDocsVisible"],
     "TITLE": "Shop API",
     "DESCRIPTION": "Event-driven shop: orders are accepted at once and move through the saga.",
     "VERSION": "1.0.0",

@@ -4,15 +4,17 @@ from django.urls import include, path, re_path, reverse_lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from shop import problems
-from shop.events_api import asyncapi_json
-from shop.token_api import TokenObtainApi
+from shop.auth import TokenObtainApi, TokenRevokeAllApi, TokenRevokeApi
+from shop.events_api import AsyncApiDocumentApi
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/token/", TokenObtainApi.as_view(), name="api-token"),
+    path("api/auth/logout/", TokenRevokeApi.as_view(), name="api-logout"),
+    path("api/auth/logout-all/", TokenRevokeAllApi.as_view(), name="api-logout-all"),
     path("api/", include("inventory.urls")),
     path("api/", include("orders.urls")),
-    path("", include("orders.urls_pages")),  # HTML: /orders/, /orders/<id>/flow/
+    path("", include("orders.urls_pages")),  # HTML: /orders/, /orders/<reference>/flow/
     # The site's login and logout (Django's own), for customers as well as staff (the admin's
     # login accepts staff only); settings.LOGIN_URL names this page.
     path(
@@ -31,7 +33,7 @@ urlpatterns = [
     ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
-    path("api/asyncapi.json", asyncapi_json, name="asyncapi"),
+    path("api/asyncapi.json", AsyncApiDocumentApi.as_view(), name="asyncapi"),
     # /metrics, /healthz, /readyz
     path("", include("shop.observability.urls")),
     # Last: whatever else is under /api/ is a JSON 404 (a problem document), even with debug on.

@@ -6,6 +6,7 @@ the HTTP API about a sample of orders and the catalogue. Import after ``django.s
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import Counter
@@ -35,17 +36,17 @@ class Quiet:
     state: dict
 
 
-def _quiet_state(acked_ids: set[int]) -> dict:
+def _quiet_state(acked_ids: set[str]) -> dict:
     return {
         "orders not completed/cancelled": Order.objects.exclude(status__in=TERMINAL).count(),
         "acknowledged orders not found": len(acked_ids)
-        - Order.objects.filter(pk__in=acked_ids).count(),
+        - Order.objects.filter(reference__in=acked_ids).count(),
         "pending deliveries": Delivery.objects.filter(status=Delivery.Status.PENDING).count(),
     }
 
 
 def wait_quiet(
-    acked_ids: set[int], *, timeout: float, describe: Callable[[], str] | None = None
+    acked_ids: set[str], *, timeout: float, describe: Callable[[], str] | None = None
 ) -> Quiet:
     """Until every order is completed or cancelled, every acknowledged order exists, and no
     delivery is pending (dead letters do not count: they wait for an operator)."""
@@ -106,6 +107,12 @@ class World:
     @classmethod
     def read(cls, acks: list[Ack], at_rest: bool) -> World:
         orders = {order.pk: order for order in Order.objects.all()}
+        # The API acknowledged each order by its public reference; the checks join on the
+        # primary key, as the other apps' rows do (an unknown reference stays as it is: lost).
+        pk_of = {order.reference: pk for pk, order in orders.items()}
+        acks = [
+            dataclasses.replace(ack, order_id=pk_of.get(ack.order_id, ack.order_id)) for ack in acks
+        ]
         return cls(
             acks=acks,
             orders=orders,
@@ -452,7 +459,7 @@ def check_api(
 ) -> None:
     """The API tells a sample of customers what the database says, and the catalogue's
     availability is the stock at rest."""
-    orders = Order.objects.in_bulk([ack.order_id for ack in acks])
+    orders = Order.objects.in_bulk([ack.order_id for ack in acks], field_name="reference")
     levels = {level.product.sku: level for level in StockLevel.objects.select_related("product")}
     sample = rng.sample(acks, min(sample_size, len(acks)))
     disagree = []

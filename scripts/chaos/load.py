@@ -50,7 +50,7 @@ class OrderRequest:
 @dataclass(frozen=True)
 class Ack:
     request: OrderRequest
-    order_id: int
+    order_id: str  # the order's public id, its reference, as the API answered it
     attempts: int
 
 
@@ -264,7 +264,7 @@ class Load:
                 if 200 <= status < 300:
                     order_id = body.get("id") if isinstance(body, dict) else None
                     with self._lock:
-                        if isinstance(order_id, int):
+                        if isinstance(order_id, str):
                             self.acks[request.number] = Ack(
                                 request=request, order_id=order_id, attempts=attempts
                             )

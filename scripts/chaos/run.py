@@ -455,24 +455,24 @@ class Run:
         """A staff user and customers with API tokens, written directly (no password hashing)."""
         from django.contrib.auth import get_user_model
         from django.contrib.auth.hashers import make_password
-        from rest_framework.authtoken.models import Token
+        from django.contrib.auth.models import Group
+        from knox.models import AuthToken
 
         User = get_user_model()
         unusable = make_password(None)
         staff = User.objects.create(username="chaos-staff", password=unusable, is_staff=True)
+        staff.groups.add(Group.objects.get(name="catalogue manager"))  # writes the catalogue
         users = User.objects.bulk_create(
             User(username=f"chaos-customer-{n}", password=unusable)
             for n in range(max(5, min(50, self.args.orders // 20)))
         )
-        tokens = Token.objects.bulk_create(
-            Token(user=user, key=Token.generate_key()) for user in [staff, *users]
-        )
+        tokens = [AuthToken.objects.create(user=user)[1] for user in [staff, *users]]
         customers = [
-            Customer(user_id=user.pk, username=user.username, token=token.key)
+            Customer(user_id=user.pk, username=user.username, token=token)
             for user, token in zip(users, tokens[1:], strict=True)
         ]
         say(f"created a staff user and {len(customers)} customers with API tokens")
-        return tokens[0].key, customers
+        return tokens[0], customers
 
     def _catalogue_create(self, staff_token: str) -> dict[str, int]:
         from orders.models import CatalogItem

@@ -5,13 +5,13 @@ import json
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
 from inventory.api import ProductListApi
 from orders.models import Order
 from tests.fuzz.helpers import db_snapshot
+from tests.security.credentials import api_token
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ ORDER = {"lines": [{"sku": "MUG", "quantity": 1}], "payment_token": "tok_visa"}
 def customer(db):
     user = get_user_model().objects.create_user("prob-alice", password="pw-prob-alice-123")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 
@@ -120,7 +120,7 @@ def test_throttling_is_a_429_with_retry_after(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/nope/", "/api/orders/null,null/", "/api/orders/1/events/x/", "/api/orders"]
+    "path", ["/api/nope/", "/api/orders/null,null/nope/", "/api/orders/1/events/x/", "/api/orders"]
 )
 @pytest.mark.parametrize("debug", [False, True])
 def test_an_unknown_route_under_api_is_a_json_404_even_with_debug_on(settings, path, debug):

@@ -50,7 +50,7 @@ def test_what_an_operation_can_answer_follows_from_what_it_is(schema):
     paths = schema["paths"]
     assert set(paths["/api/orders/"]["post"]["responses"]) >= {"400", "401", "403", "409", "415"}
     assert set(paths["/api/orders/"]["get"]["responses"]) >= {"400", "401", "404"}
-    assert "404" in paths["/api/orders/{order_id}/"]["get"]["responses"]
+    assert "404" in paths["/api/orders/{reference}/"]["get"]["responses"]
     assert "401" not in paths["/api/products/"]["get"]["responses"]  # public
     assert "403" in paths["/api/products/"]["post"]["responses"]  # staff only
     token = paths["/api/auth/token/"]["post"]

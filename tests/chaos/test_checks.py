@@ -74,7 +74,7 @@ def acks(db) -> list[Ack]:
             lines=(("MUG", quantity),),
             payment_token=token,
         )
-        placed.append(Ack(request=request, order_id=order.pk, attempts=1))
+        placed.append(Ack(request=request, order_id=order.reference, attempts=1))
         lines = [PaidLine(sku="MUG", quantity=quantity)]
         payment_charge(
             order_id=order.pk, amount=order.total, currency=order.currency, token=token, lines=lines
@@ -124,15 +124,16 @@ def test_the_world_at_rest_passes(acks):
 
 
 def lose_order(acks):
-    Order.objects.filter(pk=acks[0].order_id).delete()
+    Order.objects.filter(reference=acks[0].order_id).delete()
 
 
 def leave_order_paid(acks):
-    Order.objects.filter(pk=acks[0].order_id).update(status="paid")
+    Order.objects.filter(reference=acks[0].order_id).update(status="paid")
 
 
 def capture_twice(acks):
-    event = Event.objects.get(type="payments.PaymentCompleted", payload__order_id=acks[0].order_id)
+    order = Order.objects.get(reference=acks[0].order_id)
+    event = Event.objects.get(type="payments.PaymentCompleted", payload__order_id=order.pk)
     event.pk, event.event_id = None, uuid.uuid4()
     event.save()
 
@@ -238,7 +239,7 @@ class ScriptedHttp:
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer, {"id": 7} if answer < 300 else {"status": answer}
+        return answer, {"id": "ORD-7"} if answer < 300 else {"status": answer}
 
 
 def test_the_load_records_every_status_and_every_hung_request():
@@ -249,7 +250,7 @@ def test_the_load_records_every_status_and_every_hung_request():
     http = ScriptedHttp(503, TimeoutError("timed out"), ConnectionResetError(), 503, 202)
     load = Load(http=http, plan=[request], seconds=0, threads=1, stop=threading.Event())
     load.run()
-    assert load.acks[0].order_id == 7 and load.acks[0].attempts == 5
+    assert load.acks[0].order_id == "ORD-7" and load.acks[0].attempts == 5
     assert load.stats.statuses == Counter({503: 2, 202: 1})
     assert (len(load.stats.timeouts), load.stats.connection_errors) == (1, 1)
 

@@ -27,6 +27,7 @@ from orders.services import order_place
 from outbox.handling import delivery_handle
 from outbox.models import Delivery
 from payments.gateway import GatewayUnavailable
+from tests.security.credentials import grant
 
 CUSTOMER_PASSWORD = "alice-pass-123"
 LEFT_PENDING = "orders.order_mark_stock_reserved_on_stock_updated"
@@ -47,7 +48,19 @@ def other_customer(db):
 
 @pytest.fixture
 def staff(db):
-    return get_user_model().objects.create_user("carol", password="carol-pass-123", is_staff=True)
+    user = get_user_model().objects.create_user("carol", password="carol-pass-123", is_staff=True)
+    # Any order, and its admin page (is_staff alone grants nothing).
+    return grant(user, "orders.view_any_order", "orders.view_order")
+
+
+OPERATOR_PASSWORD = "olive-pass-123"
+
+
+@pytest.fixture
+def operator(db):
+    """Staff who see any order's machinery: subscribers, attempts, errors, ids."""
+    user = get_user_model().objects.create_user("olive", password=OPERATOR_PASSWORD, is_staff=True)
+    return grant(user, "orders.view_any_order", "orders.view_order", "orders.view_order_machinery")
 
 
 def deliveries_drain(*, leave: tuple[str, ...] = (), rounds: int = 20) -> None:

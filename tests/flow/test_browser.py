@@ -19,7 +19,7 @@ from inventory.services import product_create
 from orders.models import CatalogItem, Order
 from orders.services import order_place
 from outbox.models import Delivery
-from tests.flow.conftest import CUSTOMER_PASSWORD, DEAD, LEFT_PENDING, RETRIED
+from tests.flow.conftest import DEAD, LEFT_PENDING, OPERATOR_PASSWORD, RETRIED
 from tests.support import IN_CI, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -71,12 +71,14 @@ def chromium_page():
             browser.close()
 
 
-def login_and_open_flow(page, live_server, *, order_id: int, username: str) -> str:
+def login_and_open_flow(
+    page, live_server, *, order_id: str, username: str, password: str = OPERATOR_PASSWORD
+) -> str:
     flow = reverse("order_pages:order-flow", args=[order_id])
     page.goto(live_server.url + flow)
     assert "/accounts/login/" in page.url  # anonymous: sent to the login page
     page.fill("#id_username", username)
-    page.fill("#id_password", CUSTOMER_PASSWORD)
+    page.fill("#id_password", password)
     with page.expect_navigation():
         page.click("button[type=submit]")
     assert page.url == live_server.url + flow, page.url
@@ -84,7 +86,7 @@ def login_and_open_flow(page, live_server, *, order_id: int, username: str) -> s
     return flow
 
 
-def screenshot(page, order_id: int, capsys) -> Path:
+def screenshot(page, order_id: str, capsys) -> Path:
     folder = Path(settings.VAR_DIR) / "test-artifacts"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"flow-{order_id}.png"
@@ -125,17 +127,19 @@ def rendered_arrows(page) -> list[dict]:
     )
 
 
-def test_the_flow_page_in_chromium_shows_every_delivery_state(live_server, saga_order, capsys):
-    order_id, username = saga_order.pk, saga_order.customer.get_username()
+def test_the_flow_page_in_chromium_shows_every_delivery_state(
+    live_server, saga_order, operator, capsys
+):
+    order_id, username = saga_order.reference, operator.get_username()
     with chromium_page() as page:
         flow_page_check_every_state(page, live_server, order_id, username)
         screenshot(page, order_id, capsys)
 
 
-def flow_page_check_every_state(page, live_server, order_id: int, username: str) -> None:
+def flow_page_check_every_state(page, live_server, order_id: str, username: str) -> None:
     login_and_open_flow(page, live_server, order_id=order_id, username=username)
 
-    assert page.locator("h1").inner_text() == f"Order #{order_id}"
+    assert page.locator("h1").inner_text() == f"Order {order_id}"
     assert page.locator(".summary .status").inner_text().lower() == "completed"
     headers = page.locator("svg.flow-diagram .lifeline-title:not(.lifeline-title--foot)")
     assert headers.all_text_contents() == ["Orders", "Payments", "Inventory", "Shipping"]
@@ -179,7 +183,7 @@ def flow_page_check_every_state(page, live_server, order_id: int, username: str)
 
 @pytest.mark.e2e
 def test_a_saga_run_by_a_real_worker_renders_in_chromium(
-    live_server, worker, customer, settings, capsys
+    live_server, worker, customer, operator, settings, capsys
 ):
     """Out of stock: payment, stock check, refund, cancellation, all through the worker."""
     require_browser()
@@ -198,7 +202,7 @@ def test_a_saga_run_by_a_real_worker_renders_in_chromium(
         what="the order to be cancelled and every delivery done",
     )
     with chromium_page() as page:
-        login_and_open_flow(page, live_server, order_id=order.pk, username=customer.username)
+        login_and_open_flow(page, live_server, order_id=order.reference, username=operator.username)
         out_of_stock_check(page)
         screenshot(page, order.pk, capsys)
 

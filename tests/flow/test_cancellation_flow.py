@@ -27,7 +27,7 @@ def test_the_cancellation_and_its_compensations_are_on_the_flow_page(
     deliveries_drain()
 
     client.force_login(customer)
-    page = client.get(reverse("order_pages:order-flow", args=[order.pk])).content.decode()
+    page = client.get(reverse("order_pages:order-flow", args=[order.reference])).content.decode()
     for name in (
         "OrderCancellationRequested",
         "ShipmentCancelled",

@@ -21,7 +21,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def flow_url(order) -> str:
-    return reverse("order_pages:order-flow", args=[order.pk])
+    return reverse("order_pages:order-flow", args=[order.reference])
 
 
 def diagram(html: str) -> ET.Element:
@@ -44,7 +44,7 @@ def test_another_customer_gets_404(client, saga_order, other_customer):
     assert client.get(flow_url(saga_order)).status_code == 404
 
 
-def test_staff_see_any_order(client, saga_order, staff):
+def test_staff_with_the_permission_see_any_order(client, saga_order, staff):
     client.force_login(staff)
     page = client.get(flow_url(saga_order))
     assert page.status_code == 200
@@ -59,7 +59,7 @@ def test_an_unknown_order_is_404(client, customer):
 def test_anonymous_visitors_are_sent_to_the_login_page(client, saga_order):
     page = client.get(flow_url(saga_order))
     assert page.status_code == 302
-    assert page["Location"] == f"/accounts/login/?next=/orders/{saga_order.pk}/flow/"
+    assert page["Location"] == f"/accounts/login/?next=/orders/{saga_order.reference}/flow/"
 
 
 def test_a_customer_logs_in_on_the_login_page_and_lands_on_the_flow(client, saga_order):
@@ -96,8 +96,9 @@ def test_the_admin_order_page_links_to_the_flow(admin_client, saga_order):
 
 
 @pytest.fixture
-def page(client, saga_order):
-    client.force_login(saga_order.customer)
+def page(client, saga_order, operator):
+    """The page as an operator sees it (the customer's own view: further down)."""
+    client.force_login(operator)
     response = client.get(flow_url(saga_order))
     assert response.status_code == 200
     return response.content.decode()
@@ -180,12 +181,41 @@ def test_the_diagram_draws_one_arrow_per_delivery_between_the_services(page):
     ]
 
 
-def test_an_order_whose_events_were_purged_says_so(client, saga_order):
+def test_an_order_whose_events_were_purged_says_so(client, saga_order, operator):
     Event.objects.filter(correlation_id=saga_order.correlation_id).delete()
-    client.force_login(saga_order.customer)
+    client.force_login(operator)
     page = client.get(flow_url(saga_order)).content.decode()
     assert "No events for this order" in page
     assert '<svg class="flow-diagram"' not in page
+
+
+def test_the_customer_sees_events_times_and_state_not_the_machinery(client, saga_order, page):
+    """The same order as its customer sees it: every event and its time and the order's state;
+    no subscriber, attempt, error text, payload or internal id (the operator's page has them)."""
+    client.force_login(saga_order.customer)
+    mine = client.get(flow_url(saga_order)).content.decode()
+    assert 'data-status="completed"' in mine and "19.00 EUR" in mine
+    event_types = r'<tr id="event-\d+" class="event[^"]*" data-event-type="([^"]+)"'
+    assert re.findall(event_types, mine) == re.findall(event_types, page)
+    assert len(re.findall(r"<time datetime=", mine)) == len(re.findall(r"<time datetime=", page))
+    machinery = [
+        RETRIED,
+        DEAD,
+        "attempt",
+        "payload",
+        "data-subscriber",
+        "data-event-id",
+        str(saga_order.correlation_id),
+        '<svg class="flow-diagram"',
+        *Event.objects.filter(correlation_id=saga_order.correlation_id).values_list(
+            "event_id", flat=True
+        ),
+    ]
+    for secret in machinery:
+        assert str(secret) in page, secret  # the operator sees it
+        assert str(secret) not in mine, secret
+    last_error = "GatewayUnavailable"
+    assert last_error not in mine
 
 
 # --- the layout on its own ------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.fuzz.helpers import catalogue_create
+from tests.security.credentials import api_token, grant
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +21,7 @@ def customer(db):
 
 @pytest.fixture
 def customer_token(customer):
-    return Token.objects.create(user=customer).key
+    return api_token(customer)
 
 
 @pytest.fixture
@@ -47,4 +47,7 @@ def staff_token(db):
     staff = get_user_model().objects.create_user(
         "fuzz-carol", password="pw-fuzz-carol-123", is_staff=True
     )
-    return Token.objects.create(user=staff).key
+    # A catalogue manager who may also see any order: the widest API access a staff user has.
+    return api_token(
+        grant(staff, "inventory.add_product", "inventory.change_product", "orders.view_any_order")
+    )

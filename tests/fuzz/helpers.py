@@ -27,7 +27,7 @@ def db_snapshot() -> dict:
     """The rows a rejected (4xx) request must leave as they were: counts of every table a
     request can write, and the products' state, which a PATCH changes without adding rows."""
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from inventory.models import Product, StockLevel, StockReservation
     from payments.models import Payment
@@ -40,7 +40,7 @@ def db_snapshot() -> dict:
         "payments": Payment.objects.count(),
         "reservations": StockReservation.objects.count(),
         "users": get_user_model().objects.count(),
-        "tokens": Token.objects.count(),
+        "tokens": AuthToken.objects.count(),
         "products": list(Product.objects.order_by("sku").values_list("sku", "name", "price")),
         "stock": list(
             StockLevel.objects.order_by("product__sku").values_list(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -76,6 +77,7 @@ quantities = (
 )
 tokens = (
     st.sampled_from(["tok_visa", "tok_chargeDeclined", "", " ", "\t\n", "tok\x00visa", None])
+    | st.sampled_from(["4242424242424242", "tok_4242 4242 4242 4242", "tok_visa\n", "tok_é"])
     | st.integers(min_value=MAX_TOKEN - 3, max_value=MAX_TOKEN + 3).map(lambda n: "t" * n)
     | st.text(max_size=300)
     | json_values
@@ -132,9 +134,13 @@ valid_lines = st.lists(
     max_size=len(CATALOGUE),
     unique_by=lambda line: line["sku"],
 )
-valid_tokens = st.text(min_size=1, max_size=MAX_TOKEN).filter(
-    lambda t: t.strip() and "\x00" not in t
+valid_tokens = st.sampled_from(["tok_visa", "tok_chargeDeclined"]) | st.from_regex(
+    r"tok_[A-Za-z0-9]{1,40}", fullmatch=True
 )
+# The gateway's token format, and what a card number looks like (the spec of issue 17's item 5,
+# written out again here rather than imported, so that the oracle does not share a bug with it).
+TOKEN_FORMAT = re.compile(r"tok_[A-Za-z0-9]+")
+CARD_NUMBER = re.compile(r"(?:[0-9][ -]?){11,18}[0-9]")
 valid_bodies = st.fixed_dictionaries({"lines": valid_lines, "payment_token": valid_tokens}).flatmap(
     with_extra_keys
 )
@@ -202,8 +208,8 @@ def clean_order(body) -> tuple[list[tuple[str, int]], str] | None:
         not isinstance(token, str)
         or not token.strip()
         or len(token) > MAX_TOKEN
-        or "\x00" in token
-        or any("\ud800" <= c <= "\udfff" for c in token)
+        or not TOKEN_FORMAT.fullmatch(token)
+        or CARD_NUMBER.search(token)
     ):
         return None
     if not isinstance(lines, list) or not 1 <= len(lines) <= MAX_LINES:
@@ -268,10 +274,10 @@ def check_one(api, customer, kind: str, body, key: str | None) -> int:
         assert after == before, f"a {status} changed the database"
         assert isinstance(response.json(), dict)
     elif replayed is not None:
-        assert response.json()["id"] == replayed.pk
+        assert response.json()["id"] == replayed.reference
         assert after == before, "a replay changed the database"
     else:
-        order = Order.objects.get(pk=response.json()["id"])
+        order = Order.objects.get(reference=response.json()["id"])
         assert order.customer_id == customer.pk
         assert order.idempotency_key == key
         grew = {name: after[name] - before[name] for name in ("orders", "events")}

@@ -79,7 +79,8 @@ def known(customer, other_customer, catalogue) -> dict[str, list]:
 
 
 def _catalogued(case):
-    """A valid order names catalogued products (tests/fuzz/schemathesis_hooks.py)."""
+    """A valid order names catalogued products and carries a token in the gateway's format
+    (tests/fuzz/schemathesis_hooks.py)."""
     case.body = order_body_catalogued(case.body, sorted(CATALOGUE))
     return case
 

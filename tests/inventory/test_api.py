@@ -1,13 +1,14 @@
-"""The catalogue API: public reads, staff writes, 400 with field errors for any bad input."""
+"""The catalogue API: public reads, writes with the product permissions, 400 with field errors
+for any bad input."""
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from inventory.models import Product
 from inventory.services import stock_reserve
 from tests.inventory.helpers import a_product, payloads, snapshot, stock
+from tests.security.credentials import api_token, grant
 from tests.support import problem_places
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +27,9 @@ def anonymous():
 
 @pytest.fixture
 def staff():
+    """A catalogue manager: staff with the product permissions (is_staff alone grants none)."""
     user = get_user_model().objects.create_user("clerk", is_staff=True)
+    user = grant(user, "inventory.add_product", "inventory.change_product")
     client = APIClient()
     client.force_authenticate(user)
     return client
@@ -37,7 +40,7 @@ def customer():
     """A non-staff user authenticating with a token, as API clients do."""
     user = get_user_model().objects.create_user("ada")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 
@@ -106,10 +109,19 @@ def test_patching_an_unknown_sku_is_404(staff):
     assert not Product.objects.exists()
 
 
-def test_writes_need_credentials_401_and_a_staff_user_403(anonymous, customer):
+def test_writes_need_credentials_401_and_the_permission_403(anonymous, customer):
     a_product("MUG")
     before = snapshot()
     body = {"sku": "TEE", "name": "Tee", "price": "9.99", "stock": 1}
+    bare_staff = APIClient()
+    bare_staff.force_authenticate(get_user_model().objects.create_user("bare", is_staff=True))
+    assert bare_staff.post(LIST, body, format="json").status_code == 403
+    assert bare_staff.patch(detail("MUG"), {"price": "0.01"}, format="json").status_code == 403
+    adder = APIClient()  # may add, not change
+    adder.force_authenticate(
+        grant(get_user_model().objects.create_user("adder"), "inventory.add_product")
+    )
+    assert adder.patch(detail("MUG"), {"price": "0.01"}, format="json").status_code == 403
     assert anonymous.post(LIST, body, format="json").status_code == 401
     assert anonymous.patch(detail("MUG"), {"name": "x"}, format="json").status_code == 401
     assert customer.post(LIST, body, format="json").status_code == 403

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from inventory.events import ProductCatalogued
 from orders.models import CatalogItem
 from orders.services import order_place
+from tests.security.credentials import grant
 from tests.support import event_deliver
 
 CATALOGUE_SUBSCRIBER = "orders.catalog_update_on_product_catalogued"
@@ -31,7 +32,16 @@ def other_customer(db):
 
 @pytest.fixture
 def staff(db):
-    return get_user_model().objects.create_user("carol", password="pw-carol-123", is_staff=True)
+    """Staff who may see any order (is_staff alone grants nothing)."""
+    user = get_user_model().objects.create_user("carol", password="pw-carol-123", is_staff=True)
+    return grant(user, "orders.view_any_order")
+
+
+@pytest.fixture
+def operator(db):
+    """Staff who see any order's machinery: subscribers, attempts, errors, ids."""
+    user = get_user_model().objects.create_user("olive", password="pw-olive-123", is_staff=True)
+    return grant(user, "orders.view_any_order", "orders.view_order_machinery")
 
 
 def product_catalogue(sku: str, price: str, *, name: str | None = None, currency: str = "EUR"):

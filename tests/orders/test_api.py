@@ -1,18 +1,19 @@
 """The orders HTTP API: placing, reading, the timeline, and every way a client can get it wrong."""
 
 import json
+import re
 import uuid
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orders.models import Order, OrderLine
 from orders.services import MAX_QUANTITY
-from outbox.models import Event
+from outbox.models import Delivery, Event
 from payments.events import PaidLine, PaymentCompleted
 from shipping.events import ShippingScheduled
+from tests.security.credentials import api_token, grant
 from tests.support import event_deliver, problem_places
 
 pytestmark = pytest.mark.django_db
@@ -68,21 +69,20 @@ def test_placing_answers_202_with_the_order_and_its_location(api):
     order = Order.objects.get()
     body = response.json()
     assert set(body) == ORDER_KEYS
-    assert body["id"] == order.pk
+    assert body["id"] == order.reference
     assert body["status"] == "placed"
     assert body["cancellation_reason"] is None
     assert body["lines"] == [{"sku": "MUG", "quantity": 2, "unit_price": "9.50"}]
     assert body["total"] == "19.00"
     assert body["payment"] is None and body["shipment"] is None
-    assert response["Location"] == f"http://testserver/api/orders/{order.pk}/"
-    assert reverse("orders:order-detail", args=[order.pk]) == detail_url(order.pk)
+    assert response["Location"] == f"http://testserver/api/orders/{order.reference}/"
+    assert reverse("orders:order-detail", args=[order.reference]) == detail_url(order.reference)
     assert Event.objects.filter(type="orders.OrderPlaced", correlation_id=order.correlation_id)
 
 
 def test_placing_with_a_token_works(customer, catalogue):
     client = APIClient()
-    token = Token.objects.create(user=customer)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(customer)}")
     assert post_json(client, GOOD_BODY).status_code == 202
 
 
@@ -209,6 +209,36 @@ def test_bad_input_is_a_400_with_field_errors_and_changes_nothing(api, body, fie
     assert not Event.objects.filter(type="orders.OrderPlaced").exists()
 
 
+@pytest.mark.parametrize(
+    "token",
+    [
+        "4242424242424242 exp 12/29 cvc 123",
+        "4242 4242 4242 4242",
+        "4242-4242-4242-4242",
+        "tok_4242424242424242",
+        "tok_visa 4000056655665556",
+    ],
+)
+def test_a_card_number_is_refused_and_not_stored(api, token):
+    response = post_json(api, {**GOOD_BODY, "payment_token": token})
+    assert response.status_code == 400, response.content
+    assert problem_places(response) == {"payment_token"}
+    [message] = [error["detail"] for error in response.json()["errors"]]
+    assert "card number" in message
+    assert "4242" not in response.content.decode() and "4000" not in response.content.decode()
+    assert not Order.objects.exists()
+    assert not Event.objects.exists() or "4242" not in str(list(Event.objects.values("payload")))
+
+
+@pytest.mark.parametrize("token", ["visa", "tok_", "tok_vi sa", "TOK_visa", "tok_visa!", "pm_123"])
+def test_only_the_gateways_token_format_is_accepted(api, token):
+    response = post_json(api, {**GOOD_BODY, "payment_token": token})
+    assert response.status_code == 400, response.content
+    assert problem_places(response) == {"payment_token"}
+    assert "tok_" in response.json()["errors"][0]["detail"]
+    assert not Order.objects.exists()
+
+
 def test_errors_point_at_the_line_and_field(api):
     body = {
         "lines": [{"sku": "MUG", "quantity": 1}, {"sku": "TEE", "quantity": "3"}],
@@ -306,7 +336,7 @@ def test_the_list_pages_by_twenty(api):
     assert problem_places(not_a_page) == {"page"}
 
 
-def test_staff_see_everyones_orders(api, other_customer, staff):
+def test_staff_with_the_permission_see_everyones_orders(api, other_customer, staff):
     mine = post_json(api, GOOD_BODY).json()["id"]
     theirs = post_json(client_for(other_customer), GOOD_BODY).json()["id"]
     staff_client = client_for(staff)
@@ -316,7 +346,7 @@ def test_staff_see_everyones_orders(api, other_customer, staff):
 
 
 def test_the_detail_shows_payment_and_shipment_once_known(api):
-    order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
+    order = Order.objects.get(reference=post_json(api, GOOD_BODY).json()["id"])
     event_deliver(
         PaymentCompleted(
             payment_id=1,
@@ -333,7 +363,7 @@ def test_the_detail_shows_payment_and_shipment_once_known(api):
         subscriber="orders.order_complete_on_shipping_scheduled",
         correlation_id=order.correlation_id,
     )
-    body = api.get(detail_url(order.id)).json()
+    body = api.get(detail_url(order.reference)).json()
     assert set(body) == ORDER_KEYS
     assert body["status"] == "completed"
     assert body["payment"] == {"status": "captured", "amount": "19.00"}
@@ -353,14 +383,20 @@ def test_a_missing_order_is_a_404(api, order_id):
     assert api.get(events_url(order_id)).status_code == 404
 
 
-def test_the_timeline_lists_the_sagas_events_in_causal_order(api):
-    order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
+@pytest.fixture
+def ops(operator):
+    """The operator's client: the timeline with its machinery."""
+    return client_for(operator)
+
+
+def test_the_timeline_lists_the_sagas_events_in_causal_order(api, ops):
+    order = Order.objects.get(reference=post_json(api, GOOD_BODY).json()["id"])
     event_deliver(
         ShippingScheduled(shipment_id=7, order_id=order.id, carrier="DHL", tracking_number="T1"),
         subscriber="orders.order_complete_on_shipping_scheduled",
         correlation_id=order.correlation_id,
     )
-    timeline = api.get(events_url(order.id)).json()
+    timeline = ops.get(events_url(order.reference)).json()
     assert [e["type"] for e in timeline] == [
         "orders.OrderPlaced",
         "shipping.ShippingScheduled",
@@ -403,15 +439,16 @@ def test_the_timeline_lists_the_sagas_events_in_causal_order(api):
     }
 
 
-def test_the_timeline_masks_the_payment_token(api):
+def test_the_timeline_masks_the_payment_token(api, ops):
     order_id = post_json(api, GOOD_BODY).json()["id"]
-    [placed] = api.get(events_url(order_id)).json()
+    [placed] = ops.get(events_url(order_id)).json()
     assert placed["payload"]["payment_token"] == "tok_…"
+    assert "tok_visa" not in ops.get(events_url(order_id)).content.decode()
     assert "tok_visa" not in api.get(events_url(order_id)).content.decode()
 
 
-def test_the_timeline_shows_only_the_first_line_of_an_error(api):
-    order = Order.objects.get(pk=post_json(api, GOOD_BODY).json()["id"])
+def test_the_timeline_shows_only_the_first_line_of_an_error(api, ops):
+    order = Order.objects.get(reference=post_json(api, GOOD_BODY).json()["id"])
     stored = Event.objects.get(type="orders.OrderPlaced")
     # Whatever subscribes to OrderPlaced, give the event a failed delivery to show.
     from outbox.models import Delivery
@@ -424,7 +461,7 @@ def test_the_timeline_shows_only_the_first_line_of_an_error(api):
         last_error="RuntimeError: gateway down\n\nTraceback ...",
         aggregate_key=f"order:{order.id}",
     )
-    [placed] = api.get(events_url(order.id)).json()
+    [placed] = ops.get(events_url(order.reference)).json()
     [failing] = [d for d in placed["deliveries"] if d["subscriber"] == "tests.failing"]
     assert failing == {
         "subscriber": "tests.failing",
@@ -432,6 +469,62 @@ def test_the_timeline_shows_only_the_first_line_of_an_error(api):
         "attempts": 2,
         "last_error": "RuntimeError: gateway down",
     }
+
+
+def test_the_customer_sees_events_and_times_the_operator_the_machinery(api, ops):
+    """The same order's timeline, twice: its customer sees each event's type and time; the
+    operator also sees ids, payloads and deliveries (subscribers, attempts, errors)."""
+    order = Order.objects.get(reference=post_json(api, GOOD_BODY).json()["id"])
+    Delivery.objects.filter(event__correlation_id=order.correlation_id).update(
+        attempts=2, last_error="GatewayUnavailable: timeout (simulated: call 2 of 3)"
+    )
+    event_deliver(
+        ShippingScheduled(shipment_id=7, order_id=order.id, carrier="DHL", tracking_number="T1"),
+        subscriber="orders.order_complete_on_shipping_scheduled",
+        correlation_id=order.correlation_id,
+    )
+    customers = api.get(events_url(order.reference)).json()
+    operators = ops.get(events_url(order.reference)).json()
+    assert [(e["type"], e["occurred_at"]) for e in customers] == [
+        (e["type"], e["occurred_at"]) for e in operators
+    ]
+    assert all(set(e) == {"type", "occurred_at"} for e in customers)
+    assert operators[0]["deliveries"] and operators[0]["payload"]["customer_id"]
+    text = api.get(events_url(order.reference)).content.decode()
+    for machinery in ("GatewayUnavailable", "payments.", "attempts", str(order.correlation_id)):
+        assert machinery not in text
+        assert machinery in ops.get(events_url(order.reference)).content.decode()
+
+
+def test_references_are_random_and_old_numeric_ids_resolve_for_staff_only(api, staff, ops):
+    """The public reference tells nothing of the shop's volume; the numeric id still finds the
+    order for staff with orders.view_any_order (old links, the admin), and for nobody else."""
+    first, second = (post_json(api, GOOD_BODY).json()["id"] for _ in range(2))
+    assert re.fullmatch(r"ORD-[A-Z2-9]{12}", first) and first != second
+    order = Order.objects.get(reference=first)
+    assert str(order.pk) not in first
+    assert api.get(detail_url(order.pk)).status_code == 404  # the customer's own order
+    assert api.get(events_url(order.pk)).status_code == 404
+    for who in (client_for(staff), ops):
+        assert who.get(detail_url(order.pk)).json()["id"] == first
+        assert who.get(events_url(order.pk)).status_code == 200
+    assert ops.get(detail_url("9" * 40)).status_code == 404
+
+
+@pytest.mark.parametrize("reference", ["ORD-%00", "%00", "ORD-" + "X" * 300, "ORD-%F0%9F%92%A5"])
+def test_a_reference_that_cannot_exist_is_a_404_everywhere(api, ops, operator, reference):
+    """Whatever a client puts in the path (a NUL, which PostgreSQL refuses; too long; any
+    character) is no order: a 404, never a 500."""
+    console = client_for(grant(operator, "orders.change_order"))
+    for client, method, url in [
+        (api, "get", f"/api/orders/{reference}/"),
+        (ops, "get", f"/api/orders/{reference}/events/"),
+        (api, "post", f"/api/orders/{reference}/cancel/"),
+        (console, "post", f"/api/sagas/{reference}/retry/"),
+        (console, "post", f"/api/sagas/{reference}/cancel/"),
+    ]:
+        response = getattr(client, method)(url, {"reason": "x"}, format="json")
+        assert response.status_code == 404, (url, response.content)
 
 
 # --- the schema ---------------------------------------------------------------------------------
@@ -446,8 +539,8 @@ def test_the_schema_documents_the_orders_api(api):
     assert (key["in"], key.get("required", False)) == ("header", False)
     assert {"202", "400", "409", "415"} <= set(post["responses"])
     assert "Location" in post["responses"]["202"]["headers"]
-    assert "/api/orders/{order_id}/" in schema["paths"]
-    assert "/api/orders/{order_id}/events/" in schema["paths"]
+    assert "/api/orders/{reference}/" in schema["paths"]
+    assert "/api/orders/{reference}/events/" in schema["paths"]
     page = schema["components"]["schemas"]["OrderPageOutput"]
     assert set(page["properties"]) == {"count", "next", "previous", "results"}
     order = schema["components"]["schemas"]["OrderOutput"]
@@ -456,4 +549,4 @@ def test_the_schema_documents_the_orders_api(api):
 
 def test_correlation_ids_are_uuids(api):
     body = post_json(api, GOOD_BODY).json()
-    assert uuid.UUID(str(Order.objects.get(pk=body["id"]).correlation_id))
+    assert uuid.UUID(str(Order.objects.get(reference=body["id"]).correlation_id))

@@ -18,6 +18,7 @@ from orders.services import (
     order_shipment_progress,
 )
 from outbox.models import Event
+from tests.security.credentials import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,7 @@ def client_for(user) -> APIClient:
 
 
 def cancel_url(order) -> str:
-    return f"/api/orders/{order.pk}/cancel/"
+    return f"/api/orders/{order.reference}/cancel/"
 
 
 # --- the API ------------------------------------------------------------------------------------
@@ -55,9 +56,20 @@ def test_the_owner_cancels_202_and_a_second_cancel_answers_the_same(order, custo
     assert requested(order) == [{"order_id": order.pk, "reason": "customer_cancelled"}]
 
 
-def test_staff_cancels_as_an_operator(order, staff):
-    assert client_for(staff).post(cancel_url(order)).status_code == 202
+def test_an_operator_with_the_permission_cancels_as_an_operator(order, operator):
+    operator = grant(operator, "orders.change_order")
+    assert client_for(operator).post(cancel_url(order)).status_code == 202
     assert requested(order) == [{"order_id": order.pk, "reason": "operator_cancelled"}]
+
+
+def test_seeing_someone_elses_order_is_not_cancelling_it_403_and_nothing_changes(order, staff):
+    """Staff with orders.view_any_order (support) read the order; cancelling it needs
+    orders.change_order."""
+    response = client_for(staff).post(cancel_url(order))
+    assert response.status_code == 403
+    assert "orders.change_order" in response.json()["detail"]
+    assert requested(order) == []
+    assert Order.objects.get(pk=order.pk).cancellation_requested_at is None
 
 
 def test_another_customer_gets_404_and_anonymous_401_and_nothing_changes(order, other_customer):
@@ -87,9 +99,9 @@ def test_an_order_already_cancelled_answers_202_as_it_is(order, customer):
 
 def test_the_endpoint_is_in_the_schema(client):
     schema = client.get("/api/schema/", {"format": "json"}).json()
-    operation = schema["paths"]["/api/orders/{order_id}/cancel/"]["post"]
+    operation = schema["paths"]["/api/orders/{reference}/cancel/"]["post"]
     assert operation["operationId"] == "orders_cancel"
-    assert {"202", "404", "409"} <= set(operation["responses"])
+    assert {"202", "403", "404", "409"} <= set(operation["responses"])
 
 
 # --- the services -------------------------------------------------------------------------------

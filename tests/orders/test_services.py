@@ -79,6 +79,8 @@ def test_order_placed_is_published_with_the_orders_correlation_id(customer, cata
         ([{"sku": "MUG", "quantity": 1}], "   ", "payment_token"),
         ([{"sku": "MUG", "quantity": 1}], None, "payment_token"),
         ([{"sku": "MUG", "quantity": 1}], "x" * 256, "payment_token"),
+        ([{"sku": "MUG", "quantity": 1}], "4242424242424242", "payment_token"),
+        ([{"sku": "MUG", "quantity": 1}], "visa", "payment_token"),
     ],
 )
 def test_invalid_input_is_refused_with_field_errors_and_leaves_nothing(
@@ -188,6 +190,20 @@ def test_the_fingerprint_is_canonical():
     b = order_request_fingerprint(lines=[("A", 2), ("B", 1)], payment_token="t")
     assert a == b and len(a) == 64
     assert a != order_request_fingerprint(lines=[("A", 2), ("B", 1)], payment_token="u")
+
+
+def test_the_fingerprint_is_keyed_with_the_secret(settings):
+    """A short token cannot be recovered by hashing every candidate: without the secret, the
+    fingerprint is not the unkeyed hash of the request, and another secret gives another one."""
+    import hashlib
+
+    lines = [("MUG", 1)]
+    settings.ORDERS_FINGERPRINT_SECRET = "one secret"
+    keyed = order_request_fingerprint(lines=lines, payment_token="tok_visa")
+    canonical = '{"lines":[["MUG",1]],"token":"tok_visa"}'
+    assert keyed != hashlib.sha256(canonical.encode()).hexdigest()
+    settings.ORDERS_FINGERPRINT_SECRET = "another secret"
+    assert order_request_fingerprint(lines=lines, payment_token="tok_visa") != keyed
 
 
 def test_catalogue_upsert_creates_then_updates(db):

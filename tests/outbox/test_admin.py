@@ -58,3 +58,31 @@ def test_deliveries_filter_by_status(admin_client, event):
     page = admin_client.get(reverse("admin:outbox_delivery_changelist"), {"status": "pending"})
     assert page.status_code == 200
     assert page.content.decode().count("tests.record_") >= 3
+
+
+@pytest.mark.parametrize("changelist", ["outbox_deadletter", "outbox_delivery"])
+def test_replaying_needs_the_replay_permission_not_only_viewing(client, event, changelist):
+    """A view-only operator posting the replay action changes nothing (it would run a handler,
+    a charge at the gateway, again); with outbox.replay_delivery the same post replays."""
+    from django.contrib.auth import get_user_model
+
+    from tests.security.credentials import grant
+
+    dead = event.deliveries.get(subscriber="tests.record_a")
+    Delivery.objects.filter(pk=dead.pk).update(status="dead", attempts=8, last_error="boom")
+    viewer = get_user_model().objects.create_user("viewer", is_staff=True)
+    viewer = grant(viewer, "outbox.view_delivery", "outbox.view_deadletter")
+    client.force_login(viewer)
+    url = reverse(f"admin:{changelist}_changelist")
+    assert client.get(url).status_code == 200
+    post = {"action": "replay_deliveries", "_selected_action": [dead.pk]}
+    response = client.post(url, post, follow=True)
+    assert "will be dispatched again" not in response.content.decode()
+    dead.refresh_from_db()
+    assert (dead.status, dead.attempts) == ("dead", 8)
+
+    client.force_login(grant(viewer, "outbox.replay_delivery"))
+    response = client.post(url, post, follow=True)
+    assert "1 deliveries will be dispatched again" in response.content.decode()
+    dead.refresh_from_db()
+    assert (dead.status, dead.attempts) == ("pending", 0)

@@ -7,7 +7,6 @@ from collections import Counter
 from decimal import Decimal
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from inventory.models import Product, StockLevel, StockReservation
@@ -15,6 +14,7 @@ from inventory.services import product_create, stock_reserve
 from outbox.models import Event
 from payments.events import PaidLine
 from tests.races.helpers import run_at_once, skip_unless_postgres
+from tests.security.credentials import api_token, grant
 
 pytestmark = [
     pytest.mark.postgres,
@@ -31,7 +31,7 @@ def quiet(monkeypatch):
 @pytest.fixture
 def staff_token(django_user_model):
     staff = django_user_model.objects.create_user("gina", password="pw-gina-123", is_staff=True)
-    return Token.objects.create(user=staff).key
+    return api_token(grant(staff, "inventory.add_product", "inventory.change_product"))
 
 
 def staff_request(token: str, method: str, url: str, body: dict):

@@ -7,13 +7,13 @@ import threading
 from collections import Counter
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orders.models import Order, OrderLine
 from orders.services import catalog_item_upsert
 from outbox.models import Delivery, Event
 from tests.races.helpers import run_at_once, skip_unless_postgres
+from tests.security.credentials import api_token
 
 pytestmark = [
     pytest.mark.postgres,
@@ -35,7 +35,7 @@ def token(django_user_model, settings):
     for sku, price in (("MUG", "9.50"), ("TEE", "20.00")):
         catalog_item_upsert(sku=sku, name=sku.title(), price=price, currency="EUR")
     customer = django_user_model.objects.create_user("frank", password="pw-frank-123")
-    return Token.objects.create(user=customer).key
+    return api_token(customer)
 
 
 def poster(token: str, body: dict, key: str):
@@ -66,7 +66,7 @@ def test_eight_concurrent_retries_make_one_order(token):
     answers = run_at_once([poster(token, BODY, "retry-1")] * 8)
     assert {status for status, _ in answers} == {202}
     order = assert_one_order()
-    assert {body["id"] for _, body in answers} == {order.pk}
+    assert {body["id"] for _, body in answers} == {order.reference}
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_two_retries_both_past_the_lookup_make_one_order(token, both_past_the_lo
     answers = run_at_once([poster(token, BODY, "retry-2")] * 2)
     assert [status for status, _ in answers] == [202, 202]
     order = assert_one_order()
-    assert {body["id"] for _, body in answers} == {order.pk}
+    assert {body["id"] for _, body in answers} == {order.reference}
 
 
 def test_one_key_with_two_bodies_at_once_is_one_order_and_a_409(token, both_past_the_lookup):
@@ -97,7 +97,7 @@ def test_one_key_with_two_bodies_at_once_is_one_order_and_a_409(token, both_past
     order = assert_one_order()
     [(_, accepted)] = [answer for answer in answers if answer[0] == 202]
     [(_, conflict)] = [answer for answer in answers if answer[0] == 409]
-    assert accepted["id"] == order.pk
+    assert accepted["id"] == order.reference
     assert "Idempotency-Key" in conflict["detail"]
 
 

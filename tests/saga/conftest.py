@@ -43,3 +43,14 @@ def place(api, lines, token="tok_visa", **headers):
     )
     assert response.status_code == 202, response.content
     return response.json()["id"]
+
+
+@pytest.fixture
+def operator_api(transactional_db):
+    """An operator's client: the timeline with its machinery (causes, deliveries)."""
+    from tests.security.credentials import grant
+
+    user = get_user_model().objects.create_user("olive", is_staff=True)
+    client = APIClient()
+    client.force_authenticate(grant(user, "orders.view_any_order", "orders.view_order_machinery"))
+    return client

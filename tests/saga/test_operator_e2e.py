@@ -1,5 +1,5 @@
 """The operator's actions end to end: a step dead-letters, then is retried or the order is
-cancelled with compensation, through the staff API and a real worker."""
+cancelled with compensation, through the console API and a real worker."""
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -11,6 +11,7 @@ from outbox.models import Delivery
 from payments.models import Payment
 from shipping.models import Shipment
 from tests.saga.conftest import place
+from tests.security.credentials import grant
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -20,9 +21,10 @@ CHARGE = "payments.payment_charge_on_order_placed"
 
 @pytest.fixture
 def operator(transactional_db):
+    """An operator: the saga's machinery to read the console, orders.change_order to act."""
     user = get_user_model().objects.create_user("olga", password="olga-pass-123", is_staff=True)
     client = APIClient()
-    client.force_authenticate(user)
+    client.force_authenticate(grant(user, "orders.view_order_machinery", "orders.change_order"))
     return client
 
 
@@ -43,14 +45,15 @@ def dead_lettered(order_id: int):
 
 
 def test_the_operator_retries_a_dead_lettered_step(api, catalogue, operator, gateway_down):
-    order_id = place(api, [("MUG", 1)])
+    reference = place(api, [("MUG", 1)])
+    order_id = Order.objects.get(reference=reference).pk
     wait_until(dead_lettered(order_id), what="the charge dead-lettered")
     listed = operator.get("/api/sagas/", {"state": "dead"}).json()
-    assert [(s["order_id"], s["waiting_on"]["subscriber"]) for s in listed] == [(order_id, CHARGE)]
+    assert [(s["order_id"], s["waiting_on"]["subscriber"]) for s in listed] == [(reference, CHARGE)]
 
     gateway_down.PAYMENTS = {**gateway_down.PAYMENTS, "TIMEOUT_RATE": 0.0}
     response = operator.post(
-        f"/api/sagas/{order_id}/retry/", {"reason": "gateway is back"}, format="json"
+        f"/api/sagas/{reference}/retry/", {"reason": "gateway is back"}, format="json"
     )
     assert response.json()["retried"] == 1
     wait_until(lambda: Order.objects.get(pk=order_id).status == "completed", what="order completed")
@@ -61,10 +64,11 @@ def test_the_operator_retries_a_dead_lettered_step(api, catalogue, operator, gat
 def test_the_operator_cancels_a_stuck_saga_with_compensation(
     api, catalogue, operator, gateway_down
 ):
-    order_id = place(api, [("MUG", 1)])
+    reference = place(api, [("MUG", 1)])
+    order_id = Order.objects.get(reference=reference).pk
     wait_until(dead_lettered(order_id), what="the charge dead-lettered")
     response = operator.post(
-        f"/api/sagas/{order_id}/cancel/", {"reason": "card provider outage"}, format="json"
+        f"/api/sagas/{reference}/cancel/", {"reason": "card provider outage"}, format="json"
     )
     assert response.status_code == 202
     wait_until(lambda: Order.objects.get(pk=order_id).status == "cancelled", what="order cancelled")
@@ -77,7 +81,7 @@ def test_the_operator_cancels_a_stuck_saga_with_compensation(
     assert Shipment.objects.get(order_id=order_id).status == "cancelled"
     # The dead charge, replayed after the cancellation, charges nothing.
     gateway_down.PAYMENTS = {**gateway_down.PAYMENTS, "TIMEOUT_RATE": 0.0}
-    operator.post(f"/api/sagas/{order_id}/retry/", {"reason": "tidy up"}, format="json")
+    operator.post(f"/api/sagas/{reference}/retry/", {"reason": "tidy up"}, format="json")
     wait_until(
         lambda: not Delivery.objects.filter(status__in=["pending", "dead"]).exists(),
         what="every delivery done",

@@ -38,6 +38,15 @@ def staff(db):
 
 
 @pytest.fixture
+def catalogue_manager(staff):
+    """Staff in the catalogue manager group (as the data migration made it)."""
+    from django.contrib.auth.models import Group
+
+    staff.groups.add(Group.objects.get(name="catalogue manager"))
+    return staff
+
+
+@pytest.fixture
 def catalogue(db, settings):
     settings.SHOP_CURRENCY = "EUR"
     return catalogue_create()

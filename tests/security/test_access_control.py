@@ -2,7 +2,6 @@
 the admin, writes need credentials, and a session-authenticated write needs its CSRF token."""
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from inventory.models import Product, StockLevel
@@ -10,6 +9,7 @@ from orders.models import Order
 from outbox.models import Event
 from tests.fuzz.helpers import db_snapshot
 from tests.security.conftest import PASSWORDS
+from tests.security.credentials import api_token
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +21,7 @@ NEW_PRODUCT = {"sku": "NEW-1", "name": "New", "price": "3.00", "stock": 5}
 
 def token_client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 
@@ -84,8 +84,8 @@ def test_another_customers_idempotency_key_names_no_order_of_theirs(
     theirs = place(token_client(other_customer), **{"Idempotency-Key": "shared-key"})
     mine = place(token_client(customer), **{"Idempotency-Key": "shared-key"})
     assert mine != theirs
-    assert Order.objects.get(pk=mine).customer == customer
-    assert Order.objects.get(pk=theirs).customer == other_customer
+    assert Order.objects.get(reference=mine).customer == customer
+    assert Order.objects.get(reference=theirs).customer == other_customer
 
 
 def test_the_timeline_does_not_show_the_payment_token(customer, catalogue):
@@ -110,10 +110,27 @@ def test_a_customer_cannot_write_products(customer, catalogue):
     assert not Event.objects.filter(type="inventory.ProductCatalogued", aggregate_id="NEW-1")
 
 
-def test_staff_can_write_products(staff, catalogue):
+def test_staff_without_the_permission_cannot_write_products(staff, catalogue):
+    """is_staff is no master key: the product permissions decide, as in the admin."""
     carol = token_client(staff)
+    before = products_state()
+    assert carol.post(PRODUCTS, NEW_PRODUCT, format="json").status_code == 403
+    assert carol.patch(f"{PRODUCTS}MUG/", {"price": "0.01"}, format="json").status_code == 403
+    assert products_state() == before
+
+
+def test_a_catalogue_manager_can_write_products(catalogue_manager, catalogue):
+    carol = token_client(catalogue_manager)
     assert carol.post(PRODUCTS, NEW_PRODUCT, format="json").status_code == 201
     assert carol.patch(f"{PRODUCTS}MUG/", {"price": "8.00"}, format="json").status_code == 200
+
+
+def test_staff_without_the_permission_see_only_their_own_orders(staff, customer, catalogue):
+    theirs = place(token_client(customer))
+    carol = token_client(staff)
+    assert carol.get(ORDERS).json()["count"] == 0
+    for url in (f"{ORDERS}{theirs}/", f"{ORDERS}{theirs}/events/"):
+        assert carol.get(url).status_code == 404
 
 
 # --- no credentials, bad credentials --------------------------------------------------------------
@@ -165,7 +182,8 @@ def test_the_admin_sends_non_staff_to_its_login_page(client, customer, catalogue
     order_id = place(token_client(customer))
     if who == "customer":
         client.force_login(customer)
-    pages = [page, f"/admin/orders/order/{order_id}/change/"]
+    pk = Order.objects.get(reference=order_id).pk
+    pages = [page, f"/admin/orders/order/{pk}/change/"]
     for url in pages:
         response = client.get(url)
         assert response.status_code == 302, url
@@ -233,8 +251,8 @@ def test_a_session_write_with_the_csrf_token_is_accepted(customer, catalogue):
     assert Order.objects.get().customer == customer
 
 
-def test_a_staff_session_product_write_needs_the_csrf_token(staff, catalogue):
-    client = session_client(staff)
+def test_a_staff_session_product_write_needs_the_csrf_token(catalogue_manager, catalogue):
+    client = session_client(catalogue_manager)
     before = products_state()
     assert client.patch(f"{PRODUCTS}MUG/", {"price": "1.00"}, format="json").status_code == 403
     assert client.post(PRODUCTS, NEW_PRODUCT, format="json").status_code == 403
@@ -249,5 +267,5 @@ def test_a_staff_session_product_write_needs_the_csrf_token(staff, catalogue):
 def test_a_token_authenticated_write_needs_no_csrf_token(customer, catalogue):
     """A token is not sent by a browser on its own, so it is no cross-site risk."""
     client = APIClient(enforce_csrf_checks=True)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=customer).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(customer)}")
     assert client.post(ORDERS, ORDER_BODY, format="json").status_code == 202

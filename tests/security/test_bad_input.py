@@ -23,9 +23,9 @@ ENDPOINTS = [
 
 
 @pytest.fixture
-def clients(customer, staff, catalogue):
+def clients(customer, catalogue_manager, catalogue):
     made = {None: APIClient()}
-    for user in (customer, staff):
+    for user in (customer, catalogue_manager):
         made[user.username] = APIClient()
         made[user.username].force_authenticate(user)
     return made

@@ -60,6 +60,19 @@ def test_production_settings_are_the_secure_ones(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("behind_proxy", "expected"),
+    [("", "None"), ("0", "None"), ("1", "('HTTP_X_FORWARDED_PROTO', 'https')")],
+)
+def test_the_proxy_header_is_trusted_only_behind_a_proxy(tmp_path, behind_proxy, expected):
+    code = (
+        "from django.conf import settings as s; print(s.SECURE_PROXY_SSL_HEADER, s.API_DOCS_PUBLIC)"
+    )
+    result = manage(tmp_path, "shell", "-c", code, DJANGO_BEHIND_PROXY=behind_proxy)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == f"{expected} False"
+
+
+@pytest.mark.parametrize(
     "secret",
     ["", "too-short", "dev-only-insecure-secret-key-never-use-in-production"],
     ids=["missing", "short", "the-development-key"],

@@ -135,7 +135,7 @@ def test_poison_events_are_dead_lettered_and_block_nothing(
 
     poison_ids = [d.pk for deliveries in poisoned.values() for d in deliveries]
     wait_until(
-        lambda: Order.objects.filter(pk__in=order_ids, status="completed").count() == 2,
+        lambda: Order.objects.filter(reference__in=order_ids, status="completed").count() == 2,
         timeout=120,
         what="the normal orders to complete",
     )
@@ -172,4 +172,5 @@ def test_poison_events_are_dead_lettered_and_block_nothing(
     assert {d.subscriber for ds in poisoned.values() for d in ds} <= set(
         others.values_list("subscriber", flat=True)
     )
-    assert Payment.objects.filter(order_id__in=order_ids, status="captured").count() == 2
+    order_pks = Order.objects.filter(reference__in=order_ids).values_list("pk", flat=True)
+    assert Payment.objects.filter(order_id__in=list(order_pks), status="captured").count() == 2

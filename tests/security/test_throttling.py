@@ -45,7 +45,7 @@ def token_request(client, username: str, password: str, address: str):
 def test_brute_force_on_one_user_is_locked_out_from_every_address(client, customer, other_customer):
     for attempt in range(5):
         response = token_request(client, "alice", f"guess-{attempt}", f"10.0.0.{attempt}")
-        assert response.status_code == 401  # wrong credentials (shop/token_api.py)
+        assert response.status_code == 401  # wrong credentials (shop/auth.py)
     # The sixth try, from yet another address and with the right password: locked out.
     locked = token_request(client, "alice", PASSWORDS["alice"], "10.0.0.99")
     assert locked.status_code == 429
@@ -60,7 +60,7 @@ def test_brute_force_on_one_user_is_locked_out_from_every_address(client, custom
 def test_one_address_guessing_many_users_is_locked_out(client, customer, other_customer):
     for attempt in range(5):
         response = token_request(client, f"user-{attempt}", "guess", "10.0.2.1")
-        assert response.status_code == 401  # wrong credentials (shop/token_api.py)
+        assert response.status_code == 401  # wrong credentials (shop/auth.py)
     assert token_request(client, "bob", PASSWORDS["bob"], "10.0.2.1").status_code == 429
     # The same user from another address is not.
     assert token_request(client, "bob", PASSWORDS["bob"], "10.0.2.2").status_code == 200

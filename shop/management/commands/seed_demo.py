@@ -5,7 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from inventory.models import Product
 from inventory.services import product_create
@@ -49,10 +49,10 @@ class Command(BaseCommand):
         if not operator.is_superuser:
             operator.is_superuser = True
             operator.save(update_fields=["is_superuser"])
-        token, _ = Token.objects.get_or_create(user=customer)
+        _instance, token = AuthToken.objects.create(user=customer)
         self.stdout.write(
             f"catalogue: {created} products created, {len(CATALOGUE) - created} already there\n"
-            f"customer:  {CUSTOMER[0]} / {CUSTOMER[1]}   (API token {token.key})\n"
+            f"customer:  {CUSTOMER[0]} / {CUSTOMER[1]}   (API token {token}, expires)\n"
             f"operator:  {OPERATOR[0]} / {OPERATOR[1]}   (admin at /admin/)\n"
             f"users:     {User.objects.count()}"
         )
