@@ -2,17 +2,31 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | cksum | cut -d' ' -f1)
 PORT ?= 8000
 
-.PHONY: setup migrate demo run test lint format chaos bench mutate clean
+.PHONY: setup migrate demo run test lint format chaos bench mutate clean lock
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Installs exactly the lock file: every package, transitive ones included, pinned with its
+# hashes (pip refuses anything else). requirements*.txt list what we depend on directly;
+# `make lock` writes the lock files from them.
+$(STAMP): requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.X")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-dev.lock
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links
+
+## Rewrite the lock files from requirements.txt (runtime) and requirements-dev.txt (+ tools),
+## after changing a pin there: transitive dependencies resolved, every file's hash recorded.
+## make lock ARGS="--upgrade-package kombu" moves one transitive dependency to its newest.
+lock: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check pip-tools==7.6.2
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(ARGS) -o requirements.lock requirements.txt
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(ARGS) -o requirements-dev.lock requirements-dev.txt
 
 setup: $(STAMP)
 
