@@ -127,7 +127,9 @@ def leftovers_find(before: Snapshot, *, prefix: str, check_databases: bool) -> l
         found += [
             f"temporary file or folder {path}"
             for path in sorted(before.temp_root.iterdir())
-            if not path.name.startswith("pytest-of-")
+            # pytest's own (removed below after a passing run), and multiprocessing's, which it
+            # removes itself when this interpreter exits (after this check).
+            if not path.name.startswith(("pytest-of-", "pymp-"))
         ]
     return found
 
