@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
 from tests.fuzz.helpers import CATALOGUE
+from tests.security.credentials import api_token, grant
 from tests.support import is_postgres
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,6 +50,15 @@ def schemathesis_run(url: str, headers: dict[str, str], cwd: Path) -> subprocess
     )
 
 
+STAFF_PERMISSIONS = (
+    "inventory.add_product",
+    "inventory.change_product",
+    "orders.view_any_order",
+    "orders.view_order_machinery",
+    "orders.change_order",
+)
+
+
 @pytest.fixture
 def caller_headers(request, catalogue):
     if request.param == "anonymous":
@@ -57,7 +66,10 @@ def caller_headers(request, catalogue):
     user = get_user_model().objects.create_user(
         f"st-{request.param}", password="pw-st-123", is_staff=request.param == "staff"
     )
-    return {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+    if request.param == "staff":
+        # Staff as the roles have it (shop/permissions.py): catalogue writes and the operator's.
+        user = grant(user, *STAFF_PERMISSIONS)
+    return {"Authorization": f"Token {api_token(user)}"}
 
 
 @pytest.mark.timeout(900)
