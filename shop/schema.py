@@ -163,7 +163,12 @@ class AutoSchema(openapi.AutoSchema):
             statuses.add(404)
         if any(p["in"] == "query" and p["name"] == "page" for p in parameters):
             statuses.add(404)  # a page past the last
-        if {} not in operation.get("security", [{}]):
+        security = operation.get("security", [{}])
+        if any(security):
+            # The view reads credentials: a token that is not (or no longer) valid is a 401,
+            # even where anonymous callers are welcome.
+            statuses.add(401)
+        if {} not in security:
             statuses.add(401)
             if self._forbids_some_users() or self.method not in permissions.SAFE_METHODS:
                 statuses.add(403)
