@@ -464,6 +464,12 @@ def _saga_measure(
         started = batch.go()
         batch.results(timeout=timeout)
         placed = bench.stamps(key)
+        references = [k for k in placed if isinstance(k, str)]
+        if references:  # placed over HTTP: the API answers the order's reference
+            by_reference = dict(
+                Order.objects.filter(reference__in=references).values_list("reference", "pk")
+            )
+            placed = {by_reference.get(k, k): v for k, v in placed.items()}
         ids = list(placed)
         wait_for_count(
             lambda: Order.objects.filter(pk__in=ids, status__in=TERMINAL).count(),

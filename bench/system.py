@@ -318,7 +318,9 @@ class Bench:
         return int(self.r.get(f"bench:runs:{tag}") or 0)
 
     def stamps(self, key: str) -> dict[int, float]:
-        return {int(k): float(v) for k, v in self.r.hgetall(key).items()}
+        # Sequence numbers and order ids are whole numbers; an order placed over HTTP is
+        # known by its public reference (ORD-...), which the scenario maps to its id.
+        return {int(k) if k.isdigit() else k: float(v) for k, v in self.r.hgetall(key).items()}
 
 
 class ProducerBatch:
