@@ -51,7 +51,9 @@ def test_what_an_operation_can_answer_follows_from_what_it_is(schema):
     assert set(paths["/api/orders/"]["post"]["responses"]) >= {"400", "401", "403", "409", "415"}
     assert set(paths["/api/orders/"]["get"]["responses"]) >= {"400", "401", "404"}
     assert "404" in paths["/api/orders/{reference}/"]["get"]["responses"]
-    assert "401" not in paths["/api/products/"]["get"]["responses"]  # public
+    catalogue = paths["/api/products/"]["get"]
+    assert {} in catalogue["security"]  # public: no credentials needed...
+    assert "401" in catalogue["responses"]  # ...but a token sent is checked: a wrong one is a 401
     assert "403" in paths["/api/products/"]["post"]["responses"]  # staff only
     token = paths["/api/auth/token/"]["post"]
     assert set(token["responses"]) >= {"200", "400", "401"}
