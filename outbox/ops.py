@@ -22,7 +22,7 @@ _OPS = {
     "outbox_settings": "outbox.conf",
     "subscribers_all": "outbox.registry",
     "RELAY_QUEUE": "outbox.queues",
-    "subscriber_queues": "outbox.queues",
+    "subscriber_queues": "outbox.registry",
 }
 
 __all__ = sorted(_OPS)

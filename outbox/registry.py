@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from outbox.errors import SubscriptionError, UnknownSubscriber
 from outbox.events import DomainEvent, check_declared, event_type_get
-from outbox.queues import RELAY_QUEUE
+from outbox.queues import BUS_QUEUE, RELAY_QUEUE
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,18 @@ def subscriber_get(name: str) -> Subscriber:
 
 def subscribers_all() -> list[Subscriber]:
     return sorted(_subscribers.values(), key=lambda s: s.name)
+
+
+def subscriber_queues() -> list[str]:
+    """Every queue a subscriber's deliveries are sent to, sorted; never the relay's. With an
+    event bus configured (``EVENT_BUS_URL``), the bus's queue too: its deliveries are published
+    to the broker by whichever worker takes them (outbox/bus/).
+
+    Call it once Django's apps are ready (the outbox app imports every app's handlers then).
+    """
+    from django.conf import settings
+
+    queues = {s.queue for s in subscribers_all()} - {RELAY_QUEUE}
+    if getattr(settings, "EVENT_BUS_URL", ""):
+        queues.add(BUS_QUEUE)
+    return sorted(queues)

@@ -38,7 +38,8 @@ def is_postgres() -> bool:
 
 def all_queues() -> list[str]:
     """The relay's queue and every subscriber's (the test app's among them), as in production."""
-    from outbox.queues import RELAY_QUEUE, subscriber_queues
+    from outbox.queues import RELAY_QUEUE
+    from outbox.registry import subscriber_queues
 
     return [RELAY_QUEUE, *subscriber_queues()]
 

@@ -13,11 +13,10 @@ from django.conf import settings
 from outbox.bus.conf import bus_settings
 from outbox.errors import OutboxError
 from outbox.events import DomainEvent, event_type_get
+from outbox.queues import BUS_QUEUE
 from outbox.registry import Subscriber
 
 BUS_SUBSCRIBER = "bus"
-# The Celery queue of bus deliveries: a worker that serves it publishes to the broker.
-BUS_QUEUE = "bus"
 
 
 class NotABusHandler(OutboxError):

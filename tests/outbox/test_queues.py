@@ -13,8 +13,8 @@ import pytest
 from django.core.management import call_command
 
 from outbox import SubscriptionError, subscribe
-from outbox.queues import RELAY_QUEUE, subscriber_queues
-from outbox.registry import subscribers_all
+from outbox.queues import RELAY_QUEUE
+from outbox.registry import subscriber_queues, subscribers_all
 from tests.testapp.events import ThingHappened
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from outbox.queues import RELAY_QUEUE, subscriber_queues
+from outbox.queues import RELAY_QUEUE
+from outbox.registry import subscriber_queues
 
 
 class Command(BaseCommand):
