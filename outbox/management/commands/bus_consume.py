@@ -3,12 +3,12 @@ import signal
 import threading
 import time
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from outbox.bus import metrics
 from outbox.bus.adapters import adapter_for
 from outbox.bus.conf import bus_settings
-from outbox.bus.consuming import bus_message_receive, bus_types_consumed
+from outbox.bus.consuming import bus_message_receive, bus_types_consumed, bus_types_unpublished
 
 logger = logging.getLogger("outbox.bus.consume")
 STATS_EVERY_SECONDS = 15.0
@@ -40,6 +40,13 @@ class Command(BaseCommand):
             stop.wait()
             return
         types = bus_types_consumed()
+        unpublished = bus_types_unpublished(types)
+        if unpublished:
+            raise CommandError(
+                f"service {conf.SERVICE} subscribes to {', '.join(unpublished)}, published by "
+                "another service but not externalised: it would never arrive. Declare "
+                "`externalised: ClassVar[bool] = True` on the event class (docs/bus.md)"
+            )
         adapter = adapter_for(conf.url, namespace=conf.NAMESPACE, ack_wait=conf.ACK_WAIT_SECONDS)
         if options["declare_only"]:
             adapter.topology_declare(service=conf.SERVICE, event_types=types)
