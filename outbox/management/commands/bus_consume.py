@@ -27,6 +27,12 @@ class Command(BaseCommand):
             action="store_true",
             help="declare the topology (exchanges, queue, bindings / streams, consumer) and exit",
         )
+        parser.add_argument(
+            "--require-externalised",
+            action="store_true",
+            help="fail (instead of warning) when a type this service takes from the bus is not "
+            "declared externalised by its publisher (the split deployment's release step)",
+        )
 
     def handle(self, *args, **options):
         conf = bus_settings()
@@ -42,11 +48,16 @@ class Command(BaseCommand):
         types = bus_types_consumed()
         unpublished = bus_types_unpublished(types)
         if unpublished:
-            raise CommandError(
+            problem = (
                 f"service {conf.SERVICE} subscribes to {', '.join(unpublished)}, published by "
-                "another service but not externalised: it would never arrive. Declare "
+                "another service but not declared externalised: unless its publisher "
+                "externalises every event (EVENT_BUS_EXTERNALISE_ALL), it never arrives. Declare "
                 "`externalised: ClassVar[bool] = True` on the event class (docs/bus.md)"
             )
+            if options["require_externalised"]:
+                raise CommandError(problem)
+            logger.warning(problem)
+            self.stderr.write(f"warning: {problem}")
         adapter = adapter_for(conf.url, namespace=conf.NAMESPACE, ack_wait=conf.ACK_WAIT_SECONDS)
         if options["declare_only"]:
             adapter.topology_declare(service=conf.SERVICE, event_types=types)

@@ -50,7 +50,7 @@ class Command(BaseCommand):
             self._step(service, "migrate", "--noinput")
         if bus:
             for service in services:
-                self._step(service, "bus_consume", "--declare-only")
+                self._step(service, "bus_consume", "--declare-only", "--require-externalised")
         self.stdout.write(f"released: {', '.join(services)}")
 
     def _step(self, service: str, *command: str) -> None:
