@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | cksum | cut -d' ' -f1)
 PORT ?= 8000
 
-.PHONY: setup migrate demo run test lint format chaos bench mutate clean lock
+.PHONY: setup migrate demo run run-split test lint format chaos bench mutate clean lock
 
 # Installs exactly the lock file: every package, transitive ones included, pinned with its
 # hashes (pip refuses anything else). requirements*.txt list what we depend on directly;
@@ -40,6 +40,26 @@ demo: migrate
 ## or on whatever DATABASE_URL and CELERY_BROKER_URL say.
 run: demo
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" honcho start --port $(PORT) -f Procfile
+
+## The split deployment (Procfile.split): the shop and payments services, each with its own
+## PostgreSQL database and Redis broker, events between them over RabbitMQ. Creates the databases,
+## runs the release step (migrations, the bus's queues), seeds the demo, then starts every process.
+## Any of these variables may be set to point it elsewhere (EVENT_BUS_URL=nats://... for NATS).
+SPLIT_ENV = \
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/shop_split} \
+	PAYMENTS_DATABASE_URL=$${PAYMENTS_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/shop_split_payments} \
+	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0} \
+	PAYMENTS_CELERY_BROKER_URL=$${PAYMENTS_CELERY_BROKER_URL:-redis://127.0.0.1:6379/1} \
+	EVENT_BUS_URL=$${EVENT_BUS_URL:-amqp://guest:guest@127.0.0.1:5672/%2F}
+SPLIT_PROCESSES = web worker relay beat consumer payments-worker payments-relay payments-beat \
+	payments-consumer
+
+run-split: setup
+	$(SPLIT_ENV) $(PY) scripts/split_databases.py
+	$(SPLIT_ENV) SHOP_SERVICE=shop $(PY) manage.py release
+	$(SPLIT_ENV) SHOP_SERVICE=shop $(PY) manage.py seed_demo
+	$(SPLIT_ENV) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" honcho start --port $(PORT) -f Procfile.split \
+		$(SPLIT_PROCESSES)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -49,6 +49,7 @@ class ShipmentCancelled(DomainEvent):
 
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str] = "shipment"
+    externalised: ClassVar[bool] = True  # a saga event: payments refunds on it, in its service
 
     shipment_id: int
     order_id: int

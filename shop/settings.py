@@ -13,6 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from outbox.ops import RELAY_QUEUE
+from shop.services import LOCAL_APPS, UnknownService, service_get
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("SHOP_VAR_DIR", BASE_DIR / "var"))
@@ -61,7 +62,20 @@ CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]
 
-INSTALLED_APPS = [
+# --- The shape: the monolith, or one service of the split deployment (shop/services.py) --------
+# SHOP_SERVICE unset: the monolith (every app, one database, one broker). SHOP_SERVICE=payments:
+# the payments service alone (its app, the outbox, PAYMENTS_DATABASE_URL and
+# PAYMENTS_CELERY_BROKER_URL).
+try:
+    SERVICE = service_get(os.environ.get("SHOP_SERVICE", "").strip())
+except UnknownService as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+SERVICE_APPS = list(SERVICE.apps if SERVICE is not None else LOCAL_APPS)
+
+# The host project's web side (the REST API, the admin, logins, API tokens, the API docs): the
+# monolith's and the shop service's. A service without it is its apps, the outbox and beat's
+# tables (the outbox keeps its relay tick and retention purge there: outbox/migrations/0002).
+_WEB_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -73,13 +87,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "csp",
+]
+SERVICE_WEB = SERVICE is None or SERVICE.web
+INSTALLED_APPS = [
+    *(_WEB_APPS if SERVICE_WEB else []),
     "django_celery_beat",
-    "shop",
+    *(["shop"] if SERVICE_WEB else []),
     "outbox",
-    "orders",
-    "payments",
-    "inventory",
-    "shipping",
+    *SERVICE_APPS,
 ]
 # The test suite's own app (events, handlers and an effects table); never in production.
 if env_bool("SHOP_TEST_APPS", False):
@@ -105,8 +120,15 @@ MIDDLEWARE = [
     # Last, so it sees the exceptions of the views: a lost database is a 503 (shop/middleware.py).
     "shop.middleware.DatabaseUnavailableMiddleware",
 ]
+if not SERVICE_WEB:
+    # No sessions, logins or pages: the probes and /metrics only (shop/urls_service.py).
+    MIDDLEWARE = [
+        "django.middleware.security.SecurityMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "shop.middleware.DatabaseUnavailableMiddleware",
+    ]
 
-ROOT_URLCONF = "shop.urls"
+ROOT_URLCONF = "shop.urls" if SERVICE_WEB else "shop.urls_service"
 WSGI_APPLICATION = "shop.wsgi.application"
 
 TEMPLATES = [
@@ -127,9 +149,13 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------------
 
+# A service's own database: DATABASE_URL for the monolith and the shop service,
+# PAYMENTS_DATABASE_URL for the payments service (shop/services.py names each one's variable).
+_DATABASE_ENV = SERVICE.database_env if SERVICE is not None else "DATABASE_URL"
+_DATABASE_DEFAULT = "db.sqlite3" if _DATABASE_ENV == "DATABASE_URL" else f"{SERVICE.name}.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
+        os.environ.get(_DATABASE_ENV) or f"sqlite:///{VAR_DIR / _DATABASE_DEFAULT}",
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
         conn_health_checks=True,
     )
@@ -221,9 +247,13 @@ CONTENT_SECURITY_POLICY = {
 
 # --- Celery -----------------------------------------------------------------------------------
 
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
+# Each service has a broker of its own (its relay's and handlers' queues have the same names in
+# every service): CELERY_BROKER_URL, or PAYMENTS_CELERY_BROKER_URL for the payments service.
+_BROKER_ENV = SERVICE.broker_env if SERVICE is not None else "CELERY_BROKER_URL"
+CELERY_BROKER_URL = os.environ.get(_BROKER_ENV) or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = Path(os.environ.get("SHOP_BROKER_DIR", VAR_DIR / "broker"))
+    _broker_default = "broker" if _BROKER_ENV == "CELERY_BROKER_URL" else f"broker-{SERVICE.name}"
+    _broker_dir = Path(os.environ.get("SHOP_BROKER_DIR", VAR_DIR / _broker_default))
     (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
@@ -233,6 +263,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
         "polling_interval": env_float("SHOP_BROKER_POLLING_INTERVAL", 0.05),
     }
+if _BROKER_ENV != "CELERY_BROKER_URL":
+    # Celery prefers the CELERY_BROKER_URL environment variable to any setting: this process's
+    # broker is its service's, whatever the environment holds for the shop.
+    os.environ["CELERY_BROKER_URL"] = CELERY_BROKER_URL
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 # A task sent without a queue of its own goes to the relay's (subscribers' queues: the registry).
@@ -264,14 +298,15 @@ OUTBOX = {
 # --- The event bus (docs/bus.md) ---------------------------------------------------------------
 # amqp://... (RabbitMQ) or nats://... (NATS JetStream); unset: no bus, events stay inside.
 EVENT_BUS_URL = os.environ.get("EVENT_BUS_URL", "")
+# In the split deployment the service's name and apps come from SHOP_SERVICE (shop/services.py).
 EVENT_BUS = {
-    "SERVICE": os.environ.get("EVENT_BUS_SERVICE", "shop"),
+    "SERVICE": SERVICE.name if SERVICE is not None else os.environ.get("EVENT_BUS_SERVICE", "shop"),
     "NAMESPACE": os.environ.get("EVENT_BUS_NAMESPACE", "shop"),
     "EXTERNALISE_ALL": env_bool("EVENT_BUS_EXTERNALISE_ALL", False),
     "ACK_WAIT_SECONDS": env_float("EVENT_BUS_ACK_WAIT_SECONDS", 30.0),
-    "LOCAL_APPS": [
-        a.strip() for a in os.environ.get("EVENT_BUS_LOCAL_APPS", "").split(",") if a.strip()
-    ]
+    "LOCAL_APPS": list(SERVICE.apps)
+    if SERVICE is not None
+    else [a.strip() for a in os.environ.get("EVENT_BUS_LOCAL_APPS", "").split(",") if a.strip()]
     or None,
 }
 

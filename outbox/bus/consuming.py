@@ -17,6 +17,7 @@ from django.utils import timezone
 from outbox.bus import metrics
 from outbox.bus.adapters.base import BusAdapter, ReceivedMessage, Verdict
 from outbox.bus.conf import bus_settings
+from outbox.bus.target import event_externalised
 from outbox.bus.wire import IncomingEvent, MalformedMessage
 from outbox.models import Delivery, Event
 from outbox.publisher import delivery_new, relay_wake
@@ -32,6 +33,13 @@ def bus_types_consumed() -> list[str]:
     return sorted(
         {sub.event_type for sub in subscribers_all() if sub.event_type.split(".")[0] not in local}
     )
+
+
+def bus_types_unpublished(types: list[str]) -> list[str]:
+    """Of ``types`` (this service's, from the bus), those no publisher sends to the bus: not
+    declared ``externalised`` (and EXTERNALISE_ALL off). Their subscribers here would wait for
+    ever, so the consumer refuses to start (the split deployment's release step with it)."""
+    return [t for t in types if not event_externalised(t)]
 
 
 def bus_event_store(*, event: IncomingEvent) -> str:

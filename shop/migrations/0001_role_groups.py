@@ -2,8 +2,13 @@
 
 The lists are written out here, as a migration's data must be: a later change to
 shop/permissions.py.GROUPS comes with a migration of its own (a test compares the two).
+
+In a service of the split deployment (shop/services.py) an app another service installs has no
+tables here: its permissions are left out of the groups, and its migrations out of the
+dependencies. The monolith installs every app and gets every permission.
 """
 
+from django.apps import apps as installed
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
@@ -44,6 +49,10 @@ GROUPS = {
 }
 
 
+def _installed(label: str) -> bool:
+    return any(config.label == label for config in installed.get_app_configs())
+
+
 def groups_create(apps, schema_editor):
     # Permissions are created after all migrations ran (post_migrate); these groups need them now.
     for app_config in apps.get_app_configs():
@@ -56,6 +65,8 @@ def groups_create(apps, schema_editor):
         group, _ = Group.objects.get_or_create(name=name)
         for permission in permissions:
             app_label, codename = permission.split(".")
+            if not _installed(app_label):
+                continue  # another service's app (the split deployment)
             group.permissions.add(
                 Permission.objects.get(content_type__app_label=app_label, codename=codename)
             )
@@ -67,14 +78,18 @@ def groups_delete(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("auth", "0012_alter_user_first_name_max_length"),
-        ("contenttypes", "0002_remove_content_type_name"),
-        ("django_celery_beat", "0019_alter_periodictasks_options"),
-        ("inventory", "0001_initial"),
-        ("orders", "0005_order_staff_permissions"),
-        ("outbox", "0005_delivery_replay_permission"),
-        ("payments", "0001_initial"),
-        ("shipping", "0001_initial"),
+        (app, migration)
+        for app, migration in [
+            ("auth", "0012_alter_user_first_name_max_length"),
+            ("contenttypes", "0002_remove_content_type_name"),
+            ("django_celery_beat", "0019_alter_periodictasks_options"),
+            ("inventory", "0001_initial"),
+            ("orders", "0005_order_staff_permissions"),
+            ("outbox", "0005_delivery_replay_permission"),
+            ("payments", "0001_initial"),
+            ("shipping", "0001_initial"),
+        ]
+        if _installed(app)
     ]
 
     operations = [migrations.RunPython(groups_create, groups_delete)]

@@ -72,3 +72,19 @@ def test_the_relay_sends_the_bus_deliveries_to_the_bus_queue_in_one_message(sett
     [call] = send.call_args_list
     assert sorted(call.kwargs["args"][0]) == bus_ids
     assert call.kwargs["queue"] == BUS_QUEUE
+
+
+def test_the_release_step_refuses_a_type_nobody_publishes_to_the_bus(settings):
+    """A service whose subscribers handle another service's event that is not declared
+    externalised would wait for ever: the split deployment's release step (bus_consume
+    --require-externalised) refuses, naming it, before it touches the broker. (Without the flag
+    the consumer warns: a publisher may externalise everything with EXTERNALISE_ALL.)"""
+    from django.core.management import CommandError, call_command
+
+    settings.EVENT_BUS_URL = "amqp://guest:guest@127.0.0.1:1/%2F"  # never reached
+    settings.EVENT_BUS = {
+        **settings.EVENT_BUS,
+        "LOCAL_APPS": ["orders", "payments", "inventory", "shipping"],
+    }
+    with pytest.raises(CommandError, match=r"tests\.ThingHappened.*not declared externalised"):
+        call_command("bus_consume", "--declare-only", "--require-externalised")

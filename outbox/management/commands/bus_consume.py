@@ -3,12 +3,12 @@ import signal
 import threading
 import time
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from outbox.bus import metrics
 from outbox.bus.adapters import adapter_for
 from outbox.bus.conf import bus_settings
-from outbox.bus.consuming import bus_message_receive, bus_types_consumed
+from outbox.bus.consuming import bus_message_receive, bus_types_consumed, bus_types_unpublished
 
 logger = logging.getLogger("outbox.bus.consume")
 STATS_EVERY_SECONDS = 15.0
@@ -27,6 +27,12 @@ class Command(BaseCommand):
             action="store_true",
             help="declare the topology (exchanges, queue, bindings / streams, consumer) and exit",
         )
+        parser.add_argument(
+            "--require-externalised",
+            action="store_true",
+            help="fail (instead of warning) when a type this service takes from the bus is not "
+            "declared externalised by its publisher (the split deployment's release step)",
+        )
 
     def handle(self, *args, **options):
         conf = bus_settings()
@@ -40,6 +46,18 @@ class Command(BaseCommand):
             stop.wait()
             return
         types = bus_types_consumed()
+        unpublished = bus_types_unpublished(types)
+        if unpublished:
+            problem = (
+                f"service {conf.SERVICE} subscribes to {', '.join(unpublished)}, published by "
+                "another service but not declared externalised: unless its publisher "
+                "externalises every event (EVENT_BUS_EXTERNALISE_ALL), it never arrives. Declare "
+                "`externalised: ClassVar[bool] = True` on the event class (docs/bus.md)"
+            )
+            if options["require_externalised"]:
+                raise CommandError(problem)
+            logger.warning(problem)
+            self.stderr.write(f"warning: {problem}")
         adapter = adapter_for(conf.url, namespace=conf.NAMESPACE, ack_wait=conf.ACK_WAIT_SECONDS)
         if options["declare_only"]:
             adapter.topology_declare(service=conf.SERVICE, event_types=types)

@@ -1,0 +1,223 @@
+"""The saga is the same on the split deployment (issue 11, item 4): every process of
+Procfile.split started for real (the shop and payments services, a PostgreSQL database each, a
+Redis broker each, events between them over RabbitMQ or NATS JetStream), the REST API driven
+over HTTP, and the orders end as they do in the monolith.
+
+The brokers: a private redis-server of this test's own (the shop's tasks in DB 0, payments' in
+DB 1), and a bus namespace of its own on the machine's RabbitMQ and NATS, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from urllib.parse import urlparse
+
+import psycopg
+import pytest
+
+from harness.processes import Logs, Supervisor, venv_path
+from harness.procfile import Procfile, release_run
+from harness.services import RedisServer, free_port
+from shop.services import SERVICES
+from tests.bus.conftest import NATS_URL, RABBITMQ_URL
+from tests.split.conftest import ROOT, postgres_pass, split_env
+from tests.support import require_service, wait_until
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(
+        not postgres_pass(),
+        reason="the split deployment's processes run in the PostgreSQL + Redis pass",
+    ),
+]
+TERMINAL = {"completed", "cancelled"}
+
+
+class Api:
+    def __init__(self, port: int):
+        self.base = f"http://127.0.0.1:{port}"
+        self.token = None
+
+    def call(self, method: str, path: str, body: dict | None = None, **headers) -> tuple:
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Token {self.token}"} if self.token else {}),
+                **headers,
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def order(self, lines: list[dict], token: str) -> str:
+        status, body = self.call(
+            "POST",
+            "/api/orders/",
+            {"lines": lines, "payment_token": token},
+            **{"Idempotency-Key": uuid.uuid4().hex},
+        )
+        assert status == 202, body
+        return body["id"]
+
+    def get(self, reference: str) -> dict:
+        status, body = self.call("GET", f"/api/orders/{reference}/")
+        assert status == 200, body
+        return body
+
+
+def rows(url: str, query: str) -> list[tuple]:
+    parts = urlparse(url)
+    with psycopg.connect(
+        host=parts.hostname, port=parts.port, user=parts.username, dbname=parts.path[1:]
+    ) as conn:
+        return conn.execute(query).fetchall()
+
+
+@pytest.fixture
+def split_deployment(tmp_path, service_databases):
+    """Start the split deployment on the bus given to ``start(bus_url)``; yields (Api, start)."""
+    started: dict = {}
+
+    def start(bus_url: str) -> Api:
+        namespace = f"test-split-{uuid.uuid4().hex[:8]}"
+        (tmp_path / "redis").mkdir()
+        redis = RedisServer(port=free_port(), log_folder=tmp_path / "redis")
+        started["redis"] = redis
+        redis.start()
+        started["bus"] = (bus_url, namespace)
+        port = free_port()
+        env = split_env(
+            tmp_path,
+            service_databases,
+            CELERY_BROKER_URL=redis.url,
+            PAYMENTS_CELERY_BROKER_URL=redis.url.removesuffix("/0") + "/1",
+            EVENT_BUS_URL=bus_url,
+            EVENT_BUS_NAMESPACE=namespace,
+            PORT=str(port),
+            WEB_CONCURRENCY="1",
+            WORKER_CONCURRENCY="1",
+        )
+        env["PATH"] = venv_path(env)
+        procfile = Procfile.read(ROOT / "Procfile.split")
+        release_run(procfile, env=env, cwd=ROOT, log=tmp_path / "release.log")
+        seeded = subprocess.run(
+            [sys.executable, "manage.py", "seed_demo"],
+            cwd=ROOT,
+            env={**env, "SHOP_SERVICE": "shop"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert seeded.returncode == 0, seeded.stderr
+        supervisor = Supervisor(
+            procfile=procfile,
+            env=env,
+            cwd=ROOT,
+            logs=Logs(tmp_path / "logs", combined=False),
+            die_with_parent=True,
+        )
+        started["supervisor"] = supervisor
+        processes = [supervisor.start(name) for name in procfile.processes]
+        supervisor.wait_ready(supervisor.one("web"), timeout=120)
+        for process in processes:
+            process.check_alive()
+        api = Api(port)
+        status, body = api.call(
+            "POST", "/api/auth/token/", {"username": "demo", "password": "demo-pass-123"}
+        )
+        assert status == 200, body
+        api.token = body["token"]
+        return api
+
+    yield start
+    if "supervisor" in started:
+        started["supervisor"].shutdown()
+    if "redis" in started:
+        started["redis"].stop()
+    if "bus" in started:
+        url, namespace = started["bus"]
+        if url.startswith("nats"):
+            from outbox.bus.adapters.nats import NatsAdapter as Adapter
+        else:
+            from outbox.bus.adapters.rabbitmq import RabbitMQAdapter as Adapter
+        adapter = Adapter(url, namespace=namespace)
+        adapter.topology_delete(services=list(SERVICES))
+        adapter.close()
+
+
+def saga_runs(api: Api, databases: dict[str, str], logs) -> None:
+    # The demo catalogue reaches orders as events (inventory's ProductCatalogued), once the
+    # shop's relay and worker run.
+    wait_until(
+        lambda: rows(databases["shop"], "SELECT count(*) FROM orders_catalogitem") >= [(5,)],
+        timeout=240,
+        what=f"the catalogue known to orders; logs in {logs}",
+    )
+    paid = api.order([{"sku": "MUG-CLASSIC", "quantity": 2}], "tok_visa")
+    declined = api.order([{"sku": "TEE-LOGO", "quantity": 1}], "tok_chargeDeclined")
+    short = api.order([{"sku": "LIMITED-PRINT", "quantity": 6}], "tok_visa")
+    orders = [paid, declined, short]
+
+    def terminal() -> bool:
+        return all(api.get(reference)["status"] in TERMINAL for reference in orders)
+
+    wait_until(terminal, timeout=240, what=f"every order terminal; logs in {logs}")
+    got = {reference: api.get(reference) for reference in orders}
+    assert got[paid]["status"] == "completed", got[paid]
+    assert got[paid]["payment"] == {"status": "captured", "amount": "19.00"}
+    assert got[paid]["shipment"]["status"] == "scheduled"
+    assert (got[declined]["status"], got[declined]["cancellation_reason"]) == (
+        "cancelled",
+        "payment_failed",
+    )
+    assert got[declined]["payment"]["status"] == "failed"
+    # Out of stock after the payment: refunded (compensated) across the services.
+    assert (got[short]["status"], got[short]["cancellation_reason"]) == (
+        "cancelled",
+        "out_of_stock",
+    )
+    assert got[short]["payment"] == {"status": "refunded", "amount": "270.00"}
+
+    # The customer cancels the completed order before it is handed to the carrier: the
+    # shipment is cancelled in the shop, the payment refunded in the payments service.
+    status, body = api.call("POST", f"/api/orders/{paid}/cancel/")
+    assert status == 202, body
+    wait_until(
+        lambda: api.get(paid)["payment"]["status"] == "refunded",
+        timeout=240,
+        what=f"the cancelled order refunded; logs in {logs}",
+    )
+    assert api.get(paid)["cancellation_reason"] == "customer_cancelled"
+
+    # Each order charged once, two refunds, all in the payments service's own database.
+    payments = rows(databases["payments"], "SELECT status FROM payments_payment ORDER BY id")
+    assert sorted(status for (status,) in payments) == ["failed", "refunded", "refunded"]
+    assert rows(databases["payments"], "SELECT count(*) FROM payments_refund") == [(2,)]
+    assert rows(
+        databases["shop"],
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'payments%'",
+    ) == [(0,)]
+
+
+def test_the_saga_over_rabbitmq(split_deployment, service_databases, tmp_path):
+    require_service(RABBITMQ_URL, "RabbitMQ")
+    api = split_deployment(RABBITMQ_URL)
+    saga_runs(api, service_databases, tmp_path / "logs")
+
+
+def test_the_saga_over_nats(split_deployment, service_databases, tmp_path):
+    require_service(NATS_URL, "NATS")
+    api = split_deployment(NATS_URL)
+    saga_runs(api, service_databases, tmp_path / "logs")
