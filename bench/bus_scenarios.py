@@ -105,6 +105,11 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--only", default="rabbitmq,nats")
     parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument(
+        "--database-prefix",
+        default="shop_bench_bus",
+        help="name prefix of the scratch database (shop_bench_bus_<random>)",
+    )
     parser.add_argument("--child", nargs=4)
     args = parser.parse_args()
     if args.child:
@@ -112,7 +117,7 @@ def main() -> int:
         child(broker, BROKERS[broker], int(events), database_url, namespace)
         return 0
     for broker in args.only.split(","):
-        name = f"shop_bench_bus_{secrets.token_hex(3)}"
+        name = f"{args.database_prefix}_{secrets.token_hex(3)}"
         database_url = f"{args.postgres_url}/{name}"
         env = {**os.environ, "DATABASE_URL": database_url}
         subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name], check=True)
