@@ -3,7 +3,9 @@
     .venv/bin/python bench/bus_scenarios.py                       # both brokers, 20,000 events
     .venv/bin/python bench/bus_scenarios.py --events 5000 --only nats
 
-For each broker: a database of its own on PostgreSQL (created, migrated, dropped), a namespace
+``make bench`` runs the same measurement as its scenario ``bus`` (``externalisation_rate``
+below, registered in bench/scenarios.py), on the bench's database. Run alone, as here, for
+each broker: a database of its own on PostgreSQL (created, migrated, dropped), a namespace
 of its own on the broker (deleted afterwards). It publishes a backlog of ``OrderCancelled``
 events (externalised, no local subscriber: only bus deliveries), then times the loop the relay
 and the ``bus`` queue's worker run between them (claim a batch of due deliveries, publish it,
@@ -18,10 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKERS = {
@@ -30,74 +34,135 @@ BROKERS = {
 }
 
 
+def externalise(url: str, *, events: int, namespace: str) -> dict:
+    """Publish ``events`` externalised events, then time the bus path until every one is
+    confirmed by the broker at ``url``; the namespace's topology is deleted afterwards.
+    Django must be set up on a PostgreSQL database whose outbox tables are empty."""
+    from django.conf import settings
+    from django.db import transaction
+    from django.test import override_settings
+
+    from orders.events import OrderCancelled
+    from outbox import publish_many
+    from outbox.bus import publishing
+    from outbox.bus.conf import bus_settings
+    from outbox.models import Delivery
+    from outbox.relay import deliveries_claim
+
+    bus = {**getattr(settings, "EVENT_BUS", {}), "NAMESPACE": namespace}
+    with override_settings(EVENT_BUS_URL=url, EVENT_BUS=bus):
+        publishing._adapter.cache_clear()
+        for start in range(0, events, 1000):
+            with transaction.atomic():
+                publish_many(
+                    OrderCancelled(order_id=n, reason="payment_failed")
+                    for n in range(start, min(events, start + 1000))
+                )
+        adapter = publishing.bus_adapter()
+        adapter.topology_declare(service=None, event_types=())
+        spent = {"encode": 0.0, "publish_batch": 0.0}
+
+        def timed(name: str):
+            real = getattr(adapter, name)
+
+            def run(*args, **kwargs):
+                t = time.perf_counter()
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    spent[name] += time.perf_counter() - t
+
+            return run
+
+        for name in spent:
+            setattr(adapter, name, timed(name))
+        batch = bus_settings().BATCH_SIZE
+        started = time.perf_counter()
+        batches = 0
+        claiming = 0.0
+        try:
+            while True:
+                t = time.perf_counter()
+                claimed = deliveries_claim(limit=batch)
+                claiming += time.perf_counter() - t
+                if not claimed:
+                    break
+                publishing.bus_deliveries_publish(delivery_ids=[pk for pk, _ in claimed])
+                batches += 1
+            seconds = time.perf_counter() - started
+            done = Delivery.objects.filter(subscriber="bus", status="done").count()
+        finally:
+            for name in spent:
+                delattr(adapter, name)
+            adapter.topology_delete(services=[])
+            adapter.close()
+            publishing._adapter.cache_clear()
+    return {
+        "events": events,
+        "confirmed": done,
+        "seconds": seconds,
+        "rate": done / seconds,
+        "batches": batches,
+        "batch_size": batch,
+        "claiming_s": claiming,
+        "encoding_s": spent["encode"],
+        "publishing_s": spent["publish_batch"],
+        "checks_ok": done == events,
+    }
+
+
 def child(broker: str, url: str, events: int, database_url: str, namespace: str) -> None:
-    os.environ.update(
-        DATABASE_URL=database_url,
-        EVENT_BUS_URL=url,
-        EVENT_BUS_NAMESPACE=namespace,
-        DJANGO_SETTINGS_MODULE="shop.settings",
-    )
+    os.environ.update(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="shop.settings")
     sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
-    from django.db import transaction
-
-    from orders.events import OrderCancelled
-    from outbox import publish_many
-    from outbox.bus.publishing import bus_adapter, bus_deliveries_publish
-    from outbox.models import Delivery
-    from outbox.relay import deliveries_claim
-
-    for start in range(0, events, 1000):
-        with transaction.atomic():
-            publish_many(
-                OrderCancelled(order_id=n, reason="payment_failed")
-                for n in range(start, min(events, start + 1000))
-            )
-    adapter = bus_adapter()
-    adapter.topology_declare(service=None, event_types=())
-    spent = {"encode": 0.0, "publish_batch": 0.0}
-
-    def timed(name: str):
-        real = getattr(adapter, name)
-
-        def run(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return real(*args, **kwargs)
-            finally:
-                spent[name] += time.perf_counter() - t
-
-        return run
-
-    for name in spent:
-        setattr(adapter, name, timed(name))
-    started = time.perf_counter()
-    batches = 0
-    claiming = 0.0
-    while True:
-        t = time.perf_counter()
-        claimed = deliveries_claim(limit=500)
-        claiming += time.perf_counter() - t
-        if not claimed:
-            break
-        bus_deliveries_publish(delivery_ids=[pk for pk, _ in claimed])
-        batches += 1
-    seconds = time.perf_counter() - started
+    r = externalise(url, events=events, namespace=namespace)
     print(
-        f"{broker}: of {seconds:.2f}s, claiming {claiming:.2f}s, encoding "
-        f"{spent['encode']:.2f}s, publishing + confirms {spent['publish_batch']:.2f}s",
+        f"{broker}: of {r['seconds']:.2f}s, claiming {r['claiming_s']:.2f}s, encoding "
+        f"{r['encoding_s']:.2f}s, publishing + confirms {r['publishing_s']:.2f}s",
         flush=True,
     )
-    done = Delivery.objects.filter(subscriber="bus", status="done").count()
     print(
-        f"{broker}: {done}/{events} confirmed in {seconds:.2f}s = {done / seconds:,.0f} events/s "
-        f"({batches} batches)",
+        f"{broker}: {r['confirmed']}/{events} confirmed in {r['seconds']:.2f}s = "
+        f"{r['rate']:,.0f} events/s ({r['batches']} batches of up to {r['batch_size']})",
         flush=True,
     )
-    bus_adapter().topology_delete(services=[])
-    bus_adapter().close()
+
+
+# --- in `make bench` (bench/run.py) ------------------------------------------------------------
+
+
+def broker_reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def externalisation_rate(bench, run: int) -> dict:
+    """Scenario ``bus``: the externalisation rate on each broker, from a backlog of
+    ``Sizes.backlog`` externalised events to every one confirmed (no process running: the
+    relay's claim and the bus worker's batch run in this process, as above). A broker that is
+    not reachable is reported as an error of its own and the other still measured."""
+    bench.reset()
+    figures, details, errors = {}, {}, {}
+    for broker, url in BROKERS.items():
+        url = os.environ.get(f"BENCH_{broker.upper()}_URL", url)
+        if not broker_reachable(url):
+            errors[broker] = f"{url} not reachable"
+            figures[f"{broker}_rate"] = None
+            continue
+        r = externalise(url, events=bench.sizes.backlog, namespace=f"bench-{secrets.token_hex(3)}")
+        figures[f"{broker}_rate"] = r["rate"]
+        details[broker] = r
+        bench.reset()
+    if errors:
+        details["errors"] = errors
+    ok = not errors and all(d["checks_ok"] for d in details.values())
+    return {"figures": figures, "details": details, "checks_ok": ok}
 
 
 def main() -> int:
