@@ -51,6 +51,8 @@ FIGURES = [
     ("memory", "relay_end_mb", "relay RSS at end", "MB", None),
     ("memory", "relay_growth_pct", "relay RSS growth", "%", ("<=", 10)),
     ("memory", "sustained_rate", "deliveries/s over the long run", "/s", None),
+    ("bus", "rabbitmq_rate", "RabbitMQ: confirmed/s, {backlog} backlog", "/s", (">=", 5000)),
+    ("bus", "nats_rate", "NATS JetStream: confirmed/s, {backlog} backlog", "/s", (">=", 5000)),
 ]
 SCENARIO_TITLES = {
     "publish": "1 publish",
@@ -59,6 +61,7 @@ SCENARIO_TITLES = {
     "saga": "4 saga",
     "latency": "5 latency",
     "memory": "6 memory",
+    "bus": "7 bus externalisation",
 }
 
 

@@ -143,7 +143,8 @@ class BenchRun:
         """The Redis database locked, a database created and migrated, Django set up here."""
         args = self.args
         self.redis_db.acquire()
-        self.database = Database(self.postgres, f"shop_bench_{secrets.token_hex(4)}")
+        prefix = os.environ.get("BENCH_DATABASE_PREFIX", "shop_bench")
+        self.database = Database(self.postgres, f"{prefix}_{secrets.token_hex(4)}")
         self.database.create()
         env = child_env(
             database_url=self.database.url,

@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import dataclass, fields, replace
 
+from bench import bus_scenarios
 from bench.measure import (
     BenchError,
     CpuWindow,
@@ -728,4 +729,6 @@ SCENARIOS = {
     "saga": saga,
     "latency": commit_to_handler,
     "memory": memory,
+    # The event bus's scenarios live in bench/bus_scenarios.py.
+    "bus": bus_scenarios.externalisation_rate,
 }

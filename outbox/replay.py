@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from outbox.bus.target import bus_delivery, bus_replay_target
 from outbox.models import Delivery, Event
 from outbox.publisher import delivery_new
 from outbox.registry import subscriber_get
@@ -63,14 +64,20 @@ def deliveries_make_due(*, ids: list[int], include_done: bool = False) -> int:
 def events_replay(
     *, subscriber: str, events: QuerySet[Event], include_done: bool = False
 ) -> ReplayResult:
-    """Deliver ``events`` to ``subscriber`` again.
+    """Deliver ``events`` to ``subscriber`` again (the bus too: ``bus``, its externalised
+    events, when ``EVENT_BUS_URL`` is set).
 
     Events it never received get a new delivery (backfill); dead or waiting deliveries are
     made due now. Done deliveries are left alone unless ``include_done``, which runs the
     handler again: only for handlers that rebuild state idempotently.
     """
-    sub = subscriber_get(subscriber)
-    events = events.filter(type=sub.event_type)
+    if bus_delivery(subscriber):
+        sub, types = bus_replay_target()
+        if types is not None:
+            events = events.filter(type__in=types)
+    else:
+        sub = subscriber_get(subscriber)
+        events = events.filter(type=sub.event_type)
     now = timezone.now()
     with transaction.atomic():
         existing = Delivery.objects.filter(subscriber=sub.name, event__in=events)

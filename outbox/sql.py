@@ -1,6 +1,7 @@
 """Every statement the outbox writes by hand on PostgreSQL (each where the ORM cost too much),
-named from the models' own metadata: the worker's lock and "done", the relay's claim, the
-publisher's insert, and the aggregate sequence (PostgreSQL and SQLite)."""
+named from the models' own metadata: the worker's lock and "done", the relay's claim, the bus
+batch's lock and "done", the publisher's insert, and the aggregate sequence (PostgreSQL and
+SQLite)."""
 
 from __future__ import annotations
 
@@ -145,6 +146,70 @@ def deliveries_claim(connection, picked, *, conf) -> list[tuple[int, str]]:
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         return [(pk, subscriber) for pk, subscriber in cursor.fetchall()]
+
+
+# --- the bus ---------------------------------------------------------------------------------
+
+BUS_BATCH_COLUMNS = [
+    ("d", "id"),
+    ("d", "attempts"),
+    ("d", "aggregate_key"),
+    ("e", "event_id"),
+    ("e", "type"),
+    ("e", "version"),
+    ("e", "occurred_at"),
+    ("e", "payload"),
+    ("e", "correlation_id"),
+    ("e", "causation_id"),
+    ("e", "headers"),
+]
+
+
+def bus_batch_lock(connection, ids: list[int], *, subscriber: str) -> list[tuple]:
+    """PostgreSQL: lock the still-pending bus deliveries among ``ids`` (``SKIP LOCKED``) and
+    read what their messages need, in event order: one statement, the ids one array
+    parameter (a list of 500 placeholders costs more to send than the rows to read)."""
+    models = {"d": Delivery, "e": Event}
+    selected = ", ".join(
+        columns(models[alias], [name], alias=alias) for alias, name in BUS_BATCH_COLUMNS
+    )
+    statement = f"""
+        SELECT {selected}
+        FROM {table(Delivery)} AS d JOIN {table(Event)} AS e
+          ON {columns(Event, ["position"], alias="e")} = {columns(Delivery, ["event"], alias="d")}
+        WHERE {columns(Delivery, ["id"], alias="d")} = ANY(%s)
+          AND {columns(Delivery, ["subscriber"], alias="d")} = %s
+          AND {columns(Delivery, ["status"], alias="d")} = %s
+        ORDER BY {columns(Delivery, ["event"], alias="d")}
+        FOR UPDATE OF d SKIP LOCKED
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(statement, (list(ids), subscriber, Delivery.Status.PENDING))
+        rows = cursor.fetchall()
+    # Django reads jsonb as text and leaves decoding to the field; so does this.
+    return [(*row[:7], _json(row[7]), *row[8:10], _json(row[10])) for row in rows]
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def bus_batch_done(connection, ids: list[int], *, now) -> int:
+    """PostgreSQL: the confirmed bus deliveries done, one statement, still only if pending."""
+    statement = f"""
+        UPDATE {table(Delivery)}
+        SET {columns(Delivery, ["status"])} = %s,
+            {columns(Delivery, ["attempts"])} = {columns(Delivery, ["attempts"])} + 1,
+            {columns(Delivery, ["completed_at"])} = %s,
+            {columns(Delivery, ["updated_at"])} = %s
+        WHERE {columns(Delivery, ["id"])} = ANY(%s) AND {columns(Delivery, ["status"])} = %s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            statement,
+            (Delivery.Status.DONE, now, now, list(ids), Delivery.Status.PENDING),
+        )
+        return cursor.rowcount
 
 
 # --- the publisher ------------------------------------------------------------------------------

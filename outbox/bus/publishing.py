@@ -19,16 +19,17 @@ import logging
 import time
 from functools import cache
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from outbox import sql
 from outbox.bus import metrics
 from outbox.bus.adapters import adapter_for
 from outbox.bus.adapters.base import BusAdapter, OutgoingMessage
 from outbox.bus.conf import bus_settings
 from outbox.bus.target import BUS_SUBSCRIBER
-from outbox.bus.wire import cloudevent_from_row
+from outbox.bus.wire import event_attributes
 from outbox.conf import outbox_settings
 from outbox.handling import backoff_delay
 from outbox.models import Delivery
@@ -56,29 +57,31 @@ def bus_deliveries_publish(*, delivery_ids: list[int]) -> dict[str, int]:
         return outcomes
     adapter = bus_adapter()
     with transaction.atomic():
-        deliveries = list(
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("event")
-            .filter(
-                pk__in=delivery_ids,
-                subscriber=BUS_SUBSCRIBER,
-                status=Delivery.Status.PENDING,
-            )
-            .order_by("event_id")
-        )
-        outcomes["skipped"] = len(set(delivery_ids)) - len(deliveries)
-        if not deliveries:
+        rows = _batch_lock(delivery_ids)
+        outcomes["skipped"] = len(set(delivery_ids)) - len(rows)
+        if not rows:
             return outcomes
         messages = []
-        for delivery in deliveries:
+        for _pk, _attempts, key, event_id, type_, version, at, payload, corr, cause, hdrs in rows:
             headers, content_type, body = adapter.encode(
-                cloudevent_from_row(delivery.event, service=conf.SERVICE)
+                event_attributes(
+                    service=conf.SERVICE,
+                    event_id=event_id,
+                    type=type_,
+                    version=version,
+                    occurred_at=at,
+                    subject=key,
+                    correlation_id=corr,
+                    causation_id=cause,
+                    headers=hdrs,
+                ),
+                payload,
             )
             messages.append(
                 OutgoingMessage(
-                    event_id=str(delivery.event.event_id),
-                    event_type=delivery.event.type,
-                    partition_key=delivery.aggregate_key,
+                    event_id=str(event_id),
+                    event_type=type_,
+                    partition_key=key,
                     headers=headers,
                     content_type=content_type,
                     body=body,
@@ -88,21 +91,20 @@ def bus_deliveries_publish(*, delivery_ids: list[int]) -> dict[str, int]:
         results = adapter.publish_batch(messages, timeout=conf.CONFIRM_TIMEOUT)
         seconds = time.perf_counter() - started
         now = timezone.now()
-        confirmed = [d.pk for d, error in zip(deliveries, results, strict=True) if error is None]
+        confirmed = [row[0] for row, error in zip(rows, results, strict=True) if error is None]
         if confirmed:
-            outcomes["done"] = Delivery.objects.filter(
-                pk__in=confirmed, status=Delivery.Status.PENDING
-            ).update(
-                status=Delivery.Status.DONE,
-                attempts=F("attempts") + 1,
-                completed_at=now,
-                updated_at=now,
-            )
-        for delivery, error in zip(deliveries, results, strict=True):
+            outcomes["done"] = _batch_done(confirmed, now=now)
+        for row, message, error in zip(rows, messages, results, strict=True):
             if error is None:
                 continue
             outcome = _attempt_failed(
-                delivery, error, now=now, conf=oconf, max_attempts=conf.MAX_ATTEMPTS
+                delivery_id=row[0],
+                attempts=row[1],
+                event_id=message.event_id,
+                error=error,
+                now=now,
+                conf=oconf,
+                max_attempts=conf.MAX_ATTEMPTS,
             )
             outcomes[outcome] += 1
         if metrics.enabled:
@@ -112,16 +114,46 @@ def bus_deliveries_publish(*, delivery_ids: list[int]) -> dict[str, int]:
                 )
             )
     if outcomes["retry"] or outcomes["dead"]:
-        logger.warning("bus batch of %s: %s", len(deliveries), outcomes)
+        logger.warning("bus batch of %s: %s", len(rows), outcomes)
     return outcomes
+
+
+def _batch_lock(delivery_ids: list[int]) -> list[tuple]:
+    """Lock the still-pending bus deliveries among ``delivery_ids`` (``SKIP LOCKED``: a
+    duplicate message or a second worker steps aside) and read, in event order, what their
+    messages need: plain tuples (``sql.BUS_BATCH_COLUMNS``), no model instances."""
+    if connection.vendor == "postgresql":
+        return sql.bus_batch_lock(connection, delivery_ids, subscriber=BUS_SUBSCRIBER)
+    return list(
+        Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(pk__in=delivery_ids, subscriber=BUS_SUBSCRIBER, status=Delivery.Status.PENDING)
+        .order_by("event_id")
+        .values_list(
+            *(name if alias == "d" else f"event__{name}" for alias, name in sql.BUS_BATCH_COLUMNS)
+        )
+    )
+
+
+def _batch_done(ids: list[int], *, now) -> int:
+    """The confirmed deliveries done, in one statement, each only if still pending."""
+    if connection.vendor == "postgresql":
+        return sql.bus_batch_done(connection, ids, now=now)
+    return Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING).update(
+        status=Delivery.Status.DONE,
+        attempts=F("attempts") + 1,
+        completed_at=now,
+        updated_at=now,
+    )
 
 
 def _target_name(conf) -> str:
     return f"{conf.url.split(':', 1)[0]}:{conf.NAMESPACE}"
 
 
-def _attempt_failed(delivery: Delivery, error: Exception, *, now, conf, max_attempts: int) -> str:
-    attempt = delivery.attempts + 1
+def _attempt_failed(
+    *, delivery_id: int, attempts: int, event_id: str, error: Exception, now, conf, max_attempts
+) -> str:
+    attempt = attempts + 1
     fields = {
         "attempts": attempt,
         "dispatches": 0,
@@ -133,8 +165,8 @@ def _attempt_failed(delivery: Delivery, error: Exception, *, now, conf, max_atte
         outcome = "dead"
         logger.error(
             "bus delivery %s of %s dead-lettered after %s attempts: %s",
-            delivery.pk,
-            delivery.event.event_id,
+            delivery_id,
+            event_id,
             attempt,
             error,
         )
@@ -144,5 +176,5 @@ def _attempt_failed(delivery: Delivery, error: Exception, *, now, conf, max_atte
         )
         fields["next_attempt_at"] = now + dt.timedelta(seconds=delay)
         outcome = "retry"
-    Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING).update(**fields)
+    Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.PENDING).update(**fields)
     return outcome

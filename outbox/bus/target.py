@@ -12,7 +12,7 @@ from django.conf import settings
 
 from outbox.bus.conf import bus_settings
 from outbox.errors import OutboxError
-from outbox.events import DomainEvent, event_type_get
+from outbox.events import DomainEvent, event_type_get, event_types_all
 from outbox.queues import BUS_QUEUE
 from outbox.registry import Subscriber
 
@@ -21,6 +21,10 @@ BUS_SUBSCRIBER = "bus"
 
 class NotABusHandler(OutboxError):
     pass
+
+
+class NoBus(OutboxError):
+    """The bus is named (a replay to ``bus``) but ``EVENT_BUS_URL`` is not set."""
 
 
 def _direct(event: DomainEvent) -> None:
@@ -72,3 +76,20 @@ def bus_batches(ids: list[int]) -> list[list[int]]:
     ids per message, each published as one confirmed batch."""
     size = bus_settings().BATCH_SIZE
     return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+
+def bus_replay_target() -> tuple[Subscriber, list[str] | None]:
+    """The bus as a replay's subscriber, and the event types it takes (None: every type).
+
+    ``outbox_replay --subscriber bus`` uses it: events the bus never carried (a type declared
+    externalised later, events from before the bus was configured) get a bus delivery, and
+    dead or waiting ones are made due again, so that a service that joins late can be sent
+    what it missed.
+    """
+    if not getattr(settings, "EVENT_BUS_URL", ""):
+        raise NoBus(f"subscriber {BUS_SUBSCRIBER!r}: EVENT_BUS_URL is not set, there is no bus")
+    conf = bus_settings()
+    if conf.EXTERNALISE_ALL:
+        return bus_subscriber(ordered=conf.ORDERED), None
+    types = [cls.event_type for cls in event_types_all() if event_externalised(cls.event_type)]
+    return bus_subscriber(ordered=conf.ORDERED), types

@@ -16,26 +16,32 @@ traceparent     W3C trace context (the Distributed Tracing extension), and trace
 =============== =====================================================================
 
 The attributes travel as AMQP application properties prefixed ``cloudEvents_`` (RabbitMQ
-headers) and as NATS headers prefixed ``ce-``, each protocol's CloudEvents binding, both written
-and read by the ``cloudevents`` SDK. Anything a reader cannot make sense of raises
-:class:`MalformedMessage`, which the consumer dead-letters.
+headers) and as NATS headers prefixed ``ce-``, each protocol's CloudEvents binding. They are
+read by the ``cloudevents`` SDK; they are written here directly, byte for byte as the SDK would
+write them (a test compares the two), without its per-event validation. Anything a reader
+cannot make sense of raises :class:`MalformedMessage`, which the consumer dead-letters.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from cloudevents.core.bindings import amqp as ce_amqp
 from cloudevents.core.bindings import http as ce_http
-from cloudevents.core.v1.event import CloudEvent
 
 from outbox.events import payload_upcast
 from outbox.models import Event
 
 CONTENT_TYPE = "application/json"
+SPECVERSION = "1.0"
+AMQP_PREFIX = ce_amqp.CE_PREFIX_UNDERSCORE
+# What the HTTP binding leaves unescaped in a header value: printable ASCII but space, '"', '%'.
+HTTP_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 
@@ -58,40 +64,79 @@ class IncomingEvent:
     source: str
 
 
-def cloudevent_from_row(row: Event, *, service: str) -> CloudEvent:
+def event_attributes(
+    *,
+    service: str,
+    event_id: Any,
+    type: str,
+    version: int,
+    occurred_at: dt.datetime,
+    subject: str,
+    correlation_id: Any,
+    causation_id: Any = None,
+    headers: dict | None = None,
+) -> dict[str, Any]:
+    """The CloudEvents attributes of a stored event, as the SDK's ``CloudEvent`` holds them.
+
+    Built directly, without the SDK's per-event validation: on the way out each value is ours
+    and well-formed by construction (``tests/bus/test_wire.py`` checks that the bytes on the
+    wire are exactly the SDK's). The way in (``*_decode``) still goes through the SDK.
+    """
     attributes: dict[str, Any] = {
-        "id": str(row.event_id),
-        "source": f"/{service}/{row.type.split('.')[0]}",
-        "type": row.type,
-        "time": row.occurred_at,
-        "subject": row.aggregate_key,
+        "id": str(event_id),
+        "source": f"/{service}/{type.split('.')[0]}",
+        "type": type,
+        "time": occurred_at,
+        "subject": subject,
         "datacontenttype": CONTENT_TYPE,
-        "eventversion": row.version,
-        "correlationid": str(row.correlation_id),
+        "eventversion": version,
+        "correlationid": str(correlation_id),
     }
-    if row.causation_id:
-        attributes["causationid"] = str(row.causation_id)
+    if causation_id:
+        attributes["causationid"] = str(causation_id)
     for name in TRACE_HEADERS:
-        if (row.headers or {}).get(name):
-            attributes[name] = str(row.headers[name])
-    return CloudEvent(attributes, row.payload)
+        if (headers or {}).get(name):
+            attributes[name] = str(headers[name])
+    attributes["specversion"] = SPECVERSION
+    return attributes
+
+
+def row_attributes(row: Event, *, service: str) -> dict[str, Any]:
+    return event_attributes(
+        service=service,
+        event_id=row.event_id,
+        type=row.type,
+        version=row.version,
+        occurred_at=row.occurred_at,
+        subject=row.aggregate_key,
+        correlation_id=row.correlation_id,
+        causation_id=row.causation_id,
+        headers=row.headers,
+    )
+
+
+def json_body(payload: dict) -> bytes:
+    # The SDK's JSON format writes data with json.dumps' defaults; a stored payload is already
+    # plain JSON (a JSONField), so no encoder for dates is needed.
+    return json.dumps(payload).encode()
 
 
 # --- AMQP 0-9-1 (RabbitMQ): application properties -> message headers -------------------------
 
 
-def amqp_encode(ce: CloudEvent) -> tuple[dict, str, bytes]:
-    """(headers, content_type, body) of the binary-mode message."""
-    message = ce_amqp.to_binary_event(ce)
-    headers = dict(message.application_properties)
-    # The SDK writes time as an AMQP 1.0 timestamp (milliseconds); RFC 3339 text keeps the
-    # microseconds, reads the same in every client, and the binding accepts both.
-    headers[f"{ce_amqp.CE_PREFIX_UNDERSCORE}time"] = ce.get_time().isoformat()
-    return (
-        headers,
-        message.properties.get(ce_amqp.CONTENT_TYPE_PROPERTY, CONTENT_TYPE),
-        (message.application_data),
-    )
+def amqp_encode(attributes: dict[str, Any], payload: dict) -> tuple[dict, str, bytes]:
+    """(headers, content_type, body) of the binary-mode message: the SDK's AMQP binding
+    (``cloudEvents_`` application properties, datacontenttype as the content type), except
+    for ``time``. The SDK writes time as an AMQP 1.0 timestamp (milliseconds); RFC 3339 text
+    keeps the microseconds, reads the same in every client, and the binding accepts both."""
+    headers = {}
+    for name, value in attributes.items():
+        if name == "datacontenttype":
+            continue
+        if name == "time":
+            value = value.isoformat()
+        headers[AMQP_PREFIX + name] = value
+    return headers, attributes.get("datacontenttype", CONTENT_TYPE), json_body(payload)
 
 
 def amqp_decode(headers: dict | None, content_type: str | None, body: bytes) -> IncomingEvent:
@@ -119,10 +164,20 @@ def amqp_decode(headers: dict | None, content_type: str | None, body: bytes) -> 
 # --- NATS: headers prefixed ce- (the binding reuses HTTP's encoding) --------------------------
 
 
-def nats_encode(ce: CloudEvent) -> tuple[dict, bytes]:
-    message = ce_http.to_binary_event(ce)
-    headers = {k.lower(): v for k, v in message.headers.items()}
-    return headers, message.body
+def nats_encode(attributes: dict[str, Any], payload: dict) -> tuple[dict, bytes]:
+    """(headers, body): the SDK's HTTP binding, which NATS reuses (``ce-`` headers,
+    percent-encoded values, time in RFC 3339 with ``Z``), header names lower-cased."""
+    headers = {}
+    for name, value in attributes.items():
+        if name == "datacontenttype":
+            headers["content-type"] = str(value)
+            continue
+        if name == "time":
+            value = value.isoformat()
+            if value.endswith("+00:00"):
+                value = value[:-6] + "Z"
+        headers["ce-" + name] = quote(str(value), safe=HTTP_SAFE)
+    return headers, json_body(payload)
 
 
 def nats_decode(headers: dict | None, body: bytes) -> IncomingEvent:

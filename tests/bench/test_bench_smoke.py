@@ -16,12 +16,13 @@ from urllib.parse import quote, urlparse, urlunparse
 import pytest
 from django.conf import settings
 
+from bench.bus_scenarios import BROKERS
 from tests.support import require_service
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = {"publish", "relay", "e2e", "saga", "latency", "memory"}
+SCENARIOS = {"publish", "relay", "e2e", "saga", "latency", "memory", "bus"}
 # pytest-env's settings for the suite; the benchmark runs on the shop's own defaults.
 SUITE_ONLY_ENV = {
     "SHOP_TEST_APPS",
@@ -59,6 +60,9 @@ def test_smoke_run_measures_every_scenario_and_writes_the_json(tmp_path):
     postgres, redis = _postgres_server(), _redis_for_bench()
     require_service(postgres, "PostgreSQL")
     require_service(redis, "Redis")
+    # The scenario "bus" measures both brokers.
+    require_service(BROKERS["nats"], "NATS")
+    require_service(BROKERS["rabbitmq"], "RabbitMQ")
     output = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if k not in SUITE_ONLY_ENV}
 

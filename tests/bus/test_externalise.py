@@ -1,9 +1,11 @@
 """Which events get a bus delivery: declared ones, only with a bus, in the publishing
 transaction. No broker needed."""
 
+from io import StringIO
 from unittest import mock
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import transaction
 
 from orders.events import OrderCancelled
@@ -88,3 +90,36 @@ def test_the_release_step_refuses_a_type_nobody_publishes_to_the_bus(settings):
     }
     with pytest.raises(CommandError, match=r"tests\.ThingHappened.*not declared externalised"):
         call_command("bus_consume", "--declare-only", "--require-externalised")
+
+
+def test_a_replay_to_the_bus_backfills_only_the_externalised_events(settings):
+    settings.EVENT_BUS_URL = ""
+    with transaction.atomic():
+        publish(OrderCancelled(order_id=7, reason="payment_failed"))
+        publish(ThingHappened(thing_id="x"))  # not declared externalised
+    assert bus_deliveries() == []
+    settings.EVENT_BUS_URL = "amqp://guest:guest@127.0.0.1:5672//"
+    out = StringIO()
+    call_command("outbox_replay", "--subscriber", "bus", "--since", "2000-01-01T00:00Z", stdout=out)
+    assert "bus: 1 new deliveries (backfill), 0 made due again" in out.getvalue()
+    [delivery] = bus_deliveries()
+    assert delivery.event.type == "orders.OrderCancelled"
+    assert delivery.status == "pending" and delivery.ordered
+    assert delivery.aggregate_key == "order:7"
+    # With the switch on, every event type is the bus's.
+    settings.EVENT_BUS = {**settings.EVENT_BUS, "EXTERNALISE_ALL": True}
+    call_command("outbox_replay", "--subscriber", "bus", "--since", "2000-01-01T00:00Z", stdout=out)
+    assert sorted(d.event.type for d in bus_deliveries()) == [
+        "orders.OrderCancelled",
+        "tests.ThingHappened",
+    ]
+
+
+def test_a_replay_to_the_bus_without_a_bus_is_a_clear_error_and_changes_nothing(settings):
+    settings.EVENT_BUS_URL = ""
+    with transaction.atomic():
+        publish(OrderCancelled(order_id=7, reason="payment_failed"))
+    for args in (["--since", "2000-01-01T00:00Z"], ["--dead"]):
+        with pytest.raises(CommandError, match="EVENT_BUS_URL is not set"):
+            call_command("outbox_replay", "--subscriber", "bus", *args)
+    assert bus_deliveries() == []

@@ -6,12 +6,15 @@ import json
 import uuid
 
 import pytest
+from cloudevents.core.bindings import amqp as ce_amqp
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.v1.event import CloudEvent
 
 from outbox.bus.adapters.base import ReceivedMessage, Verdict
 from outbox.bus.adapters.nats import NatsAdapter
 from outbox.bus.adapters.rabbitmq import RabbitMQAdapter
 from outbox.bus.consuming import bus_message_receive
-from outbox.bus.wire import MalformedMessage, cloudevent_from_row
+from outbox.bus.wire import MalformedMessage, row_attributes
 from outbox.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -40,8 +43,53 @@ def stored(**changes) -> Event:
 
 
 def received(adapter, row: Event) -> ReceivedMessage:
-    headers, content_type, body = adapter.encode(cloudevent_from_row(row, service="shop"))
+    headers, content_type, body = adapter.encode(row_attributes(row, service="shop"), row.payload)
     return ReceivedMessage(headers=headers, content_type=content_type, body=body)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        stored(),
+        stored(causation_id=None, headers={}, payload={"thing_id": "t/é 1?", "seq": 0}),
+        stored(headers={"traceparent": "00-ab-01", "tracestate": "k=v,w=x"}),
+    ],
+    ids=["full", "bare-non-ascii", "tracestate"],
+)
+def test_what_goes_out_is_byte_for_byte_the_sdks_binary_mode(row):
+    """The attributes are written without the SDK, for speed: the messages must be exactly
+    what the CloudEvents SDK's AMQP and HTTP (NATS) bindings write."""
+    ce = CloudEvent(
+        {
+            "id": str(row.event_id),
+            "source": "/shop/tests",
+            "type": row.type,
+            "time": row.occurred_at,
+            "subject": "thing:t-1",
+            "datacontenttype": "application/json",
+            "eventversion": row.version,
+            "correlationid": str(row.correlation_id),
+            **({"causationid": str(row.causation_id)} if row.causation_id else {}),
+            **row.headers,
+        },
+        row.payload,
+    )
+    sdk = ce_amqp.to_binary_event(ce)
+    headers, content_type, body = ADAPTERS[0].encode(
+        row_attributes(row, service="shop"), row.payload
+    )
+    # The one deliberate difference: time as RFC 3339 text, not an AMQP timestamp.
+    assert headers == {
+        **sdk.application_properties,
+        "cloudEvents_time": row.occurred_at.isoformat(),
+    }
+    assert (content_type, body) == (sdk.properties["content-type"], sdk.application_data)
+    sdk = ce_http.to_binary_event(ce)
+    headers, content_type, body = ADAPTERS[1].encode(
+        row_attributes(row, service="shop"), row.payload
+    )
+    assert headers == {k.lower(): v for k, v in sdk.headers.items()}
+    assert (content_type, body) == ("application/json", sdk.body)
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=["amqp", "nats"])

@@ -171,8 +171,8 @@ class NatsAdapter:
 
     # --- publishing ---------------------------------------------------------------------
 
-    def encode(self, ce) -> tuple[dict, str, bytes]:
-        headers, body = wire.nats_encode(ce)
+    def encode(self, attributes: dict, payload: dict) -> tuple[dict, str, bytes]:
+        headers, body = wire.nats_encode(attributes, payload)
         return headers, headers.get("content-type", wire.CONTENT_TYPE), body
 
     def decode(self, message: ReceivedMessage):
@@ -200,7 +200,11 @@ class NatsAdapter:
                     self.subject(message.event_type),
                     message.body,
                     headers={**message.headers, "Nats-Msg-Id": message.event_id},
-                    wait_stall=timeout,
+                    # No stall timeout: nats-py would wrap every message's wait for a slot
+                    # in a task of its own. A batch within the client's 4,000 unacknowledged
+                    # messages never waits; a larger one waits for acks, bounded by the
+                    # caller's timeout on the whole batch.
+                    wait_stall=None,
                 )
             )
         await self._nc.flush(timeout=timeout)

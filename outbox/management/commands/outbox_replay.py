@@ -3,6 +3,7 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
+from outbox.bus.target import NoBus, bus_delivery, bus_replay_target
 from outbox.errors import UnknownSubscriber
 from outbox.models import Delivery, Event
 from outbox.registry import subscriber_get
@@ -30,7 +31,8 @@ class Command(BaseCommand):
         "Deliver events again. --dead replays dead letters (optionally of one --subscriber). "
         "With --subscriber and --event/--type/--since/--until, events are delivered to that "
         "subscriber: backfill for events it never received, a fresh start for dead ones; done "
-        "deliveries are left alone unless --include-done."
+        "deliveries are left alone unless --include-done. --subscriber bus sends externalised "
+        "events to the event bus (EVENT_BUS_URL) again, e.g. for a service that joins late."
     )
 
     def add_arguments(self, parser):
@@ -48,8 +50,11 @@ class Command(BaseCommand):
         name = opts["subscriber"]
         if name:
             try:
-                subscriber_get(name)
-            except UnknownSubscriber as exc:
+                if bus_delivery(name):
+                    bus_replay_target()
+                else:
+                    subscriber_get(name)
+            except (UnknownSubscriber, NoBus) as exc:
                 raise CommandError(str(exc)) from None
         if opts["dead"]:
             dead = Delivery.objects.filter(status=Delivery.Status.DEAD)
