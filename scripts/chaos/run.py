@@ -90,6 +90,12 @@ def _load_options(group) -> None:
     group.add_argument(
         "--decline-share", type=float, default=0.15, help="share of tok_chargeDeclined (0.15)"
     )
+    group.add_argument(
+        "--cancel-share",
+        type=float,
+        default=0.2,
+        help="share of orders their customer cancels 0 to 2 s after the 202 (0.2)",
+    )
 
 
 def _process_options(group) -> None:
@@ -175,6 +181,8 @@ def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--restart-postgres and --keep go with --postgres-url")
     if args.restart_postgres and RESTART_POSTGRES not in args.faults:
         args.faults.append(RESTART_POSTGRES)
+    if not (0 <= args.decline_share <= 1 and 0 <= args.cancel_share <= 1):
+        parser.error("--decline-share and --cancel-share are shares: between 0 and 1")
     if args.orders < 1 or args.clients < 1 or args.workers < 1:
         parser.error("--orders, --clients and --workers must be at least 1")
     if args.load_seconds is None:
@@ -516,6 +524,7 @@ class Run:
             customers=customers,
             skus=sorted(initial_stock),
             decline_share=args.decline_share,
+            cancel_share=args.cancel_share,
             rng=self.rng,
             run_id=self.run_id,
         )
@@ -563,7 +572,7 @@ class Run:
         load.run()
         say(
             f"load done: {len(load.acks)} acknowledged, {len(load.stats.rejected)} rejected, "
-            f"{len(load.stats.gave_up)} given up"
+            f"{len(load.stats.gave_up)} given up; {len(load.cancels)} cancels sent"
         )
         faults.join()
         return storm
@@ -591,7 +600,13 @@ class Run:
             f"{quiet.at - (load.stats.finished_at or quiet.at):.1f} s",
         )
         acks = list(load.acks.values())
-        check(report=report, acks=acks, initial_stock=initial_stock, at_rest=quiet.reached)
+        check(
+            report=report,
+            acks=acks,
+            initial_stock=initial_stock,
+            at_rest=quiet.reached,
+            cancels=list(load.cancels.values()),
+        )
         check_counting(report=report, at_rest=quiet.reached)
         check_api(
             report=report, acks=acks, http=self.http, sample_size=self.args.api_sample, rng=self.rng
@@ -627,6 +642,10 @@ class Run:
             {
                 "orders": self.args.orders,
                 "acknowledged": len(storm.load.acks),
+                "cancels_sent": len(storm.load.cancels),
+                "cancels_by_answer": dict(
+                    Counter(str(c.status) for c in storm.load.cancels.values())
+                ),
                 "faults": [fault.as_dict() for fault in faults.plan],
                 "faults_injected": sorted({f.kind for f in faults.plan if f.ended and not f.error}),
                 "postgres": "private cluster" if self.cluster else self.args.postgres_url,
