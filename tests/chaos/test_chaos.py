@@ -1,8 +1,7 @@
 """The short chaos run: the Procfile's real processes on a private PostgreSQL cluster (through
 the latency proxy) and a private Redis, a few hundred orders over HTTP (a fifth of them
-cancelled by their customer), every fault at least
-once (the database's restart, crash and slowness included), and every invariant checked
-afterwards.
+cancelled by their customer), every fault at least once (the database's restart, crash and
+slowness included), and every invariant checked afterwards.
 
 It runs in the PostgreSQL + Redis pass of `make test` (skipped on SQLite, where the processes
 would not share a database worth attacking); where PostgreSQL's server binaries or
