@@ -274,6 +274,16 @@ def _check_cancellations(report: Report, w: World) -> None:
         f"{len(cancels)} / {answers[CANCEL_ACCEPTED]} / {answers[CANCEL_REFUSED]} / "
         f"{answers[None]}",
     )
+    # Where the saga was when the cancel was accepted: the order as the 202 showed it.
+    when = Counter(
+        (c.body.get("status") if isinstance(c.body, dict) else None) or "?"
+        for c in cancels.values()
+        if c.status == CANCEL_ACCEPTED
+    )
+    report.row(
+        "  202 cancels by the order's status then",
+        ", ".join(f"{status} x{n}" for status, n in sorted(when.items())) or "none",
+    )
     undocumented = sorted(
         f"{pk}: {c.status} {str(c.body)[:80]}"
         for pk, c in cancels.items()

@@ -29,7 +29,7 @@ DECLINED_TOKEN = "tok_chargeDeclined"
 CAPTURED_TOKEN = "tok_visa"
 RETRY_FIRST_DELAY = 0.2
 RETRY_MAX_DELAY = 2.0
-CANCEL_WITHIN = 2.0  # seconds after the place call's 202, at most
+CANCEL_WITHIN = 2.0  # seconds after the place call's 202, at most (by default)
 # The cancel's answers docs/api.md and the OpenAPI schema document for the owner of the order:
 # 202 (accepted, or already cancelled: a no-op) and 409 (the parcel is with the carrier).
 CANCEL_ACCEPTED, CANCEL_REFUSED = 202, 409
@@ -98,15 +98,16 @@ def requests_plan(
     rng: random.Random,
     run_id: str,
     cancel_share: float = 0.0,
+    cancel_within: float = CANCEL_WITHIN,
 ) -> list[OrderRequest]:
     """``count`` orders of 1 to 3 distinct products, 1 to 3 units each, some cards declined,
-    some cancelled 0 to CANCEL_WITHIN seconds after they were acknowledged."""
+    some cancelled 0 to ``cancel_within`` seconds after they were acknowledged."""
     plan = []
     for number in range(count):
         chosen = sorted(rng.sample(skus, rng.choice((1, 1, 2, 2, 3))))
         lines = tuple((sku, rng.randint(1, 3)) for sku in chosen)
         token = DECLINED_TOKEN if rng.random() < decline_share else CAPTURED_TOKEN
-        cancel_after = rng.uniform(0, CANCEL_WITHIN) if rng.random() < cancel_share else None
+        cancel_after = rng.uniform(0, cancel_within) if rng.random() < cancel_share else None
         plan.append(
             OrderRequest(
                 number=number,

@@ -31,7 +31,7 @@ from chaos.faults import (
     Injector,
     fault_plan,
 )
-from chaos.load import Customer, Http, Load, catalogue_plan, requests_plan
+from chaos.load import CANCEL_WITHIN, Customer, Http, Load, catalogue_plan, requests_plan
 from harness.latency_proxy import LatencyProxy
 from harness.processes import Logs, Supervisor, venv_path
 from harness.procfile import Procfile, release_run
@@ -94,7 +94,13 @@ def _load_options(group) -> None:
         "--cancel-share",
         type=float,
         default=0.2,
-        help="share of orders their customer cancels 0 to 2 s after the 202 (0.2)",
+        help="share of orders their customer cancels soon after the 202 (0.2)",
+    )
+    group.add_argument(
+        "--cancel-within",
+        type=float,
+        default=CANCEL_WITHIN,
+        help=f"a cancel comes 0 to this many seconds after the 202 ({CANCEL_WITHIN:.0f})",
     )
 
 
@@ -183,6 +189,8 @@ def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.faults.append(RESTART_POSTGRES)
     if not (0 <= args.decline_share <= 1 and 0 <= args.cancel_share <= 1):
         parser.error("--decline-share and --cancel-share are shares: between 0 and 1")
+    if args.cancel_within < 0:
+        parser.error("--cancel-within must be 0 or more seconds")
     if args.orders < 1 or args.clients < 1 or args.workers < 1:
         parser.error("--orders, --clients and --workers must be at least 1")
     if args.load_seconds is None:
@@ -525,6 +533,7 @@ class Run:
             skus=sorted(initial_stock),
             decline_share=args.decline_share,
             cancel_share=args.cancel_share,
+            cancel_within=args.cancel_within,
             rng=self.rng,
             run_id=self.run_id,
         )
