@@ -549,6 +549,30 @@ def order_deadlines_fire(*, now: dt.datetime | None = None, limit: int = 500) ->
     )
 
 
+DEADLINES_PURGE_BATCH = 1000
+
+
+def order_deadlines_purge(*, now: dt.datetime | None = None) -> int:
+    """Delete the deadline rows of orders that ended (completed or cancelled) and have not
+    changed for ``ORDERS_DEADLINE_RETENTION_DAYS`` (0 keeps them); returns how many. A deadline
+    only matters while its order waits in a step: once the order ended it is history, kept as
+    long as the order's events are. Beat runs it hourly (orders.tasks.deadlines_purge)."""
+    days = settings.ORDERS_DEADLINE_RETENTION_DAYS
+    if days <= 0:
+        return 0
+    cutoff = (now or timezone.now()) - dt.timedelta(days=days)
+    expired = OrderDeadline.objects.filter(
+        order__status__in=TERMINAL_STATUSES, order__updated_at__lt=cutoff
+    )
+    deleted = 0
+    while batch := list(expired.values_list("pk", flat=True)[:DEADLINES_PURGE_BATCH]):
+        # The condition again, in the delete itself: an order that moved meanwhile keeps its.
+        deleted += expired.filter(pk__in=batch).delete()[0]
+        if len(batch) < DEADLINES_PURGE_BATCH:
+            break
+    return deleted
+
+
 # --- the catalogue ------------------------------------------------------------------------------
 
 

@@ -326,6 +326,12 @@ ORDERS_DEADLINES = {
     "paid": env_float("ORDERS_DEADLINE_STOCK_SECONDS", 1800.0),
     "stock_reserved": env_float("ORDERS_DEADLINE_SHIPMENT_SECONDS", 1800.0),
 }
+# Deadline rows of orders that ended (completed or cancelled) and have not changed for this many
+# days are deleted (orders.deadlines_purge, hourly); 0 keeps them. By default the events'
+# retention window: an order's deadlines go with its story.
+ORDERS_DEADLINE_RETENTION_DAYS = env_float(
+    "ORDERS_DEADLINE_RETENTION_DAYS", float(OUTBOX["RETENTION_DAYS"])
+)
 # The saga console's "stuck" filter: no progress for this long.
 ORDERS_STUCK_AFTER_SECONDS = env_float("ORDERS_STUCK_AFTER_SECONDS", 300.0)
 

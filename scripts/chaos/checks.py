@@ -17,7 +17,15 @@ from django.db import DatabaseError, connection
 from django.db.models import Sum
 
 from chaos.clock import say
-from chaos.load import DECLINED_TOKEN, Ack, Http, LoadStats
+from chaos.load import (
+    CANCEL_ACCEPTED,
+    CANCEL_REFUSED,
+    DECLINED_TOKEN,
+    Ack,
+    CancelAnswer,
+    Http,
+    LoadStats,
+)
 from inventory.models import StockLevel, StockReservation
 from orders.models import Order, OrderLine
 from outbox.models import Delivery, Event
@@ -27,6 +35,22 @@ from shipping.models import Shipment
 TERMINAL = (Order.Status.COMPLETED, Order.Status.CANCELLED)
 PAYMENT_FAILED = Order.CancellationReason.PAYMENT_FAILED
 OUT_OF_STOCK = Order.CancellationReason.OUT_OF_STOCK
+CUSTOMER_CANCELLED = Order.CancellationReason.CUSTOMER_CANCELLED
+# The saga's own failures: an order that already ended so keeps its reason when cancelled.
+FAILED_REASONS = (PAYMENT_FAILED, OUT_OF_STOCK)
+# Reasons a cancellation request carries (the operator's and the deadline's do not happen in a
+# chaos run: no operator, deadlines of 30 minutes).
+REQUESTED_REASONS = (
+    CUSTOMER_CANCELLED,
+    Order.CancellationReason.OPERATOR_CANCELLED,
+    Order.CancellationReason.TIMED_OUT,
+)
+LIVE_SHIPMENT = (
+    Shipment.Status.SCHEDULED,
+    Shipment.Status.HANDED_TO_CARRIER,
+    Shipment.Status.DELIVERED,
+)
+PAST_RETURN = (Shipment.Status.HANDED_TO_CARRIER, Shipment.Status.DELIVERED)
 
 
 @dataclass
@@ -96,16 +120,18 @@ def _examples(items, limit: int = 5) -> str:
 
 @dataclass
 class World:
-    """What the checks read once: the acknowledged requests and every order, by id."""
+    """What the checks read once: the acknowledged requests, the customers' cancels and every
+    order, by id."""
 
     acks: list[Ack]
     orders: dict[int, Order]
     acked_ids: Counter
     terminal: set[int]
     at_rest: bool
+    cancels: dict[int, CancelAnswer] = field(default_factory=dict)  # by order id, once sent
 
     @classmethod
-    def read(cls, acks: list[Ack], at_rest: bool) -> World:
+    def read(cls, acks: list[Ack], at_rest: bool, cancels: list[CancelAnswer] = ()) -> World:
         orders = {order.pk: order for order in Order.objects.all()}
         # The API acknowledged each order by its public reference; the checks join on the
         # primary key, as the other apps' rows do (an unknown reference stays as it is: lost).
@@ -119,29 +145,56 @@ class World:
             acked_ids=Counter(ack.order_id for ack in acks),
             terminal={pk for pk, order in orders.items() if order.status in TERMINAL},
             at_rest=at_rest,
+            cancels={pk_of.get(c.order_id, c.order_id): c for c in cancels},
         )
 
     def rest(self, ok: bool) -> bool | None:
         """A completion verdict: judged only at rest."""
         return ok if self.at_rest else None
 
+    def cancelled(self, *reasons: str) -> set[int]:
+        """The cancelled orders (with one of ``reasons``, if given)."""
+        return {
+            pk
+            for pk in self.terminal
+            if self.orders[pk].status == Order.Status.CANCELLED
+            and (not reasons or self.orders[pk].cancellation_reason in reasons)
+        }
+
+    @property
+    def completed(self) -> set[int]:
+        return {pk for pk in self.terminal if self.orders[pk].status == Order.Status.COMPLETED}
+
+    @property
+    def cancel_accepted(self) -> set[int]:
+        """The orders whose cancel got a 202."""
+        return {pk for pk, c in self.cancels.items() if c.status == CANCEL_ACCEPTED}
+
 
 def check(
-    *, report: Report, acks: list[Ack], initial_stock: dict[str, int], at_rest: bool = True
+    *,
+    report: Report,
+    acks: list[Ack],
+    initial_stock: dict[str, int],
+    at_rest: bool = True,
+    cancels: list[CancelAnswer] = (),
 ) -> None:
-    """Every invariant of the saga, from each app's own tables.
+    """Every invariant of the saga, from each app's own tables, as steps in the summary's order.
 
     Safety (nothing lost, nothing twice, stock never negative) must hold at any moment.
     Completion (every order ended, refunds match, stock adds up, no delivery pending) only
     holds at rest: when the run did not get quiet, those rows are shown but not judged, and the
     one violation is that it did not get quiet.
     """
-    world = World.read(acks, at_rest)
+    world = World.read(acks, at_rest, cancels)
     _check_acknowledged(report, world)
     _check_outcomes(report, world)
+    _check_cancellations(report, world)
     _check_money(report, world)
     _check_event_store(report, world)
     _check_stock(report, world, initial_stock)
+    _check_reservations(report, world)
+    _check_shipments(report, world)
     _check_outbox(report, world)
 
 
@@ -176,81 +229,188 @@ def _check_acknowledged(report: Report, w: World) -> None:
 
 
 def _check_outcomes(report: Report, w: World) -> None:
-    """Where every order ended."""
+    """Where every order ended, and why."""
     acks, orders, terminal = w.acks, w.orders, w.terminal
-    at_rest, rest = w.at_rest, w.rest
     statuses = Counter(order.status for order in orders.values())
-    reasons = Counter(orders[pk].cancellation_reason for pk in terminal)
+    reasons = Counter(orders[pk].cancellation_reason for pk in w.cancelled())
     report.row("completed", statuses[Order.Status.COMPLETED])
     report.row("cancelled: payment_failed", reasons[PAYMENT_FAILED])
     report.row("cancelled: out_of_stock", reasons[OUT_OF_STOCK])
-    odd_reasons = sum(
-        n
-        for reason, n in reasons.items()
-        if reason is not None and reason not in (PAYMENT_FAILED, OUT_OF_STOCK)
-    )
-    report.row("cancelled: other reason", odd_reasons, odd_reasons == 0)
+    report.row("cancelled: customer_cancelled", reasons[CUSTOMER_CANCELLED])
+    expected = (*FAILED_REASONS, CUSTOMER_CANCELLED)
+    odd = sorted(pk for pk in w.cancelled() if orders[pk].cancellation_reason not in expected)
+    report.row("cancelled: other reason (or none)", len(odd), not odd)
+    report.must(not odd, f"cancelled for another reason: {_examples(odd)}")
     stuck = sorted(set(orders) - terminal)
-    report.row("stuck in between (placed/paid/stock_reserved)", len(stuck), rest(not stuck))
-    if at_rest:
+    report.row("stuck in between (placed/paid/stock_reserved)", len(stuck), w.rest(not stuck))
+    if w.at_rest:
         report.must(not stuck, f"stuck orders: {_examples(stuck)}")
-    wrong_outcome = [
-        ack.order_id
-        for ack in acks
-        if ack.order_id in terminal
-        and (ack.request.payment_token == DECLINED_TOKEN)
-        != (orders[ack.order_id].cancellation_reason == PAYMENT_FAILED)
-    ]
+    # A declined card ends payment_failed, or customer_cancelled when its customer cancelled
+    # before payments heard of the order; payment_failed is a declined card's only.
+    wrong_outcome = []
+    for ack in acks:
+        if ack.order_id not in terminal:
+            continue
+        reason = orders[ack.order_id].cancellation_reason
+        declined = ack.request.payment_token == DECLINED_TOKEN
+        cancel_sent = ack.order_id in w.cancels
+        if declined != (reason == PAYMENT_FAILED) and not (
+            declined and cancel_sent and reason == CUSTOMER_CANCELLED
+        ):
+            wrong_outcome.append(ack.order_id)
     report.row(
-        "outcome contradicts the card (declined <=> payment_failed)",
+        "outcome contradicts the card (declined <=> payment_failed, unless cancelled first)",
         len(wrong_outcome),
         not wrong_outcome,
     )
 
 
+def _check_cancellations(report: Report, w: World) -> None:
+    """The customers' cancels: answered as documented, and each 202 ends the order cancelled."""
+    orders, cancels = w.orders, w.cancels
+    answers = Counter(cancel.status for cancel in cancels.values())
+    report.row(
+        "cancels sent / answered 202 / 409 / no answer",
+        f"{len(cancels)} / {answers[CANCEL_ACCEPTED]} / {answers[CANCEL_REFUSED]} / "
+        f"{answers[None]}",
+    )
+    # Where the saga was when the cancel was accepted: the order as the 202 showed it.
+    when = Counter(
+        (c.body.get("status") if isinstance(c.body, dict) else None) or "?"
+        for c in cancels.values()
+        if c.status == CANCEL_ACCEPTED
+    )
+    report.row(
+        "  202 cancels by the order's status then",
+        ", ".join(f"{status} x{n}" for status, n in sorted(when.items())) or "none",
+    )
+    undocumented = sorted(
+        f"{pk}: {c.status} {str(c.body)[:80]}"
+        for pk, c in cancels.items()
+        if c.status not in (CANCEL_ACCEPTED, CANCEL_REFUSED, None)
+    )
+    report.row("cancels answered otherwise than 202/409", len(undocumented), not undocumented)
+    report.must(not undocumented, f"cancel answers: {_examples(undocumented)}")
+    # 409 is the answer once the parcel is with the carrier, and only then.
+    refused_early = sorted(
+        pk
+        for pk, c in cancels.items()
+        if c.status == CANCEL_REFUSED
+        and (pk not in orders or orders[pk].shipment_status not in PAST_RETURN)
+    )
+    report.row("cancels refused (409) before the handover", len(refused_early), not refused_early)
+    report.must(
+        not refused_early, f"cancel refused before the handover: {_examples(refused_early)}"
+    )
+    # A 202 ends the order cancelled, customer_cancelled unless it had already failed.
+    not_cancelled = sorted(
+        pk
+        for pk in w.cancel_accepted
+        if pk not in orders
+        or orders[pk].status != Order.Status.CANCELLED
+        or orders[pk].cancellation_reason not in (CUSTOMER_CANCELLED, *FAILED_REASONS)
+    )
+    report.row(
+        "cancels accepted (202) whose order did not end cancelled (customer_cancelled, or the "
+        "saga's own failure)",
+        len(not_cancelled),
+        w.rest(not not_cancelled),
+    )
+    if w.at_rest:
+        report.must(not not_cancelled, f"202 cancel, not cancelled: {_examples(not_cancelled)}")
+    unasked = sorted(pk for pk in w.cancelled(CUSTOMER_CANCELLED) if pk not in cancels)
+    report.row("customer_cancelled without a cancel sent", len(unasked), not unasked)
+    report.must(not unasked, f"customer_cancelled, never asked: {_examples(unasked)}")
+    # cancellation_requested_at: a request not answered yet. Cancelled clears it and keeps the
+    # request's reason as the order's; a refusal clears both; at rest none is left pending.
+    pending = sorted(pk for pk, o in orders.items() if o.cancellation_requested_at is not None)
+    report.row("cancellation requests left pending", len(pending), w.rest(not pending))
+    if w.at_rest:
+        report.must(not pending, f"cancellation request pending: {_examples(pending)}")
+    inconsistent = sorted(
+        pk
+        for pk, o in orders.items()
+        if (o.status == Order.Status.CANCELLED and o.cancellation_requested_at is not None)
+        or (
+            o.status == Order.Status.CANCELLED
+            and o.cancellation_requested_reason is not None
+            and o.cancellation_requested_reason != o.cancellation_reason
+        )
+        or (o.status != Order.Status.CANCELLED and o.cancellation_reason is not None)
+        or (o.status == Order.Status.CANCELLED and o.cancellation_reason is None)
+    )
+    report.row("cancellation fields contradict the status", len(inconsistent), not inconsistent)
+    report.must(not inconsistent, f"cancellation fields: {_examples(inconsistent)}")
+
+
 def _check_money(report: Report, w: World) -> None:
-    """Money: one capture at most, a refund exactly for each out-of-stock order."""
+    """Money: one capture at most; a cancelled order keeps no capture (one full refund each),
+    a completed one is never refunded."""
     orders, terminal, rest = w.orders, w.terminal, w.rest
     captures = _per_order("payments.PaymentCompleted")
     refund_events = _per_order("payments.PaymentRefunded")
     payments = {payment.order_id: payment for payment in Payment.objects.all()}
-    refunds = Counter(Refund.objects.values_list("payment__order_id", flat=True))
+    refunds = {
+        refund.payment.order_id: refund for refund in Refund.objects.select_related("payment")
+    }
     most = max(captures.values(), default=0)
     report.row("max captures per order", most, most <= 1)
-    refunded_twice = [
-        pk for pk in set(refunds) | set(refund_events) if refunds[pk] > 1 or refund_events[pk] > 1
-    ]
+    refunded_twice = [pk for pk in set(refund_events) if refund_events[pk] > 1]
     report.row("orders refunded twice", len(refunded_twice), not refunded_twice)
-    out_of_stock = {pk for pk in terminal if orders[pk].cancellation_reason == OUT_OF_STOCK}
-    unrefunded = out_of_stock - set(refunds)
-    refunded_otherwise = {pk for pk in refunds if pk in terminal} - out_of_stock
+    report.must(not refunded_twice, f"refunded twice: {_examples(refunded_twice)}")
+    # Captured: the gateway charged it (a charge id), whether PaymentCompleted was published or
+    # the capture came late, for an order voided meanwhile, and was refunded at once.
+    captured = {pk for pk, payment in payments.items() if payment.gateway_charge_id}
+    unrefunded = {
+        pk
+        for pk in w.cancelled() & captured
+        if pk not in refunds or refunds[pk].amount != payments[pk].amount
+    }
+    refunded_completed = set(refunds) & w.completed
+    uncaptured_refunds = set(refunds) - captured
     report.row(
-        "refunds (= out-of-stock cancellations)",
-        sum(refunds.values()),
-        not unrefunded and not refunded_otherwise and rest(set(refunds) == out_of_stock),
+        "refunds (= captures of cancelled orders, in full)",
+        len(refunds),
+        not uncaptured_refunds and rest(not unrefunded and not refunded_completed),
     )
-    report.must(not unrefunded, f"out_of_stock, not refunded: {_examples(unrefunded)}")
-    report.must(
-        not refunded_otherwise, f"refunded, not out_of_stock: {_examples(refunded_otherwise)}"
-    )
+    if w.at_rest:
+        report.must(not unrefunded, f"cancelled, capture kept: {_examples(unrefunded)}")
+        report.must(
+            not refunded_completed, f"completed, yet refunded: {_examples(refunded_completed)}"
+        )
+    report.must(not uncaptured_refunds, f"refund of no capture: {_examples(uncaptured_refunds)}")
+    # (payment status, captures) each outcome allows.
     expected_payment = {
-        Order.Status.COMPLETED: (Payment.Status.CAPTURED, 1),
-        PAYMENT_FAILED: (Payment.Status.FAILED, 0),
-        OUT_OF_STOCK: (Payment.Status.REFUNDED, 1),
+        Order.Status.COMPLETED: {(Payment.Status.CAPTURED, 1)},
+        PAYMENT_FAILED: {(Payment.Status.FAILED, 0)},
+        OUT_OF_STOCK: {(Payment.Status.REFUNDED, 1)},
+        # Voided before the charge, declined meanwhile, captured and refunded, or captured
+        # late for a voided order and refunded at once (no PaymentCompleted then).
+        CUSTOMER_CANCELLED: {
+            (Payment.Status.VOIDED, 0),
+            (Payment.Status.FAILED, 0),
+            (Payment.Status.REFUNDED, 1),
+            (Payment.Status.REFUNDED, 0),
+        },
     }
     payment_wrong = []
     for pk in terminal:
         order = orders[pk]
         payment = payments.get(pk)
         found = (payment.status if payment else None, captures[pk])
-        if found != expected_payment.get(order.cancellation_reason or order.status):
+        if found not in expected_payment.get(order.cancellation_reason or order.status, ()):
             payment_wrong.append(pk)
-    report.row("ended orders whose payment does not match", len(payment_wrong), not payment_wrong)
-    report.must(not payment_wrong, f"payment mismatch: {_examples(payment_wrong)}")
+    report.row(
+        "ended orders whose payment does not match", len(payment_wrong), rest(not payment_wrong)
+    )
+    if w.at_rest:
+        report.must(not payment_wrong, f"payment mismatch: {_examples(payment_wrong)}")
 
 
 def _check_event_store(report: Report, w: World) -> None:
-    """The event store: each saga event once per order, every end announced once."""
+    """The event store: each saga event once per order, every end announced once; an order
+    both completed and cancelled only as docs/architecture.md allows it (cancelled after it
+    completed, before the handover: OrderCompleted, then OrderCancelled, status cancelled)."""
     orders, terminal = w.orders, w.terminal
     per_order = Counter(
         Event.objects.filter(payload__has_key="order_id").values_list("type", "payload__order_id")
@@ -269,11 +429,40 @@ def _check_event_store(report: Report, w: World) -> None:
         )
     ]
     report.row("orders without their OrderPlaced / end event", len(unannounced), not unannounced)
+    report.must(not unannounced, f"end not announced: {_examples(unannounced)}")
+    both = {
+        pk
+        for pk in orders
+        if per_order[("orders.OrderCompleted", pk)] and per_order[("orders.OrderCancelled", pk)]
+    }
+    first = {}
+    for kind, order_id in (
+        Event.objects.filter(
+            type__in=("orders.OrderCompleted", "orders.OrderCancelled"),
+            payload__order_id__in=list(both),
+        )
+        .order_by("pk")
+        .values_list("type", "payload__order_id")
+    ):
+        first.setdefault(order_id, kind)
+    undocumented = sorted(
+        pk
+        for pk in both
+        if first.get(pk) != "orders.OrderCompleted"
+        or orders[pk].status != Order.Status.CANCELLED
+        or orders[pk].cancellation_reason not in REQUESTED_REASONS
+    )
+    report.row(
+        "orders both completed and cancelled (cancelled after completion / otherwise)",
+        f"{len(both) - len(undocumented)} / {len(undocumented)}",
+        not undocumented,
+    )
+    report.must(not undocumented, f"completed and cancelled: {_examples(undocumented)}")
 
 
 def _check_stock(report: Report, w: World, initial_stock: dict[str, int]) -> None:
     """Stock: never negative; at rest on hand = initial - completed, nothing reserved."""
-    orders, terminal, at_rest, rest = w.orders, w.terminal, w.at_rest, w.rest
+    at_rest, rest = w.at_rest, w.rest
     taken = dict(
         OrderLine.objects.filter(order__status=Order.Status.COMPLETED)
         .values("sku")
@@ -302,19 +491,43 @@ def _check_stock(report: Report, w: World, initial_stock: dict[str, int]) -> Non
         report.violations.append(f"stock: {line}")
     if not any(level.on_hand == 0 for level in levels.values()):
         report.notes.append("no product ran out: the out-of-stock path was not exercised")
-    open_reservations = StockReservation.objects.filter(
-        status=StockReservation.Status.RESERVED
-    ).count()
-    report.row("reservations left open", open_reservations, rest(open_reservations == 0))
-    shipments = Counter(Shipment.objects.values_list("order_id", flat=True))
-    completed = {pk for pk in terminal if orders[pk].status == Order.Status.COMPLETED}
+
+
+def _check_reservations(report: Report, w: World) -> None:
+    """Reservations: none left open at rest, none held (reserved or fulfilled) for a cancelled
+    order."""
+    statuses = dict(StockReservation.objects.values_list("order_id", "status"))
+    held = (StockReservation.Status.RESERVED, StockReservation.Status.FULFILLED)
+    open_reservations = sum(1 for s in statuses.values() if s == StockReservation.Status.RESERVED)
+    report.row("reservations left open", open_reservations, w.rest(open_reservations == 0))
+    held_cancelled = sorted(pk for pk in w.cancelled() if statuses.get(pk) in held)
     report.row(
-        "shipments (one per completed order)",
-        sum(shipments.values()),
-        completed <= set(shipments)
-        and all(n == 1 for n in shipments.values())
-        and rest(set(shipments) == completed),
+        "reservations held for a cancelled order", len(held_cancelled), w.rest(not held_cancelled)
     )
+    if w.at_rest:
+        report.must(not held_cancelled, f"stock held, cancelled: {_examples(held_cancelled)}")
+
+
+def _check_shipments(report: Report, w: World) -> None:
+    """Shipments: exactly one live shipment per completed order; a cancelled one has none, or a
+    cancelled one."""
+    statuses = dict(Shipment.objects.values_list("order_id", "status"))
+    live = {pk for pk, status in statuses.items() if status in LIVE_SHIPMENT}
+    completed = w.completed
+    unshipped = completed - live
+    shipped_cancelled = live & w.cancelled()
+    stray = live - set(w.orders)
+    report.row(
+        "live shipments (one per completed order)",
+        len(live),
+        not stray and w.rest(not unshipped and not shipped_cancelled and live == completed),
+    )
+    report.must(not stray, f"shipment of no order: {_examples(stray)}")
+    if w.at_rest:
+        report.must(not unshipped, f"completed, no live shipment: {_examples(unshipped)}")
+        report.must(
+            not shipped_cancelled, f"cancelled, shipment live: {_examples(shipped_cancelled)}"
+        )
 
 
 def _check_outbox(report: Report, w: World) -> None:

@@ -4,6 +4,12 @@ Every request carries an ``Idempotency-Key``, and a request that got no answer (
 was killed, the connection reset, a 5xx) is sent again with the same key: the retry returns the
 order the first attempt created, if it did. An order counts as placed when a 2xx answer with
 its id arrives, once per key.
+
+A share of the orders is cancelled by their customer (``POST /api/orders/<id>/cancel/``) a
+planned 0 to 2 seconds after the place call's 202: before the payment, mid-saga or after the
+order completed. The answers the API documents are 202 (accepted, or the order already ended
+cancelled) and 409 (the parcel is with the carrier); a cancel without an answer is sent again,
+as the cancel is idempotent. Each cancel's last answer is kept (``CancelAnswer``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ DECLINED_TOKEN = "tok_chargeDeclined"
 CAPTURED_TOKEN = "tok_visa"
 RETRY_FIRST_DELAY = 0.2
 RETRY_MAX_DELAY = 2.0
+CANCEL_WITHIN = 2.0  # seconds after the place call's 202, at most (by default)
+# The cancel's answers docs/api.md and the OpenAPI schema document for the owner of the order:
+# 202 (accepted, or already cancelled: a no-op) and 409 (the parcel is with the carrier).
+CANCEL_ACCEPTED, CANCEL_REFUSED = 202, 409
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class OrderRequest:
     customer: Customer
     lines: tuple[tuple[str, int], ...]
     payment_token: str
+    cancel_after: float | None = None  # seconds after the 202 to cancel it; None: never
 
     def body(self) -> dict:
         return {
@@ -52,6 +63,16 @@ class Ack:
     request: OrderRequest
     order_id: str  # the order's public id, its reference, as the API answered it
     attempts: int
+
+
+@dataclass(frozen=True)
+class CancelAnswer:
+    """The customer's cancel of an acknowledged order: its last answer (None: none came)."""
+
+    order_id: str  # the order's reference, as for Ack (the checks map it to the primary key)
+    status: int | None
+    attempts: int
+    body: object = None
 
 
 def catalogue_plan(orders: int) -> dict[str, tuple[str, int]]:
@@ -76,18 +97,25 @@ def requests_plan(
     decline_share: float,
     rng: random.Random,
     run_id: str,
+    cancel_share: float = 0.0,
+    cancel_within: float = CANCEL_WITHIN,
 ) -> list[OrderRequest]:
-    """``count`` orders of 1 to 3 distinct products, 1 to 3 units each, some cards declined."""
+    """``count`` orders of 1 to 3 distinct products, 1 to 3 units each, some cards declined,
+    some cancelled 0 to ``cancel_within`` seconds after they were acknowledged."""
     plan = []
     for number in range(count):
         chosen = sorted(rng.sample(skus, rng.choice((1, 1, 2, 2, 3))))
+        lines = tuple((sku, rng.randint(1, 3)) for sku in chosen)
+        token = DECLINED_TOKEN if rng.random() < decline_share else CAPTURED_TOKEN
+        cancel_after = rng.uniform(0, cancel_within) if rng.random() < cancel_share else None
         plan.append(
             OrderRequest(
                 number=number,
                 key=f"chaos-{run_id}-{number}",
                 customer=rng.choice(customers),
-                lines=tuple((sku, rng.randint(1, 3)) for sku in chosen),
-                payment_token=DECLINED_TOKEN if rng.random() < decline_share else CAPTURED_TOKEN,
+                lines=lines,
+                payment_token=token,
+                cancel_after=cancel_after,
             )
         )
     return plan
@@ -176,6 +204,7 @@ class Load:
         self.ended = ended
         self.give_up_after = give_up_after
         self.acks: dict[int, Ack] = {}
+        self.cancels: dict[int, CancelAnswer] = {}  # by request number, once sent
         self.stats = LoadStats()
         self._lock = threading.Lock()
         self._next = 0
@@ -232,26 +261,61 @@ class Load:
             self._place(request)
 
     def _place(self, request: OrderRequest) -> None:
+        answer = self._send(
+            "POST",
+            "/api/orders/",
+            token=request.customer.token,
+            body=request.body(),
+            headers={"Idempotency-Key": request.key},
+        )
+        if answer is None:
+            with self._lock:
+                self.stats.gave_up.append(request.number)
+            return
+        status, body, attempts = answer
+        order_id = body.get("id") if isinstance(body, dict) else None
+        with self._lock:
+            if not 200 <= status < 300:
+                self.stats.rejected.append(f"{request.key}: {status} {body}")
+                return
+            if not isinstance(order_id, str):
+                self.stats.rejected.append(f"{request.key}: {status} without id")
+                return
+            self.acks[request.number] = Ack(request=request, order_id=order_id, attempts=attempts)
+            if attempts > 1:
+                self.stats.acknowledged_after_retry += 1
+        if request.cancel_after is not None:
+            self._cancel(request, order_id)
+
+    def _cancel(self, request: OrderRequest, order_id: str) -> None:
+        """The customer cancels the order ``request.cancel_after`` seconds after its 202."""
+        if self.stop.wait(request.cancel_after):
+            return
+        with self._lock:
+            self.cancels[request.number] = CancelAnswer(order_id=order_id, status=None, attempts=0)
+        answer = self._send("POST", f"/api/orders/{order_id}/cancel/", token=request.customer.token)
+        status, body, attempts = answer if answer else (None, None, 0)
+        with self._lock:
+            self.cancels[request.number] = CancelAnswer(
+                order_id=order_id, status=status, attempts=attempts, body=body
+            )
+
+    def _send(self, method: str, path: str, **kwargs) -> tuple[int, object, int] | None:
+        """(status, body, attempts) of the first answer that is neither a 5xx nor a 429; the
+        request is sent again (backing off) while there is none. None: given up (stopped, or
+        ``give_up_after`` seconds without one)."""
         delay = RETRY_FIRST_DELAY
         attempts = 0
         give_up_at = time.monotonic() + self.give_up_after
         while True:
             if self.stop.is_set() or time.monotonic() > give_up_at:
-                with self._lock:
-                    self.stats.gave_up.append(request.number)
-                return
+                return None
             attempts += 1
             with self._lock:
                 self.stats.requests += 1
             sent_at = time.monotonic()
             try:
-                status, body = self.http.request(
-                    "POST",
-                    "/api/orders/",
-                    token=request.customer.token,
-                    body=request.body(),
-                    headers={"Idempotency-Key": request.key},
-                )
+                status, body = self.http.request(method, path, **kwargs)
             except TimeoutError:
                 with self._lock:
                     self.stats.timeouts.append(sent_at)
@@ -261,22 +325,8 @@ class Load:
             else:
                 with self._lock:
                     self.stats.statuses[status] += 1
-                if 200 <= status < 300:
-                    order_id = body.get("id") if isinstance(body, dict) else None
-                    with self._lock:
-                        if isinstance(order_id, str):
-                            self.acks[request.number] = Ack(
-                                request=request, order_id=order_id, attempts=attempts
-                            )
-                            if attempts > 1:
-                                self.stats.acknowledged_after_retry += 1
-                        else:
-                            self.stats.rejected.append(f"{request.key}: {status} without id")
-                    return
                 if status < 500 and status != 429:
-                    with self._lock:
-                        self.stats.rejected.append(f"{request.key}: {status} {body}")
-                    return
+                    return status, body, attempts
                 with self._lock:
                     self.stats.server_errors += 1
             self.stop.wait(delay * random.uniform(0.5, 1.0))

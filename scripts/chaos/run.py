@@ -31,7 +31,7 @@ from chaos.faults import (
     Injector,
     fault_plan,
 )
-from chaos.load import Customer, Http, Load, catalogue_plan, requests_plan
+from chaos.load import CANCEL_WITHIN, Customer, Http, Load, catalogue_plan, requests_plan
 from harness.latency_proxy import LatencyProxy
 from harness.processes import Logs, Supervisor, venv_path
 from harness.procfile import Procfile, release_run
@@ -89,6 +89,18 @@ def _load_options(group) -> None:
     )
     group.add_argument(
         "--decline-share", type=float, default=0.15, help="share of tok_chargeDeclined (0.15)"
+    )
+    group.add_argument(
+        "--cancel-share",
+        type=float,
+        default=0.2,
+        help="share of orders their customer cancels soon after the 202 (0.2)",
+    )
+    group.add_argument(
+        "--cancel-within",
+        type=float,
+        default=CANCEL_WITHIN,
+        help=f"a cancel comes 0 to this many seconds after the 202 ({CANCEL_WITHIN:.0f})",
     )
 
 
@@ -175,6 +187,10 @@ def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--restart-postgres and --keep go with --postgres-url")
     if args.restart_postgres and RESTART_POSTGRES not in args.faults:
         args.faults.append(RESTART_POSTGRES)
+    if not (0 <= args.decline_share <= 1 and 0 <= args.cancel_share <= 1):
+        parser.error("--decline-share and --cancel-share are shares: between 0 and 1")
+    if args.cancel_within < 0:
+        parser.error("--cancel-within must be 0 or more seconds")
     if args.orders < 1 or args.clients < 1 or args.workers < 1:
         parser.error("--orders, --clients and --workers must be at least 1")
     if args.load_seconds is None:
@@ -516,6 +532,8 @@ class Run:
             customers=customers,
             skus=sorted(initial_stock),
             decline_share=args.decline_share,
+            cancel_share=args.cancel_share,
+            cancel_within=args.cancel_within,
             rng=self.rng,
             run_id=self.run_id,
         )
@@ -563,7 +581,7 @@ class Run:
         load.run()
         say(
             f"load done: {len(load.acks)} acknowledged, {len(load.stats.rejected)} rejected, "
-            f"{len(load.stats.gave_up)} given up"
+            f"{len(load.stats.gave_up)} given up; {len(load.cancels)} cancels sent"
         )
         faults.join()
         return storm
@@ -591,7 +609,13 @@ class Run:
             f"{quiet.at - (load.stats.finished_at or quiet.at):.1f} s",
         )
         acks = list(load.acks.values())
-        check(report=report, acks=acks, initial_stock=initial_stock, at_rest=quiet.reached)
+        check(
+            report=report,
+            acks=acks,
+            initial_stock=initial_stock,
+            at_rest=quiet.reached,
+            cancels=list(load.cancels.values()),
+        )
         check_counting(report=report, at_rest=quiet.reached)
         check_api(
             report=report, acks=acks, http=self.http, sample_size=self.args.api_sample, rng=self.rng
@@ -627,6 +651,10 @@ class Run:
             {
                 "orders": self.args.orders,
                 "acknowledged": len(storm.load.acks),
+                "cancels_sent": len(storm.load.cancels),
+                "cancels_by_answer": dict(
+                    Counter(str(c.status) for c in storm.load.cancels.values())
+                ),
                 "faults": [fault.as_dict() for fault in faults.plan],
                 "faults_injected": sorted({f.kind for f in faults.plan if f.ended and not f.error}),
                 "postgres": "private cluster" if self.cluster else self.args.postgres_url,

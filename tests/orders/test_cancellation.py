@@ -14,6 +14,7 @@ from orders.services import (
     order_cancellation_request,
     order_complete,
     order_deadlines_fire,
+    order_deadlines_purge,
     order_mark_paid,
     order_shipment_progress,
 )
@@ -221,3 +222,64 @@ def test_many_deadlines_of_steps_left_behind_are_retired_at_once(order, customer
     assert order_deadlines_fire() == 1  # the paid one: the order still waits for its stock
     outcomes = dict(OrderDeadline.objects.filter(order=order).values_list("step", "outcome"))
     assert outcomes == {"placed": "moved_on", "paid": "cancelled"}
+
+
+# --- deadline retention -------------------------------------------------------------------------
+
+
+def days_later(days: float) -> dt.datetime:
+    return timezone.now() + dt.timedelta(days=days)
+
+
+def test_deadlines_of_orders_ended_longer_ago_than_the_window_are_purged(order, settings):
+    settings.ORDERS_DEADLINE_RETENTION_DAYS = 30
+    order_mark_paid(order_id=order.pk, amount=order.total)
+    order_cancel_compensated(order_id=order.pk, reason="customer_cancelled")
+    assert OrderDeadline.objects.filter(order=order).count() == 2
+    # Within the window the ended order keeps its deadlines...
+    assert order_deadlines_purge(now=days_later(29)) == 0
+    assert OrderDeadline.objects.filter(order=order).count() == 2
+    # ...past it they go, once; the order and its events stay (their own retention).
+    assert order_deadlines_purge(now=days_later(31)) == 2
+    assert order_deadlines_purge(now=days_later(31)) == 0
+    assert not OrderDeadline.objects.filter(order=order).exists()
+    assert Order.objects.filter(pk=order.pk).exists()
+
+
+def test_deadlines_of_a_completed_order_are_purged_too(order, settings):
+    settings.ORDERS_DEADLINE_RETENTION_DAYS = 30
+    order_mark_paid(order_id=order.pk, amount=order.total)
+    order_complete(order_id=order.pk, carrier="UPS", tracking_number="1Z1")
+    assert Order.objects.get(pk=order.pk).status == "completed"
+    assert order_deadlines_purge(now=days_later(31)) == 2
+
+
+def test_an_order_still_waiting_keeps_its_deadlines_however_old(order, settings):
+    settings.ORDERS_DEADLINE_RETENTION_DAYS = 30
+    order_mark_paid(order_id=order.pk, amount=order.total)
+    assert order_deadlines_purge(now=days_later(365)) == 0
+    assert OrderDeadline.objects.filter(order=order).count() == 2
+
+
+def test_a_retention_of_zero_days_keeps_every_deadline(order, settings):
+    settings.ORDERS_DEADLINE_RETENTION_DAYS = 0
+    order_cancel_compensated(order_id=order.pk, reason="customer_cancelled")
+    assert order_deadlines_purge(now=days_later(3650)) == 0
+    assert OrderDeadline.objects.filter(order=order).count() == 1
+
+
+def test_beat_purges_the_deadlines_hourly_through_the_orders_task(order, settings):
+    from django_celery_beat.models import PeriodicTask
+
+    from orders.tasks import deadlines_purge
+    from shop.celery import app
+
+    scheduled = PeriodicTask.objects.get(task="orders.deadlines_purge")
+    assert scheduled.enabled and scheduled.queue == "orders"
+    assert (scheduled.interval.every, scheduled.interval.period) == (1, "hours")
+    assert "orders.deadlines_purge" in app.tasks
+    settings.ORDERS_DEADLINE_RETENTION_DAYS = 30
+    order_cancel_compensated(order_id=order.pk, reason="customer_cancelled")
+    Order.objects.filter(pk=order.pk).update(updated_at=days_later(-31))
+    assert deadlines_purge.run() == 1
+    assert not OrderDeadline.objects.filter(order=order).exists()
