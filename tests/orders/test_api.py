@@ -439,7 +439,7 @@ def test_the_timeline_lists_the_sagas_events_in_causal_order(api, ops):
     }
 
 
-def test_the_timeline_masks_the_payment_token(api, ops):
+def test_the_timeline_redacts_the_payment_token(api, ops):
     order_id = post_json(api, GOOD_BODY).json()["id"]
     [placed] = ops.get(events_url(order_id)).json()
     assert placed["payload"]["payment_token"] == "[redacted]"
