@@ -93,8 +93,8 @@ def payload_open(payload: dict[str, Any], *, event_type: str, event_id: Any = No
     A value no configured key opens is an EventDecryptionError naming the field, never its value,
     and never a fallback to anything.
     """
-    if not any(is_sealed(value) for value in payload.values()):
-        return payload
+    if not isinstance(payload, dict) or not any(is_sealed(v) for v in payload.values()):
+        return payload  # nothing sealed; a payload that is no object is refused by the decoder
     box = cipher()
     opened = dict(payload)
     for name, value in payload.items():
