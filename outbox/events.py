@@ -231,8 +231,8 @@ def payload_upcast(name: str, version: int, payload: dict) -> tuple[type[DomainE
 
 
 def event_load(*, type: str, version: int, payload: dict, meta: EventMeta) -> DomainEvent:
-    """The typed event a handler receives: sensitive fields decrypted (the only place they
-    are), upcast, validated, with ``meta`` attached."""
+    """The typed event a handler receives: sensitive fields decrypted (handlers are the only
+    code that gets them in clear), upcast, validated, with ``meta`` attached."""
     payload = payload_open(payload, event_type=type, event_id=meta.event_id)
     cls, payload = payload_upcast(type, version, payload)
     event = cls.from_payload(payload)
