@@ -18,6 +18,7 @@ class OrderPlaced(DomainEvent):
     version: ClassVar[int] = 1
     aggregate_type: ClassVar[str] = "order"
     externalised: ClassVar[bool] = True  # a saga event: published to the bus
+    sensitive: ClassVar[tuple[str, ...]] = ("payment_token",)  # sealed; docs/outbox.md
 
     order_id: int
     customer_id: int

@@ -41,6 +41,7 @@ _PUBLIC = {
     "EventDeclarationError": "outbox.errors",
     "EventPayloadError": "outbox.errors",
     "UpcastError": "outbox.errors",
+    "EventDecryptionError": "outbox.errors",
     "SubscriptionError": "outbox.errors",
     "UnknownSubscriber": "outbox.errors",
 }

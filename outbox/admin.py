@@ -3,6 +3,7 @@ import json
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from outbox.crypto import payload_redact
 from outbox.models import DeadLetter, Delivery, Event, Heartbeat
 from outbox.replay import deliveries_replay
 
@@ -68,7 +69,9 @@ class EventAdmin(ReadOnlyAdmin):
 
     @admin.display(description="payload")
     def payload_pretty(self, obj):
-        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, sort_keys=True))
+        # Sensitive fields are sealed in the store and shown redacted (outbox/crypto.py).
+        payload = payload_redact(obj.type, obj.payload)
+        return format_html("<pre>{}</pre>", json.dumps(payload, indent=2, sort_keys=True))
 
     @admin.display(description="headers")
     def headers_pretty(self, obj):

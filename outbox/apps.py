@@ -13,6 +13,14 @@ class OutboxConfig(AppConfig):
         from outbox.conf import outbox_settings
 
         outbox_settings()
+        # Missing or malformed encryption keys stop every process here; keys that cannot open
+        # the stored events are a database check (outbox.E002).
+        from django.core import checks
+
+        from outbox.crypto import cipher, keys_stored_check
+
+        cipher()
+        checks.register(keys_stored_check, checks.Tags.database)
         # Every app's events and their subscribers are known before the first publish.
         autodiscover_modules("events")
         autodiscover_modules("handlers")

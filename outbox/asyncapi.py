@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Any
 
+from outbox.crypto import REDACTED, SEALED
 from outbox.events import DomainEvent, _hints, event_types_all
 from outbox.registry import subscribers_for
 
@@ -113,12 +114,14 @@ def asyncapi_document(*, title: str = "Shop events", version: str = "1.0.0") -> 
 
 
 def _message(event_class: type[DomainEvent]) -> dict:
+    payload = payload_schema(event_class)
     return {
         "name": event_class.event_type,
         "title": f"{event_class.__name__} v{event_class.version}",
         "contentType": "application/json",
         "headers": ENVELOPE,
-        "payload": payload_schema(event_class),
+        "payload": payload,
+        "examples": [{"name": "example", "payload": _example(payload)}],
         "correlationId": {"location": "$message.header#/correlation_id"},
         "x-event-type": event_class.event_type,
         "x-version": event_class.version,
@@ -135,15 +138,56 @@ def payload_schema(cls: type) -> dict:
         for field in fields
         if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
     ]
+    sensitive = set(getattr(cls, "sensitive", ()))
     schema = {
         "type": "object",
-        "properties": {field.name: _type_schema(hints[field.name]) for field in fields},
+        "properties": {
+            field.name: _sealed_schema(_type_schema(hints[field.name]))
+            if field.name in sensitive
+            else _type_schema(hints[field.name])
+            for field in fields
+        },
         "required": required,
         "additionalProperties": False,
     }
     if not required:
         del schema["required"]
     return schema
+
+
+def _sealed_schema(clear: dict) -> dict:
+    """A sensitive field travels sealed (outbox/crypto.py); its clear value's schema is kept
+    as ``x-decrypted``. Its example is redacted."""
+    return {
+        "type": "object",
+        "properties": {SEALED: {"type": "string", "description": "A Fernet token."}},
+        "required": [SEALED],
+        "additionalProperties": False,
+        "description": (
+            "Sensitive: encrypted with the shop's event keys (EVENT_ENCRYPTION_KEYS); the "
+            "handler receives the decrypted value."
+        ),
+        "examples": [{SEALED: REDACTED}],
+        "x-sensitive": True,
+        "x-decrypted": clear,
+    }
+
+
+_EXAMPLES = {"string": "string", "integer": 1, "number": 1.5, "boolean": True, "null": None}
+
+
+def _example(schema: dict) -> Any:
+    """A made-up value of ``schema``, for the catalogue: sensitive fields come redacted."""
+    if "examples" in schema:
+        return schema["examples"][0]
+    if "anyOf" in schema:
+        return _example(schema["anyOf"][0])
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: _example(sub) for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [_example(schema.get("items", {}))]
+    return _EXAMPLES.get(kind, {})
 
 
 _PRIMITIVES = {str: "string", int: "integer", float: "number", bool: "boolean"}

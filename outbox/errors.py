@@ -21,6 +21,10 @@ class EventPayloadError(OutboxError, ValueError):
     """A payload is not plain JSON, or does not match its event class."""
 
 
+class EventDecryptionError(OutboxError):
+    """A sealed (sensitive) field of a stored event cannot be opened with the configured keys."""
+
+
 class UpcastError(OutboxError):
     """A stored event's version has no path to the version the code declares."""
 

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from outbox.crypto import payload_open
 from outbox.errors import EventDeclarationError, EventPayloadError, UnknownEventType, UpcastError
 
 _event_types: dict[str, type[DomainEvent]] = {}
@@ -57,6 +58,9 @@ class DomainEvent:
     aggregate_type: ClassVar[str]
     # Published to the event bus too, when one is configured (docs/bus.md).
     externalised: ClassVar[bool] = False
+    # Fields encrypted in the event store and on the bus, opened only for a handler, and
+    # redacted everywhere else (outbox/crypto.py): e.g. ``sensitive = ("payment_token",)``.
+    sensitive: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -74,6 +78,18 @@ class DomainEvent:
                 f"event type {cls.event_type!r} is declared twice: by {existing.__module__}."
                 f"{existing.__qualname__} and {cls.__module__}.{cls.__qualname__}"
             )
+        if isinstance(cls.sensitive, str) or not all(
+            isinstance(name, str) for name in cls.sensitive
+        ):
+            raise EventDeclarationError(
+                f"{cls.__qualname__}.sensitive must be a tuple of field names, "
+                f"got {cls.sensitive!r}"
+            )
+        cls.sensitive = tuple(cls.sensitive)
+        if "__repr__" not in cls.__dict__:
+            # Set before @dataclass runs, which then keeps it: a logged or traced event shows
+            # its sensitive fields redacted.
+            cls.__repr__ = _repr_redacted
         _event_types[cls.event_type] = cls
 
     @property
@@ -98,9 +114,9 @@ class DomainEvent:
         hints = _hints(type(self))
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            payload[field.name] = _encode(
-                value, hints[field.name], f"{self.event_type}.{field.name}"
-            )
+            path = f"{self.event_type}.{field.name}"
+            with _value_hidden(path, field.name in self.sensitive):
+                payload[field.name] = _encode(value, hints[field.name], path)
         try:
             json.dumps(payload, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -116,6 +132,26 @@ class DomainEvent:
         return _decode(payload, cls, cls.event_type)
 
 
+def _repr_redacted(self) -> str:
+    shown = ", ".join(
+        f"{f.name}={'[redacted]' if f.name in self.sensitive else repr(getattr(self, f.name))}"
+        for f in dataclasses.fields(self)
+        if f.repr
+    )
+    return f"{type(self).__qualname__}({shown})"
+
+
+@contextlib.contextmanager
+def _value_hidden(path: str, hidden: bool):
+    """A payload error about a sensitive field says what is wrong, never the value."""
+    try:
+        yield
+    except EventPayloadError:
+        if not hidden:
+            raise
+        raise EventPayloadError(f"{path}: not a valid value (sensitive: not shown)") from None
+
+
 def event_types_all() -> list[type[DomainEvent]]:
     """Every declared event class, by type name (the registry the AsyncAPI document reads)."""
     return [_event_types[name] for name in sorted(_event_types)]
@@ -127,6 +163,11 @@ def check_declared(cls: type) -> None:
     if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
         raise EventDeclarationError(
             f"{cls.__qualname__} must be decorated with @dataclass(frozen=True, kw_only=True)"
+        )
+    if cls.sensitive and not set(cls.sensitive) <= {f.name for f in dataclasses.fields(cls)}:
+        unknown = sorted(set(cls.sensitive) - {f.name for f in dataclasses.fields(cls)})
+        raise EventDeclarationError(
+            f"{cls.__qualname__}.sensitive names no field: {', '.join(unknown)}"
         )
 
 
@@ -190,7 +231,9 @@ def payload_upcast(name: str, version: int, payload: dict) -> tuple[type[DomainE
 
 
 def event_load(*, type: str, version: int, payload: dict, meta: EventMeta) -> DomainEvent:
-    """The typed event a handler receives: upcast, validated, with ``meta`` attached."""
+    """The typed event a handler receives: sensitive fields decrypted (handlers are the only
+    code that gets them in clear), upcast, validated, with ``meta`` attached."""
+    payload = payload_open(payload, event_type=type, event_id=meta.event_id)
     cls, payload = payload_upcast(type, version, payload)
     event = cls.from_payload(payload)
     object.__setattr__(event, "_meta", meta)
@@ -282,7 +325,11 @@ def _decode(value: Any, hint: Any, path: str) -> Any:
             if unknown:
                 problems.append(f"unknown {', '.join(unknown)}")
             raise EventPayloadError(f"{path}: {'; '.join(problems)}")
-        kwargs = {k: _decode(v, hints[k], f"{path}.{k}") for k, v in value.items()}
+        hidden = getattr(hint, "sensitive", ())
+        kwargs = {}
+        for k, v in value.items():
+            with _value_hidden(f"{path}.{k}", k in hidden):
+                kwargs[k] = _decode(v, hints[k], f"{path}.{k}")
         return hint(**kwargs)
     if origin in (list, tuple):
         if not isinstance(value, list):

@@ -14,6 +14,7 @@ from django.utils import timezone
 from outbox import metrics, sql
 from outbox.bus.target import bus_targets_for
 from outbox.context import handling_current
+from outbox.crypto import payload_seal
 from outbox.errors import NotInTransaction, UnknownEventType
 from outbox.events import DomainEvent
 from outbox.models import Delivery, Event
@@ -86,7 +87,7 @@ def publish_many(
                     version=event.version,
                     aggregate_type=event.aggregate_type,
                     aggregate_id=event.aggregate_id,
-                    payload=event.to_payload(),
+                    payload=payload_seal(type(event), event.to_payload()),
                     correlation_id=correlation_id or event_id,
                     causation_id=causation_id,
                     headers=extra_headers,

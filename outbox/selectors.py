@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import Count, Min, Prefetch
 from django.utils import timezone
 
+from outbox.crypto import payload_redact
 from outbox.models import Delivery, Event, Heartbeat
 
 
@@ -168,7 +169,7 @@ def timeline_for_correlation(correlation_id: uuid.UUID) -> list[TimelineEvent]:
             aggregate_id=event.aggregate_id,
             correlation_id=event.correlation_id,
             causation_id=event.causation_id,
-            payload=event.payload,
+            payload=payload_redact(event.type, event.payload),
             deliveries=tuple(
                 TimelineDelivery(
                     subscriber=delivery.subscriber,

@@ -456,6 +456,33 @@ PROMETHEUS_MULTIPROC_DIR = Path(
 PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
 
+
+# Sensitive event fields (a payment token, an email address) are encrypted in the event store
+# and on the bus with these Fernet keys, comma-separated, the first one writing and every one
+# reading (docs/outbox.md, Sensitive fields). Production must set them; while debugging (make
+# run, the tests) a key derived from SECRET_KEY is used, which production refuses.
+def _dev_event_key(secret: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(
+        hashlib.sha256(f"shop-dev-event-encryption:{secret}".encode()).digest()
+    ).decode()
+
+
+EVENT_ENCRYPTION_KEYS = [
+    key.strip() for key in os.environ.get("EVENT_ENCRYPTION_KEYS", "").split(",") if key.strip()
+]
+if not EVENT_ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "EVENT_ENCRYPTION_KEYS must be set when DJANGO_DEBUG is off: generate a key with "
+            "python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'"
+        )
+    EVENT_ENCRYPTION_KEYS = [_dev_event_key(SECRET_KEY)]
+elif not DEBUG and _dev_event_key(_DEV_SECRET) in EVENT_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured("EVENT_ENCRYPTION_KEYS must not hold the development key")
+
 # /metrics answers a scraper bearing METRICS_TOKEN; without a token it is open only while
 # debugging (make run), and refused in production (a deploy check warns about it).
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

@@ -34,6 +34,7 @@ from urllib.parse import quote
 from cloudevents.core.bindings import amqp as ce_amqp
 from cloudevents.core.bindings import http as ce_http
 
+from outbox.crypto import payload_open
 from outbox.events import payload_upcast
 from outbox.models import Event
 
@@ -223,7 +224,10 @@ def _incoming(ce) -> IncomingEvent:
     try:
         # Unknown type, a version with no path to this code's, or a payload that does not fit
         # the declaration: all refused here, before anything is stored.
-        cls, current = payload_upcast(type_name, version, data)
+        # Sealed (sensitive) fields are opened to be checked, and stored sealed as they came:
+        # a consumer without the publisher's keys refuses the message here.
+        opened = payload_open(data, event_type=type_name, event_id=event_id)
+        cls, current = payload_upcast(type_name, version, opened)
         cls.from_payload(current)
     except Exception as exc:
         raise MalformedMessage(f"{type_name} v{version}: {exc}") from None

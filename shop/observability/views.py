@@ -2,7 +2,9 @@
 
 ``/metrics`` is private: it answers a scraper that sends ``Authorization: Bearer
 <METRICS_TOKEN>``, and nobody else once debug is off (docs/operations.md configures
-Prometheus for it). The health endpoints are for any load balancer or orchestrator.
+Prometheus for it). The health endpoints are for any load balancer or orchestrator: an
+anonymous caller learns up or down, nothing more; staff and the metrics scraper see which
+checks failed.
 """
 
 from __future__ import annotations
@@ -43,19 +45,34 @@ def healthz(request):
 def readyz(request):
     """The database and the broker answer, and the relay and beat showed they are alive.
 
-    The answer names the checks that failed, never why: the why (an exception's text, a host and
-    port) tells an anonymous caller about the infrastructure, so it goes to the log only.
+    An anonymous caller learns up (200) or down (503) and nothing else: the names of the checks
+    describe the infrastructure. Staff (a session) and the metrics scraper (its bearer token)
+    see which checks failed. Why a check failed (an exception's text, a host and port) goes to
+    the log only, whoever asks.
     """
     checks = readiness()
     failed = sorted(name for name, problem in checks.items() if problem)
     for name in failed:
         logger.warning("readiness check %s failed: %s", name, checks[name])
-    body = {
-        "status": "unavailable" if failed else "ok",
-        "failed": failed,
-        "checks": {name: "failed" if problem else "ok" for name, problem in checks.items()},
-    }
+    body: dict = {"status": "unavailable" if failed else "ok"}
+    if _may_see_details(request):
+        body["failed"] = failed
+        body["checks"] = {name: "failed" if problem else "ok" for name, problem in checks.items()}
     return JsonResponse(body, status=503 if failed else 200)
+
+
+def _may_see_details(request) -> bool:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return True
+    return bool(settings.METRICS_TOKEN) and _bearer_matches(request, settings.METRICS_TOKEN)
+
+
+def _bearer_matches(request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 def _metrics_refusal(request) -> HttpResponse | None:
@@ -66,8 +83,7 @@ def _metrics_refusal(request) -> HttpResponse | None:
         return JsonResponse(
             {"detail": "metrics are private: set METRICS_TOKEN and scrape with it"}, status=403
         )
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+    if _bearer_matches(request, token):
         return None
     response = JsonResponse({"detail": "a bearer token is required"}, status=401)
     response["WWW-Authenticate"] = 'Bearer realm="metrics"'

@@ -135,8 +135,9 @@ def test_the_timeline_lists_every_event_with_its_deliveries(page, saga_order):
     assert '<a href="#event-1"' in page and "#1 OrderPlaced" in page
     assert 'class="event event--dead"' in page
     assert 'order <span class="mono">#' in page
-    # The payment token is masked in the payload.
+    # The payment token is redacted in the payload (sealed in the store: docs/outbox.md).
     assert "tok_visa" not in page
+    assert "&quot;payment_token&quot;: &quot;[redacted]&quot;" in page
 
 
 def test_the_diagram_draws_one_arrow_per_delivery_between_the_services(page):

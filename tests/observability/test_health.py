@@ -1,4 +1,8 @@
-"""/healthz: the process answers. /readyz: database, broker, relay and beat heartbeats."""
+"""/healthz: the process answers. /readyz: database, broker, relay and beat heartbeats.
+
+Anonymous callers learn up or down; staff and the metrics scraper (its token) see which checks
+failed; why they failed is in the log only.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,16 @@ from outbox.models import Heartbeat
 from shop.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
+
+TOKEN = "m" * 40
+
+
+@pytest.fixture
+def scraper(client, settings):
+    """A caller with the metrics token: /readyz shows it the checks by name."""
+    settings.METRICS_TOKEN = TOKEN
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {TOKEN}"
+    return client
 
 
 def beat(name: str, *, seconds_ago: float = 0) -> None:
@@ -26,10 +40,10 @@ def test_healthz_answers_without_looking_at_anything(client, django_assert_num_q
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_is_200_when_everything_answers_and_beats(client):
+def test_readyz_is_200_when_everything_answers_and_beats(scraper):
     beat("relay", seconds_ago=2)
     beat("beat", seconds_ago=1)
-    response = client.get("/readyz")
+    response = scraper.get("/readyz")
     assert response.status_code == 200, response.json()
     assert response.json() == {
         "status": "ok",
@@ -38,10 +52,10 @@ def test_readyz_is_200_when_everything_answers_and_beats(client):
     }
 
 
-def test_readyz_is_503_naming_a_stale_relay_heartbeat(client, caplog):
+def test_readyz_is_503_naming_a_stale_relay_heartbeat(scraper, caplog):
     beat("relay", seconds_ago=120)
     beat("beat", seconds_ago=1)
-    response = client.get("/readyz")
+    response = scraper.get("/readyz")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable"
@@ -51,28 +65,28 @@ def test_readyz_is_503_naming_a_stale_relay_heartbeat(client, caplog):
     assert "relay failed: heartbeat 120s old (stale after 30s)" in caplog.text
 
 
-def test_readyz_is_503_when_beat_was_never_seen(client, caplog):
+def test_readyz_is_503_when_beat_was_never_seen(scraper, caplog):
     beat("relay")
-    response = client.get("/readyz")
+    response = scraper.get("/readyz")
     assert response.status_code == 503
     assert response.json()["failed"] == ["beat"]
     assert "never seen" in caplog.text
     assert "never seen" not in response.content.decode()
 
 
-def test_readyz_is_503_when_the_broker_does_not_answer(client, monkeypatch, caplog):
+def test_readyz_is_503_when_the_broker_does_not_answer(scraper, monkeypatch, caplog):
     beat("relay")
     beat("beat")
     # Nothing listens on port 1: refused at once, well within the short timeout.
     monkeypatch.setattr(celery_app.conf, "broker_write_url", "redis://127.0.0.1:1/0")
-    response = client.get("/readyz")
+    response = scraper.get("/readyz")
     assert response.status_code == 503
     assert response.json()["failed"] == ["broker"]
     assert response.json()["checks"]["broker"] == "failed"
     assert "broker failed: unreachable" in caplog.text
 
 
-def test_readyz_tells_an_anonymous_caller_which_check_failed_not_why(client, monkeypatch, caplog):
+def test_readyz_tells_the_scraper_which_check_failed_not_why(scraper, monkeypatch, caplog):
     """The database's error text names its host and port: it goes to the log, not the answer."""
     beat("relay")
     beat("beat")
@@ -80,7 +94,7 @@ def test_readyz_tells_an_anonymous_caller_which_check_failed_not_why(client, mon
         "shop.observability.health.check_database",
         lambda: "unreachable: OperationalError: connection to server at 10.1.2.3, port 5432",
     )
-    response = client.get("/readyz")
+    response = scraper.get("/readyz")
     assert response.status_code == 503
     assert response.json()["failed"] == ["beat", "database", "relay"]
     assert "10.1.2.3" not in response.content.decode()
@@ -98,9 +112,46 @@ def test_probes_and_scrapes_are_anonymous_and_not_redirected_to_https(client, se
         assert client.get(path).status_code == 200, path
 
 
-def test_readyz_requires_only_the_configured_heartbeats(client, settings):
+def test_readyz_requires_only_the_configured_heartbeats(scraper, settings):
     settings.HEALTH_HEARTBEATS = ["relay"]
     beat("relay")
-    response = client.get("/readyz")
+    response = scraper.get("/readyz")
     assert response.status_code == 200, response.json()
     assert set(response.json()["checks"]) == {"database", "broker", "relay"}
+
+
+def test_readyz_tells_an_anonymous_caller_up_or_down_and_nothing_else(client, monkeypatch, caplog):
+    beat("relay")
+    beat("beat")
+    assert client.get("/readyz").json() == {"status": "ok"}
+    monkeypatch.setattr(
+        "shop.observability.health.check_database",
+        lambda: "unreachable: OperationalError: connection to server at 10.1.2.3, port 5432",
+    )
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable"}
+    assert "10.1.2.3, port 5432" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "authorization", ["Bearer wrong-token", f"Token {TOKEN}", "Bearer"], ids=str
+)
+def test_readyz_details_need_the_right_token(client, settings, authorization):
+    settings.METRICS_TOKEN = TOKEN
+    beat("relay")
+    response = client.get("/readyz", headers={"Authorization": authorization})
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable"}
+
+
+def test_readyz_shows_staff_the_checks_by_name(client, django_user_model):
+    beat("relay")
+    user = django_user_model.objects.create_user("ops", password="x", is_staff=True)
+    client.force_login(user)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["beat"]
+    customer = django_user_model.objects.create_user("customer", password="x")
+    client.force_login(customer)
+    assert client.get("/readyz").json() == {"status": "unavailable"}

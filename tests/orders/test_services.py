@@ -14,6 +14,7 @@ from orders.services import (
     order_place,
     order_request_fingerprint,
 )
+from outbox.crypto import payload_open
 from outbox.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +46,8 @@ def test_order_placed_is_published_with_the_orders_correlation_id(customer, cata
     event = Event.objects.get(type="orders.OrderPlaced")
     assert event.correlation_id == order.correlation_id
     assert (event.aggregate_type, event.aggregate_id) == ("order", str(order.pk))
-    assert event.payload == {
+    assert event.payload["payment_token"] != "tok_visa"  # sealed in the store
+    assert payload_open(event.payload, event_type=event.type) == {
         "order_id": order.pk,
         "customer_id": customer.pk,
         "lines": [

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +27,7 @@ def manage(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
         DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
         DJANGO_ALLOWED_HOSTS="shop.example.com",
         METRICS_TOKEN=secrets.token_urlsafe(32),
+        EVENT_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
     )
     environment.update(env)
     return subprocess.run(
@@ -100,3 +102,40 @@ def test_a_malformed_throttle_rate_is_refused_at_start(tmp_path, rate):
     result = manage(tmp_path, "check", THROTTLE_RATE_ORDERS=rate)
     assert result.returncode != 0
     assert "THROTTLE_RATE_ORDERS" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ("", "EVENT_ENCRYPTION_KEYS must be set when DJANGO_DEBUG is off"),
+        ("not-a-fernet-key", "EVENT_ENCRYPTION_KEYS: key 1 of 1 is not a Fernet key"),
+        (
+            f"{Fernet.generate_key().decode()},tooshort",
+            "EVENT_ENCRYPTION_KEYS: key 2 of 2 is not a Fernet key",
+        ),
+    ],
+    ids=["missing", "malformed", "second-malformed"],
+)
+def test_production_refuses_missing_or_malformed_event_keys(tmp_path, keys, message):
+    result = manage(tmp_path, "check", EVENT_ENCRYPTION_KEYS=keys)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_production_refuses_the_development_event_key(tmp_path):
+    code = "from django.conf import settings as s; print(s.EVENT_ENCRYPTION_KEYS[0])"
+    development = manage(
+        tmp_path,
+        "shell",
+        "-c",
+        code,
+        DJANGO_DEBUG="1",
+        DJANGO_SECRET_KEY="",
+        EVENT_ENCRYPTION_KEYS="",
+    )
+    assert development.returncode == 0, development.stderr
+    dev_key = development.stdout.split("\n")[-2]
+    Fernet(dev_key)  # debugging (make run, the tests) works with no key set
+    result = manage(tmp_path, "check", EVENT_ENCRYPTION_KEYS=dev_key)
+    assert result.returncode != 0
+    assert "EVENT_ENCRYPTION_KEYS must not hold the development key" in result.stderr

@@ -82,3 +82,19 @@ class Counted(DomainEvent):
     aggregate_type: ClassVar[str] = "thing"
 
     thing_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Confided(DomainEvent):
+    """Carries sensitive fields: sealed in the event store and on the bus, clear in its handler.
+
+    At v2: v1 called the secret ``pin`` (sensitive then too).
+    """
+
+    version: ClassVar[int] = 2
+    aggregate_type: ClassVar[str] = "thing"
+    sensitive: ClassVar[tuple[str, ...]] = ("secret", "contact")
+
+    thing_id: str
+    secret: str
+    contact: dict | None = None

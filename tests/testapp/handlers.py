@@ -1,8 +1,10 @@
+import logging
 import time
 
 from outbox import subscribe, upcaster
 from outbox.context import handling_current
 from tests.testapp.events import (
+    Confided,
     Counted,
     FlakyThing,
     OrderedThing,
@@ -14,6 +16,8 @@ from tests.testapp.events import (
 )
 from tests.testapp.faults import fault_point
 from tests.testapp.models import Effect, HandlerRun
+
+logger = logging.getLogger(__name__)
 
 # Tests flip this to make FlakyThing's handler fail until they "deploy the fix".
 BROKEN = {"flaky": False}
@@ -118,3 +122,19 @@ def stranded_v2_to_v3(payload: dict) -> dict:
 @subscribe(Stranded, max_attempts=2)
 def stranded(event: Stranded) -> None:
     _record(event, "stranded")
+
+
+@upcaster(Confided, from_version=1)
+def confided_v1_to_v2(payload: dict) -> dict:
+    payload = dict(payload)
+    payload["secret"] = payload.pop("pin")
+    return payload
+
+
+@subscribe(Confided)
+def confided(event: Confided) -> None:
+    # A careless handler: it logs the event, and fails with the event in its message.
+    logger.info("confided: %r", event)
+    if event.secret.startswith("fail-"):
+        raise RuntimeError(f"cannot take {event!r}")
+    _record(event, "confided", secret=event.secret, contact=event.contact)
