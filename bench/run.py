@@ -62,6 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS),
         help="a Redis database of the bench's own: it is flushed",
     )
+    p.add_argument(
+        "--database-prefix",
+        default=os.environ.get("BENCH_DATABASE_PREFIX", "shop_bench"),
+        help="name of the database created and dropped: <prefix>_<random> (default shop_bench)",
+    )
     p.add_argument("--producers", type=int, default=2, help="load-producing processes")
     p.add_argument(
         "--concurrency",
@@ -143,7 +148,7 @@ class BenchRun:
         """The Redis database locked, a database created and migrated, Django set up here."""
         args = self.args
         self.redis_db.acquire()
-        self.database = Database(self.postgres, f"shop_bench_{secrets.token_hex(4)}")
+        self.database = Database(self.postgres, f"{args.database_prefix}_{secrets.token_hex(4)}")
         self.database.create()
         env = child_env(
             database_url=self.database.url,

@@ -193,12 +193,17 @@ class Bench:
         )
         self.concurrency = concurrency
         self.web_workers = web_workers
+        self.counting = False
 
     def _env_for(self, name: str) -> dict:
         return {
             "WORKER_CONCURRENCY": str(self.concurrency),
             "WEB_CONCURRENCY": str(self.web_workers),
             "PORT": str(self.web_port or 8000),
+            # Per-process statement and task counts (bench/benchapp/counting.py), when a
+            # scenario asks for them.
+            "BENCH_PROCESS": name,
+            "BENCH_COUNT": "1" if self.counting else "0",
         }
 
     # --- state ---------------------------------------------------------------------------------
