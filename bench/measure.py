@@ -126,6 +126,73 @@ class PgWindow:
         }
 
 
+class PgBackendCpu:
+    """CPU time of the PostgreSQL backends serving the benchmark database over a window, read
+    from their pids (pg_stat_activity) with psutil: sampled every ``interval`` seconds by a
+    thread of its own, so that a backend that ends inside the window (a producer's) still
+    counts up to its last sample. A backend first seen inside the window counts from 0 (its
+    whole life). The bench's own connections (this sampler's and the caller's) are left out.
+    Only meaningful when PostgreSQL runs on this machine."""
+
+    QUERY = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND pid <> %s"
+    )
+
+    def __init__(self, interval: float = 0.25):
+        self.interval = interval
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._pids: set[int] = set()
+
+    def __enter__(self) -> PgBackendCpu:
+        import threading
+
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            self._own = cursor.fetchone()[0]
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pg-backend-cpu", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def _sample(self, cursor, *, first: bool) -> None:
+        cursor.execute(self.QUERY, [self._own])
+        pids = {pid for (pid,) in cursor.fetchall()}
+        for pid in pids | self._pids:
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(pid).cpu_times()
+                value = times.user + times.system
+                if pid not in self._first:
+                    self._first[pid] = value if first else 0.0
+                self._last[pid] = value
+        self._pids = pids
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            with connection.cursor() as cursor:
+                self._sample(cursor, first=True)
+                self._ready.set()
+                while not self._stop.wait(self.interval):
+                    self._sample(cursor, first=False)
+                self._sample(cursor, first=False)
+        finally:
+            self._ready.set()
+            connection.close()
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.cpu_s = sum(self._last[pid] - self._first[pid] for pid in self._last)
+        self.backends = len(self._last)
+
+
 # --- waiting ----------------------------------------------------------------------------------
 
 

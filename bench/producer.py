@@ -33,12 +33,21 @@ def main(spec: dict) -> None:
         raise SystemExit("producer: no go signal")
     result = {"index": spec["index"], "count": 0, "errors": [], "error_count": 0}
     stamps: dict[str, str] = {}
+    if spec.get("count_sql"):
+        from bench.benchapp import counting
+
+        counting.install(flush=False)
+    cpu_start = time.process_time()
     try:
         KINDS[spec["kind"]](spec, result, stamps, r)
     except Exception:
         result["errors"].append(traceback.format_exc()[-2000:])
         result["error_count"] += 1
     finally:
+        # This process's CPU for its work (it exits before the bench reads anyone's CPU).
+        result["cpu_s"] = time.process_time() - cpu_start
+        if spec.get("count_sql"):
+            result["sql"] = counting.counts()["sql"]
         if stamps and spec.get("stamps_key"):
             items = list(stamps.items())
             for start in range(0, len(items), 5000):

@@ -31,6 +31,15 @@ FIGURES = [
     ("saga", "service_lat_p50", "service burst: place->terminal p50", "ms", None),
     ("saga", "service_lat_p95", "service burst: p95", "ms", None),
     ("saga", "service_lat_p99", "service burst: p99", "ms", None),
+    ("saga", "service_cpu_total_ms", "service: CPU per order, all processes", "ms", None),
+    ("saga", "service_cpu_producer_ms", "service: CPU per order, producers", "ms", None),
+    ("saga", "service_cpu_relay_ms", "service: CPU per order, relay", "ms", None),
+    ("saga", "service_cpu_worker_ms", "service: CPU per order, worker", "ms", None),
+    ("saga", "service_cpu_beat_ms", "service: CPU per order, beat", "ms", None),
+    ("saga", "service_cpu_postgres_ms", "service: CPU per order, PostgreSQL", "ms", None),
+    ("saga", "service_sql_per_order", "service: SQL statements per order", "", None),
+    ("saga", "service_commits_per_order", "service: PostgreSQL commits per order", "", None),
+    ("saga", "service_messages_per_order", "service: Celery messages per order", "", None),
     ("saga", "paced_lat_p50", "service @{saga_paced_rate:g}/s: p50", "ms", None),
     ("saga", "paced_lat_p95", "service @{saga_paced_rate:g}/s: p95", "ms", None),
     ("saga", "paced_lat_p99", "service @{saga_paced_rate:g}/s: p99", "ms", ("<=", 1000)),
@@ -38,6 +47,13 @@ FIGURES = [
     ("saga", "http_lat_p50", "HTTP burst: p50", "ms", None),
     ("saga", "http_lat_p95", "HTTP burst: p95", "ms", None),
     ("saga", "http_lat_p99", "HTTP burst: p99", "ms", None),
+    ("saga", "http_cpu_total_ms", "HTTP: CPU per order, all processes", "ms", None),
+    ("saga", "http_cpu_web_ms", "HTTP: CPU per order, web", "ms", None),
+    ("saga", "http_cpu_producer_ms", "HTTP: CPU per order, HTTP clients", "ms", None),
+    ("saga", "http_cpu_postgres_ms", "HTTP: CPU per order, PostgreSQL", "ms", None),
+    ("saga", "http_sql_per_order", "HTTP: SQL statements per order", "", None),
+    ("saga", "http_commits_per_order", "HTTP: PostgreSQL commits per order", "", None),
+    ("saga", "http_messages_per_order", "HTTP: Celery messages per order", "", None),
     ("latency", "steady_p50", "@{latency_rate:g}/s commit->handler p50", "ms", ("<=", 25)),
     ("latency", "steady_p95", "@{latency_rate:g}/s p95", "ms", None),
     ("latency", "steady_p99", "@{latency_rate:g}/s p99", "ms", ("<=", 150)),
@@ -197,6 +213,8 @@ def fmt(value, unit: str) -> str:
         return f"{value:,.0f}"
     if unit == "x":
         return f"{value:.2f}"
+    if unit == "":
+        return f"{value:.1f}"
     if unit in ("ms", "MB", "%"):
         return f"{value:.1f}" if abs(value) < 1000 else f"{value:,.0f}"
     return f"{value:g}"
@@ -213,7 +231,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             (
                 SCENARIO_TITLES[row["scenario"]],
-                f"{row['figure']} [{unit}]",
+                f"{row['figure']} [{unit}]" if unit else row["figure"],
                 fmt(row["median"], unit),
                 fmt(row["min"], unit),
                 fmt(row["max"], unit),

@@ -62,6 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS),
         help="a Redis database of the bench's own: it is flushed",
     )
+    p.add_argument(
+        "--database-prefix",
+        default=os.environ.get("BENCH_DATABASE_PREFIX", "shop_bench"),
+        help="name of the database created and dropped: <prefix>_<random> (default shop_bench)",
+    )
     p.add_argument("--producers", type=int, default=2, help="load-producing processes")
     p.add_argument(
         "--concurrency",
@@ -75,6 +80,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="shop.settings",
         help="settings module for every process: an A/B experiment such as\n"
         "bench.experiments.new_connection_per_task (default shop.settings)",
+    )
+    p.add_argument(
+        "--ab",
+        default=None,
+        metavar="SETTINGS",
+        help="A/B in one invocation: every run of every scenario is run twice, with --settings\n"
+        "(A) then with this settings module (B), for the processes the scenario starts and\n"
+        "the producers (not the bench process: the publish scenario measures A only)",
     )
     p.add_argument("--profile", action="store_true", help="py-spy the relay and worker")
     p.add_argument("--output", type=Path, default=None, help="JSON path (var/bench/<ts>.json)")
@@ -116,6 +129,7 @@ class BenchRun:
         self.database: Database | None = None
         self.bench: Bench | None = None
         self.results: dict = {}
+        self.results_b: dict = {}  # --ab: the B settings' runs
         self.report: dict = {}
         self.failed = self.interrupted = False
 
@@ -143,8 +157,7 @@ class BenchRun:
         """The Redis database locked, a database created and migrated, Django set up here."""
         args = self.args
         self.redis_db.acquire()
-        prefix = os.environ.get("BENCH_DATABASE_PREFIX", "shop_bench")
-        self.database = Database(self.postgres, f"{prefix}_{secrets.token_hex(4)}")
+        self.database = Database(self.postgres, f"{args.database_prefix}_{secrets.token_hex(4)}")
         self.database.create()
         env = child_env(
             database_url=self.database.url,
@@ -207,7 +220,11 @@ class BenchRun:
         """Every run of one scenario; then the JSON is rewritten, so that an interrupted long
         run keeps what it measured."""
         result = self.results[scenario] = {"runs": [], "errors": [], "checks_ok": True}
+        if self.args.ab:
+            self.results_b[scenario] = {"runs": [], "errors": [], "checks_ok": True}
         for run in range(self.args.runs):
+            if self.args.ab:
+                self._measure_b(scenario, run)
             say(f"{SCENARIO_TITLES[scenario]}: run {run + 1}/{self.args.runs}")
             outcome = self._run_once(scenario, run)
             if outcome is None:
@@ -231,7 +248,27 @@ class BenchRun:
             },
         )
 
-    def _run_once(self, scenario: str, run: int) -> dict | None:
+    def _measure_b(self, scenario: str, run: int) -> None:
+        """One run with the B settings (--ab), before the A run of the same number; the two
+        alternate, so that both see the machine's load alike."""
+        result = self.results_b[scenario]
+        say(f"{SCENARIO_TITLES[scenario]}: run {run + 1}/{self.args.runs}, B ({self.args.ab})")
+        self.bench.settings_module = self.args.ab
+        try:
+            outcome = self._run_once(scenario, run, results=self.results_b)
+        finally:
+            self.bench.settings_module = None
+        if outcome is None:
+            return
+        if outcome.get("checks_ok") is False:
+            result["checks_ok"] = False
+            self.failed = True
+            say(f"{scenario} run {run + 1} (B): a correctness check failed (see the JSON)")
+        result["runs"].append(outcome)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in outcome["figures"].items() if v is not None)
+        say(f"  B: {shown}")
+
+    def _run_once(self, scenario: str, run: int, results: dict | None = None) -> dict | None:
         from bench.scenarios import SCENARIOS
 
         began = time.monotonic()
@@ -248,7 +285,7 @@ class BenchRun:
             outcome["loadavg_1m"] = os.getloadavg()[0]
             return outcome
         self.failed = True
-        self.results[scenario]["errors"].append(error)
+        (self.results if results is None else results)[scenario]["errors"].append(error)
         self.bench.stop()
         return None
 
@@ -281,6 +318,12 @@ class BenchRun:
                 "ok": not self.failed,
             }
         )
+        if args.ab:
+            self.report["ab"] = {
+                "settings_module": args.ab,
+                "table": aggregate(self.results_b, self.sizes),
+                "scenarios": self.results_b,
+            }
         if args.profile and self.bench is not None and self.bench.profile_dir is not None:
             from bench.profile import summarise_dir
 
@@ -293,6 +336,11 @@ class BenchRun:
             f"{'; settings ' + args.settings if args.settings != 'shop.settings' else ''})"
         )
         print(f"\n{title}\n\n{table(rows)}\n")
+        if args.ab:
+            print(f"B: settings {args.ab}, same invocation, runs alternated with A's\n")
+            print(f"{table(self.report['ab']['table'])}\n")
+            if any(r["errors"] or not r["checks_ok"] for r in self.results_b.values()):
+                print("B: an error or a failed check; see the JSON's ab key")
         for scenario, outcome in self.results.items():
             for error in outcome["errors"]:
                 print(f"{scenario}: ERROR {error.strip().splitlines()[-1]}")

@@ -16,6 +16,7 @@ from bench import bus_scenarios
 from bench.measure import (
     BenchError,
     CpuWindow,
+    PgBackendCpu,
     PgWindow,
     percentile,
     pss_kb,
@@ -461,9 +462,11 @@ def _saga_measure(
 
     key = f"bench:placed:{tag}"
     batch = bench.producers_run(kind, total=total, n=n, tag=tag, stamps_key=key, **spec)
+    costs = SagaCosts(bench)
+    costs.__enter__()
     with CpuWindow(bench.alive()) as window, PgWindow() as pg:
         started = batch.go()
-        batch.results(timeout=timeout)
+        costs.producers = batch.results(timeout=timeout)
         placed = bench.stamps(key)
         references = [k for k in placed if isinstance(k, str)]
         if references:  # placed over HTTP: the API answers the order's reference
@@ -498,7 +501,70 @@ def _saga_measure(
         **window.describe(),
     }
     _outbox_settle(bench, timeout)
+    costs.__exit__(None, None, None)
+    cost = costs.per_order(len(ids))
+    figures.update(cost["figures"])
+    details["costs"] = cost["details"]
     return figures, details
+
+
+class SagaCosts:
+    """What the orders of one saga measurement cost, per order, from the release of the
+    producers until every delivery is done (so the steps after the terminal event count too):
+    CPU by process kind (producers or web, relay, worker, beat, PostgreSQL backends), SQL
+    statements by process kind (bench/benchapp/counting.py), PostgreSQL commits, and Celery
+    task messages run (each a broker message: the relay's wake-ups and ticks, the deliveries).
+    """
+
+    def __init__(self, bench: Bench):
+        self.bench = bench
+        self.producers: list[dict] = []
+
+    def __enter__(self) -> SagaCosts:
+        from bench.benchapp.counting import read
+
+        self.counts_start = read(self.bench.r)
+        self.cpu = CpuWindow(self.bench.alive()).__enter__()
+        self.pg = PgWindow().__enter__()
+        self.pg_cpu = PgBackendCpu().__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from bench.benchapp.counting import read
+
+        self.pg_cpu.__exit__(*exc)
+        self.cpu.__exit__(*exc)
+        self.pg.__exit__(*exc)
+        # Counts are added after each task: the last one's a moment after it is marked done.
+        time.sleep(0.5)
+        end = read(self.bench.r)
+        self.counts = {k: v - self.counts_start.get(k, 0) for k, v in end.items()}
+
+    def per_order(self, orders: int) -> dict:
+        cpu_s = dict(self.cpu.proc_cpu_s)
+        cpu_s["producer"] = sum(r.get("cpu_s", 0.0) for r in self.producers)
+        cpu_s["postgres"] = self.pg_cpu.cpu_s
+        cpu_ms = {k: 1000 * v / orders for k, v in cpu_s.items()}
+        cpu_ms["total"] = sum(cpu_ms.values())
+        sql = {k.split(":")[0]: v for k, v in self.counts.items() if k.endswith(":sql")}
+        sql["producer"] = sum(r.get("sql", 0) for r in self.producers)
+        tasks = {k.split(":")[0]: v for k, v in self.counts.items() if k.endswith(":tasks")}
+        pg = self.pg.per_item(orders)
+        figures = {f"cpu_{k}_ms": v for k, v in cpu_ms.items()}
+        figures["sql_per_order"] = sum(sql.values()) / orders
+        figures["commits_per_order"] = pg["pg_commits_per_item"]
+        figures["messages_per_order"] = sum(tasks.values()) / orders
+        return {
+            "figures": figures,
+            "details": {
+                "cpu_seconds": cpu_s,
+                "sql_per_order": {k: v / orders for k, v in sql.items()},
+                "tasks_per_order": {k: v / orders for k, v in tasks.items()},
+                "postgres_backends_seen": self.pg_cpu.backends,
+                **pg,
+                **self.cpu.describe(),
+            },
+        }
 
 
 def saga(bench: Bench, run: int) -> dict:
@@ -510,10 +576,12 @@ def saga(bench: Bench, run: int) -> dict:
     bench.reset()
     s = bench.sizes
     figures, details = {}, {}
+    bench.counting = True  # statements and tasks per process (bench/benchapp/counting.py)
     with bench.system(relay=True, worker=True, beat=True, web=s.saga_http > 0):
+        bench.counting = False
         customer_id, api_token = _saga_setup(bench, run)
         _warm_up(bench)
-        common = {"customer_id": customer_id, "skus": SAGA_SKUS}
+        common = {"customer_id": customer_id, "skus": SAGA_SKUS, "count_sql": True}
         burst, d = _saga_measure(
             bench,
             "order_service",

@@ -193,12 +193,19 @@ class Bench:
         )
         self.concurrency = concurrency
         self.web_workers = web_workers
+        self.counting = False
+        self.settings_module: str | None = None  # --ab: the B settings, while B runs
 
     def _env_for(self, name: str) -> dict:
         return {
             "WORKER_CONCURRENCY": str(self.concurrency),
             "WEB_CONCURRENCY": str(self.web_workers),
             "PORT": str(self.web_port or 8000),
+            # Per-process statement and task counts (bench/benchapp/counting.py), when a
+            # scenario asks for them.
+            "BENCH_PROCESS": name,
+            **({"DJANGO_SETTINGS_MODULE": self.settings_module} if self.settings_module else {}),
+            "BENCH_COUNT": "1" if self.counting else "0",
         }
 
     # --- state ---------------------------------------------------------------------------------
@@ -309,6 +316,11 @@ class Bench:
     def producers_run(self, kind: str, *, total: int, n: int, tag: str, **spec) -> ProducerBatch:
         return ProducerBatch(self, kind, total=total, n=n, tag=tag, **spec)
 
+    def producer_env(self) -> dict:
+        if self.settings_module:
+            return {**self.env, "DJANGO_SETTINGS_MODULE": self.settings_module}
+        return self.env
+
     # --- observations --------------------------------------------------------------------------
 
     def starts(self, tag: str) -> dict[int, float]:
@@ -352,7 +364,7 @@ class ProducerBatch:
                 subprocess.Popen(
                     [sys.executable, "-m", "bench.producer", json.dumps(item)],
                     cwd=ROOT,
-                    env=bench.env,
+                    env=bench.producer_env(),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import BigIntegerField, Case, F, OuterRef, Subquery, Value, When
 
 from inventory.events import (
     ProductCatalogued,
@@ -167,11 +167,9 @@ def stock_reserve(*, order_id: int, lines: Iterable[StockLine]) -> StockReservat
     An unknown sku has 0 units available.
     """
     requested = _lines_validate(order_id=order_id, lines=lines)
-    existing = StockReservation.objects.filter(order_id=order_id).first()
-    if existing is not None:
-        return existing
-
     # Sku order for every locker: two orders for the same products queue, never deadlock.
+    # The reservation is looked for once, under these locks: a duplicate (rare) waits for them
+    # instead of costing every first delivery a read of its own.
     levels = {
         level.product.sku: level
         for level in StockLevel.objects.select_for_update(of=("self",))
@@ -179,7 +177,8 @@ def stock_reserve(*, order_id: int, lines: Iterable[StockLine]) -> StockReservat
         .filter(product__sku__in=requested)
         .order_by("product__sku")
     }
-    # A concurrent duplicate for this order held the same locks; now it has committed.
+    # Already reserved (a duplicate delivery; or cancelled first), or a concurrent duplicate for
+    # this order held the same locks and has now committed.
     existing = StockReservation.objects.filter(order_id=order_id).first()
     if existing is not None:
         return existing
@@ -211,8 +210,7 @@ def stock_reserve(*, order_id: int, lines: Iterable[StockLine]) -> StockReservat
         )
         return reservation
 
-    for sku, quantity in requested.items():
-        StockLevel.objects.filter(pk=levels[sku].pk).update(reserved=F("reserved") + quantity)
+    _levels_add({levels[sku].pk: quantity for sku, quantity in requested.items()}, reserved=+1)
     publish(
         StockUpdated(
             reservation_id=reservation.pk,
@@ -239,21 +237,41 @@ def stock_fulfil(*, order_id: int) -> StockReservation | None:
     if reservation.status != StockReservation.Status.RESERVED:
         return reservation
 
-    quantities = dict(reservation.lines.values_list("sku", "quantity"))
+    # The reservation's lines with their stock rows, locked in sku order, in one statement.
+    lines = StockReservationLine.objects.filter(reservation=reservation)
     levels = (
         StockLevel.objects.select_for_update(of=("self",))
-        .filter(product__sku__in=quantities)
-        .order_by("product__sku")
-        .values_list("pk", "product__sku")
-    )
-    for pk, sku in list(levels):
-        quantity = quantities[sku]
-        StockLevel.objects.filter(pk=pk).update(
-            on_hand=F("on_hand") - quantity, reserved=F("reserved") - quantity
+        .filter(product__sku__in=lines.values("sku"))
+        .annotate(
+            quantity=Subquery(lines.filter(sku=OuterRef("product__sku")).values("quantity")[:1])
         )
+        .order_by("product__sku")
+        .values_list("pk", "quantity")
+    )
+    _levels_add(dict(levels), on_hand=-1, reserved=-1)
     reservation.status = StockReservation.Status.FULFILLED
     reservation.save(update_fields=["status", "updated_at"])
     return reservation
+
+
+def _levels_add(quantities: Mapping[int, int], **signs: int) -> None:
+    """Add (sign +1) or take (-1) each stock row's quantity (by pk) to or from the fields named,
+    in one UPDATE for all rows. The caller holds the rows' locks, taken in sku order."""
+    if not quantities:
+        return
+    if len(quantities) == 1:
+        delta = Value(next(iter(quantities.values())), output_field=BigIntegerField())
+    else:
+        delta = Case(
+            *(When(pk=pk, then=Value(quantity)) for pk, quantity in quantities.items()),
+            output_field=BigIntegerField(),
+        )
+    StockLevel.objects.filter(pk__in=list(quantities)).update(
+        **{
+            field: F(field) + delta if sign > 0 else F(field) - delta
+            for field, sign in signs.items()
+        }
+    )
 
 
 @transaction.atomic

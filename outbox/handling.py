@@ -67,6 +67,7 @@ def delivery_handle(*, delivery_id: int) -> str:
     retried with backoff and dead-lettered like any other failure instead of running forever.
     """
     ran: _Run | None = None
+    delivery: Delivery | None = None
     try:
         with transaction.atomic():
             delivery = _pending_lock(delivery_id)
@@ -78,21 +79,37 @@ def delivery_handle(*, delivery_id: int) -> str:
                 return _stale_record(delivery)
             with _run_context(delivery) as span:
                 ran = _run(delivery)
+                if ran.error is not None:
+                    # What the failure will record, unless a duplicate got there first.
+                    expected = "dead" if ran.attempt >= ran.max_attempts else "retry"
+                    handler_span_end(span, expected, ran.error)
+                    raise _HandlerFailed(ran)
                 outcome = _outcome_record(delivery, ran)
-                handler_span_end(span, outcome, ran.error)
+                handler_span_end(span, outcome)
                 return outcome
     except Exception as exc:
         if ran is None:
             raise  # the handler never ran: nothing to count (the database is unreachable)
-        return _failure_record(delivery_id=delivery_id, error=exc)
+        with log_fields(**_fields(delivery)):
+            if isinstance(exc, _HandlerFailed):
+                return _failure_record(
+                    delivery_id=delivery_id, error=ran.error, seconds=ran.seconds
+                )
+            return _failure_record(delivery_id=delivery_id, error=exc)
 
 
-@contextmanager
-def _run_context(delivery: Delivery):
-    # Every log line of this run, the handler's own included, carries these fields; the run's
-    # span is a child of the span that published the event (its headers).
+class _HandlerFailed(Exception):
+    """The handler raised: its writes go with the whole transaction (there is no savepoint
+    around it), and the attempt is recorded in a transaction of its own."""
+
+    def __init__(self, run: _Run):
+        super().__init__(str(run.error))
+        self.run = run
+
+
+def _fields(delivery: Delivery) -> dict:
     event_row = delivery.event
-    fields = {
+    return {
         "delivery_id": delivery.pk,
         "event_id": str(event_row.event_id),
         "event_type": event_row.type,
@@ -101,6 +118,14 @@ def _run_context(delivery: Delivery):
         "subscriber": delivery.subscriber,
         "attempt": delivery.attempts + 1,
     }
+
+
+@contextmanager
+def _run_context(delivery: Delivery):
+    # Every log line of this run, the handler's own included, carries these fields; the run's
+    # span is a child of the span that published the event (its headers).
+    event_row = delivery.event
+    fields = _fields(delivery)
     with (
         log_fields(**fields),
         handler_span(
@@ -111,8 +136,10 @@ def _run_context(delivery: Delivery):
 
 
 def _run(delivery: Delivery) -> _Run:
-    """Run the subscriber's handler on the delivery's event, in a savepoint: a handler that
-    raises has its writes undone, and the exception is returned, not raised."""
+    """Run the subscriber's handler on the delivery's event; the exception of a handler that
+    raises is returned, not raised. No savepoint of its own (two statements per delivery): the
+    caller rolls the whole transaction back when the handler failed, which undoes its writes,
+    and records the attempt in a transaction of its own."""
     event_row = delivery.event
     attempt = delivery.attempts + 1
     max_attempts = _max_attempts(delivery.subscriber)
@@ -141,7 +168,7 @@ def _run(delivery: Delivery) -> _Run:
             subscriber=delivery.subscriber,
             attempt=attempt,
         )
-        with handling(context), transaction.atomic():
+        with handling(context):
             subscriber.handler(event)
     except Exception as exc:
         return _Run(attempt, max_attempts, time.perf_counter() - started, exc)
@@ -217,13 +244,14 @@ def _outcome_record(delivery: Delivery, run: _Run) -> str:
     return outcome
 
 
-def _failure_record(*, delivery_id: int, error: BaseException) -> str:
-    """The run's transaction failed after the handler ran: count the attempt on its own."""
+def _failure_record(*, delivery_id: int, error: BaseException, seconds: float = 0.0) -> str:
+    """The handler raised, or the run's transaction failed after it: that transaction is rolled
+    back; count the attempt in one of its own."""
     with transaction.atomic():
         delivery = _pending_lock(delivery_id)
         if delivery is None:
             return "skipped"  # a duplicate finished it meanwhile
-        run = _Run(delivery.attempts + 1, _max_attempts(delivery.subscriber), 0.0, error)
+        run = _Run(delivery.attempts + 1, _max_attempts(delivery.subscriber), seconds, error)
         return _outcome_record(delivery, run)
 
 

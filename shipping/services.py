@@ -42,10 +42,9 @@ def shipment_schedule(
     StockUpdated that arrives after the order's cancellation schedules nothing.
     """
     lines = _lines_validate(order_id=order_id, lines=lines)
-    existing = Shipment.objects.filter(order_id=order_id).first()
-    if existing is not None:
-        return existing
-
+    # No read first: the insert finds an existing shipment (a duplicate delivery, or one
+    # cancelled before it was scheduled) by the order's uniqueness, below, for one statement
+    # less on every first delivery.
     carrier, prefix = carrier_for(order_id=order_id)
     for attempt in range(1, _TRACKING_ATTEMPTS + 1):
         shipment = Shipment(
@@ -60,7 +59,8 @@ def shipment_schedule(
                 shipment.save()
             break
         except IntegrityError:
-            # A concurrent duplicate for this order committed first: its shipment is the one.
+            # The order has its shipment already (or a concurrent duplicate committed first):
+            # that one is the shipment.
             existing = Shipment.objects.filter(order_id=order_id).first()
             if existing is not None:
                 return existing

@@ -279,6 +279,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Celery's Django fix-up closes every database connection around every task unless this is set;
 # shop/celery.py then closes them as Django does after a request (CONN_MAX_AGE, broken ones).
 CELERY_DB_REUSE_MAX = 2**31
+# No task of the shop has a rate limit: the worker skips the bookkeeping per message.
+CELERY_WORKER_DISABLE_RATE_LIMITS = True
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- The outbox -------------------------------------------------------------------------------
@@ -445,6 +447,16 @@ LOGGING_CONFIG = "shop.observability.logs.configure"
 from shop.observability.logs import logging_settings  # noqa: E402
 
 LOGGING = logging_settings(level=os.environ.get("LOG_LEVEL", "INFO").upper(), renderer=LOG_FORMAT)
+# Celery's two INFO lines per task message ("Task ... received", "Task ... succeeded in ...")
+# were about a tenth of a worker's CPU per saga order (docs/benchmarks.md, experiment
+# celery_lean_worker); LOG_LEVEL=DEBUG keeps them, and a task that fails is logged at any level.
+if os.environ.get("LOG_LEVEL", "INFO").upper() != "DEBUG":
+    LOGGING["loggers"].update(
+        {
+            "celery.worker.strategy": {"level": "WARNING"},
+            "celery.app.trace": {"level": "WARNING"},
+        }
+    )
 
 # Prometheus: every process (web, worker, relay, beat) counts into files in this folder, and
 # /metrics adds them up. prometheus_client reads the variable when it is imported, so it is

@@ -1,0 +1,102 @@
+"""What each step of the saga costs in SQL statements, pinned per backend.
+
+A happy order's deliveries run here, one at a time, on the real delivery path (lock, handler,
+record; `outbox/handling.py`), each under ``django_assert_max_num_queries`` with the count its
+subscriber may spend. A change that adds a statement to a saga step fails here, so the cost
+per order that `make bench` measures (docs/benchmarks.md) cannot creep back unnoticed.
+
+The counts include transaction control Django sends as statements: here, inside the test's
+transaction, the delivery's own transaction is a savepoint (2 statements that are BEGIN and
+COMMIT in production), and the savepoints of the services' ``atomic`` blocks.
+"""
+
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from inventory.models import StockLevel
+from inventory.services import product_create
+from orders.models import Order
+from orders.services import order_place
+from outbox.handling import delivery_handle
+from outbox.models import Delivery
+from tests.support import is_postgres
+
+pytestmark = pytest.mark.django_db
+
+# subscriber: (PostgreSQL, SQLite). Before the cuts (PostgreSQL): 14, 11, 19, 11, 14, 12, 14.
+STATEMENTS = {
+    "payments.payment_charge_on_order_placed": (12, 13),
+    "orders.order_mark_paid_on_payment_completed": (9, 9),
+    "inventory.stock_reserve_on_payment_completed": (15, 16),
+    "orders.order_mark_stock_reserved_on_stock_updated": (9, 9),
+    "shipping.shipment_schedule_on_stock_updated": (11, 12),
+    "orders.order_complete_on_shipping_scheduled": (10, 10),
+    "inventory.stock_fulfil_on_shipping_scheduled": (10, 10),
+}
+
+
+@pytest.fixture(autouse=True)
+def quiet(monkeypatch):
+    # No broker: the deliveries are run here.
+    monkeypatch.setattr("outbox.publisher.relay_wake", lambda: None)
+
+
+def _deliver_all(assert_max) -> list[str]:
+    """Every pending delivery, oldest first, until none is left; the subscribers run."""
+    ran = []
+    while pending := list(Delivery.objects.filter(status="pending").order_by("id")):
+        for delivery in pending:
+            if delivery.subscriber in STATEMENTS:
+                limit = STATEMENTS[delivery.subscriber][0 if is_postgres() else 1]
+                with assert_max(limit):
+                    outcome = delivery_handle(delivery_id=delivery.pk)
+            else:
+                outcome = delivery_handle(delivery_id=delivery.pk)
+            assert outcome == "done", delivery.subscriber
+            ran.append(delivery.subscriber)
+    return ran
+
+
+def test_each_saga_step_stays_within_its_statements(django_assert_max_num_queries):
+    product_create(sku="MUG", name="Mug", price=Decimal("9.50"), stock=100)
+    product_create(sku="TEE", name="Tee", price=Decimal("20.00"), stock=100)
+    _deliver_all(django_assert_max_num_queries)  # the catalogue reaches orders
+    customer = get_user_model().objects.create_user("alice")
+    order, _ = order_place(
+        customer=customer,
+        lines=[{"sku": "MUG", "quantity": 1}, {"sku": "TEE", "quantity": 2}],
+        payment_token="tok_visa",
+    )
+
+    ran = _deliver_all(django_assert_max_num_queries)
+
+    assert set(STATEMENTS) <= set(ran)
+    assert Order.objects.get(pk=order.pk).status == "completed"
+    # One UPDATE for all the order's stock rows moved each row by its own line.
+    stock = dict(StockLevel.objects.values_list("product__sku", "on_hand"))
+    reserved = dict(StockLevel.objects.values_list("product__sku", "reserved"))
+    assert stock == {"MUG": 99, "TEE": 98}
+    assert reserved == {"MUG": 0, "TEE": 0}
+
+
+def test_a_reservation_moves_each_stock_row_by_its_own_line():
+    from inventory.services import stock_fulfil, stock_reserve
+    from payments.events import PaidLine
+
+    for sku in ("A", "B", "C"):
+        product_create(sku=sku, name=sku, price=Decimal("1.00"), stock=10)
+    lines = (PaidLine(sku="C", quantity=3), PaidLine(sku="A", quantity=1))
+    stock_reserve(order_id=7, lines=lines)
+    levels = {
+        s: (h, r)
+        for s, h, r in StockLevel.objects.values_list("product__sku", "on_hand", "reserved")
+    }
+    assert levels == {"A": (10, 1), "B": (10, 0), "C": (10, 3)}
+    stock_fulfil(order_id=7)
+    levels = {
+        s: (h, r)
+        for s, h, r in StockLevel.objects.values_list("product__sku", "on_hand", "reserved")
+    }
+    assert levels == {"A": (9, 0), "B": (10, 0), "C": (7, 0)}
