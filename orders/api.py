@@ -335,7 +335,7 @@ class OrderListCreateApi(OrdersApi):
         try:
             order, _created = order_place(
                 customer=request.user,
-                lines=[dict(line) for line in data["lines"]],
+                lines=list(data["lines"]),
                 payment_token=data["payment_token"],
                 idempotency_key=idempotency_key,
             )

@@ -303,24 +303,10 @@ def _key(kind: str, order_id: int) -> str:
 
 
 def _attempt_prepare(*, kind: str, order_id: int, amount: Decimal, currency: str) -> None:
-    attempt = (
-        GatewayAttempt.objects.select_for_update().filter(order_id=order_id, kind=kind).first()
+    attempt, created = _attempt_get_or_create(
+        kind=kind, order_id=order_id, amount=amount, currency=currency
     )
-    if attempt is None:
-        try:
-            with transaction.atomic():
-                GatewayAttempt.objects.create(
-                    kind=kind,
-                    order_id=order_id,
-                    idempotency_key=_key(kind, order_id),
-                    amount=amount,
-                    currency=currency,
-                    runs=1,
-                )
-            return
-        except IntegrityError:  # a concurrent duplicate recorded it first
-            attempt = GatewayAttempt.objects.select_for_update().get(order_id=order_id, kind=kind)
-    if attempt.state != GatewayAttempt.State.ATTEMPTING:
+    if created or attempt.state != GatewayAttempt.State.ATTEMPTING:
         return
     # An earlier run may have called the gateway: ask it before anything calls again.
     gateway = gateway_get()
@@ -348,14 +334,23 @@ def _attempt_prepare(*, kind: str, order_id: int, amount: Decimal, currency: str
 def _attempt_lock(*, kind: str, order_id: int, amount: Decimal, currency: str) -> GatewayAttempt:
     """The order's attempt of this kind, locked; recorded now (in the caller's transaction) when
     no ``prepare`` recorded it, as for a direct call of the service."""
-    attempt = (
-        GatewayAttempt.objects.select_for_update().filter(order_id=order_id, kind=kind).first()
+    attempt, _ = _attempt_get_or_create(
+        kind=kind, order_id=order_id, amount=amount, currency=currency
     )
+    return attempt
+
+
+def _attempt_get_or_create(
+    *, kind: str, order_id: int, amount: Decimal, currency: str
+) -> tuple[GatewayAttempt, bool]:
+    """The order's attempt of this kind, locked, and whether it was recorded just now."""
+    locked = GatewayAttempt.objects.select_for_update()
+    attempt = locked.filter(order_id=order_id, kind=kind).first()
     if attempt is not None:
-        return attempt
+        return attempt, False
     try:
         with transaction.atomic():
-            return GatewayAttempt.objects.create(
+            attempt = GatewayAttempt.objects.create(
                 kind=kind,
                 order_id=order_id,
                 idempotency_key=_key(kind, order_id),
@@ -363,8 +358,9 @@ def _attempt_lock(*, kind: str, order_id: int, amount: Decimal, currency: str) -
                 currency=currency,
                 runs=1,
             )
-    except IntegrityError:
-        return GatewayAttempt.objects.select_for_update().get(order_id=order_id, kind=kind)
+        return attempt, True
+    except IntegrityError:  # a concurrent duplicate recorded it first
+        return locked.get(order_id=order_id, kind=kind), False
 
 
 def _attempt_outcome_record(attempt: GatewayAttempt, result: ChargeResult | RefundResult) -> None:

@@ -5,42 +5,19 @@ backfill", say what the engine does and what the operator does)."""
 from __future__ import annotations
 
 import pytest
-from django.db import transaction
-from django.utils import timezone
 
-from outbox import publish
-from outbox.handling import delivery_handle
 from outbox.models import Delivery, Event
 from outbox.relay import deliveries_claim
 from outbox.replay import events_replay
 from tests.outbox.defects import PRICES, DefectPriced
+from tests.outbox.test_defects_ordering import SUBSCRIBER, priced, quiet, run  # noqa: F401
 from tests.testapp.models import Effect
-
-SUBSCRIBER = "tests.defect_priced"
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def quiet(monkeypatch, outbox_fast):
-    monkeypatch.setattr("outbox.publisher.relay_wake", lambda: None)
-    monkeypatch.setattr("outbox.replay.relay_wake", lambda: None)
-    PRICES.clear()
-
-
-def priced(defect_id: str, price: str) -> Event:
-    with transaction.atomic():
-        return publish(DefectPriced(defect_id=defect_id, price=price))
-
-
 def delivery_of(event: Event) -> Delivery:
     return Delivery.objects.get(event=event, subscriber=SUBSCRIBER)
-
-
-def run(event: Event) -> str:
-    delivery = delivery_of(event)
-    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
-    return delivery_handle(delivery_id=delivery.pk)
 
 
 def published_by_old_code(defect_id: str, price: str) -> Event:

@@ -133,7 +133,8 @@ def test_a_lost_capture_dead_lettered_and_replayed_after_the_key_is_forgotten_is
     assert published("payments.PaymentCompleted") == published("payments.PaymentFailed") == 0
 
 
-def test_an_operator_resolves_a_forgotten_capture_and_the_replay_completes_the_payment(flaky):
+def unresolved_charge(flaky: FlakyGateway) -> Delivery:
+    """A capture whose reply was lost, dead-lettered, replayed days later: its dead delivery."""
     flaky.lose_replies = flaky.lookups_down = True
     event_deliver(order_placed(), subscriber=CHARGE)
     delivery = Delivery.objects.get(subscriber=CHARGE)
@@ -142,6 +143,11 @@ def test_an_operator_resolves_a_forgotten_capture_and_the_replay_completes_the_p
     flaky.lose_replies = flaky.lookups_down = False
     deliveries_replay(Delivery.objects.filter(pk=delivery.pk))
     run_until_settled(delivery)
+    return delivery
+
+
+def test_an_operator_resolves_a_forgotten_capture_and_the_replay_completes_the_payment(flaky):
+    delivery = unresolved_charge(flaky)
     [charge_id] = charges_made()
 
     call_command(
@@ -165,15 +171,7 @@ def test_an_operator_resolves_a_forgotten_capture_and_the_replay_completes_the_p
 
 
 def test_a_charge_not_made_by_the_operators_word_fails_the_payment_without_charging(flaky):
-    flaky.lose_replies = flaky.lookups_down = True
-    event_deliver(order_placed(), subscriber=CHARGE)
-    delivery = Delivery.objects.get(subscriber=CHARGE)
-    run_until_settled(delivery)
-    days_pass()
-    flaky.lose_replies = flaky.lookups_down = False
-    deliveries_replay(Delivery.objects.filter(pk=delivery.pk))
-    run_until_settled(delivery)
-
+    delivery = unresolved_charge(flaky)
     payment_attempt_resolve(order_id=1, kind="charge", reference="", note="not in the dashboard")
     deliveries_replay(Delivery.objects.filter(pk=delivery.pk))
     assert run_until_settled(delivery) == "done"
