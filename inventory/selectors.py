@@ -3,7 +3,7 @@
 from django.db.models import F, IntegerField, QuerySet, Value
 from django.db.models.functions import Coalesce
 
-from inventory.models import Product, StockReservation
+from inventory.models import Product
 
 
 def product_list() -> QuerySet[Product]:
@@ -24,7 +24,3 @@ def product_list() -> QuerySet[Product]:
 def product_get(*, sku: str) -> Product:
     """One product with ``available`` annotated; raises ``Product.DoesNotExist``."""
     return product_list().get(sku=sku)
-
-
-def stock_reservation_get(*, order_id: int) -> StockReservation | None:
-    return StockReservation.objects.prefetch_related("lines").filter(order_id=order_id).first()

@@ -25,10 +25,10 @@ from outbox import metrics, sql
 from outbox.conf import outbox_settings
 from outbox.context import Handling, handling
 from outbox.errors import UnknownSubscriber
-from outbox.events import EventMeta, event_load
+from outbox.events import DomainEvent, EventMeta, event_load
 from outbox.logcontext import log_fields
 from outbox.models import Delivery
-from outbox.registry import subscriber_get
+from outbox.registry import Subscriber, subscriber_get
 from outbox.tracing import handler_span, handler_span_end
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ def delivery_handle(*, delivery_id: int) -> str:
     """Handle one delivery; returns what happened: done, retry, dead, waiting, stale or skipped.
 
     Three steps in one transaction: load and lock the delivery, run its handler, record the
-    outcome. ``skipped`` means there was nothing to do: already done or dead, not due yet (a
+    outcome. A subscriber with ``prepare=`` has it run first, in a transaction of its own that
+    locks the delivery the same way and commits before the handler's begins.
+    ``skipped`` means there was nothing to do: already done or dead, not due yet (a
     duplicate message during the retry backoff), or another worker holds it right now (its row
     is locked), which on PostgreSQL is how a duplicate steps aside. ``stale``: an ordered
     subscriber has already handled a later event of the aggregate, so this one is not applied.
@@ -68,25 +70,34 @@ def delivery_handle(*, delivery_id: int) -> str:
     """
     ran: _Run | None = None
     delivery: Delivery | None = None
+    prepared = False
     try:
-        with transaction.atomic():
-            delivery = _pending_lock(delivery_id)
-            if delivery is None:
-                return "skipped"
-            if delivery.ordered and _has_undone_predecessor(delivery):
-                return _waiting_record(delivery)
-            if delivery.ordered and _has_done_successor(delivery):
-                return _stale_record(delivery)
-            with _run_context(delivery) as span:
-                ran = _run(delivery)
-                if ran.error is not None:
-                    # What the failure will record, unless a duplicate got there first.
-                    expected = "dead" if ran.attempt >= ran.max_attempts else "retry"
-                    handler_span_end(span, expected, ran.error)
-                    raise _HandlerFailed(ran)
-                outcome = _outcome_record(delivery, ran)
-                handler_span_end(span, outcome)
-                return outcome
+        while True:
+            with transaction.atomic():
+                delivery = _pending_lock(delivery_id)
+                if delivery is None:
+                    return "skipped"
+                if delivery.ordered and _has_undone_predecessor(delivery):
+                    return _waiting_record(delivery)
+                if delivery.ordered and _has_done_successor(delivery):
+                    return _stale_record(delivery)
+                if not prepared and (prepare := _prepare_of(delivery)) is not None:
+                    # Commit what prepare wrote, then lock the delivery again and run.
+                    prepared = True
+                    failed = _prepare_run(delivery, prepare)
+                    if failed is not None:
+                        return failed
+                    continue
+                with _run_context(delivery) as span:
+                    ran = _run(delivery)
+                    if ran.error is not None:
+                        # What the failure will record, unless a duplicate got there first.
+                        expected = "dead" if ran.attempt >= ran.max_attempts else "retry"
+                        handler_span_end(span, expected, ran.error)
+                        raise _HandlerFailed(ran)
+                    outcome = _outcome_record(delivery, ran)
+                    handler_span_end(span, outcome)
+                    return outcome
     except Exception as exc:
         if ran is None:
             raise  # the handler never ran: nothing to count (the database is unreachable)
@@ -146,21 +157,7 @@ def _run(delivery: Delivery) -> _Run:
     started = time.perf_counter()
     try:
         subscriber = subscriber_get(delivery.subscriber)
-        event = event_load(
-            type=event_row.type,
-            version=event_row.version,
-            payload=event_row.payload,
-            meta=EventMeta(
-                event_id=event_row.event_id,
-                type=event_row.type,
-                version=subscriber.event_class.version,
-                stored_version=event_row.version,
-                occurred_at=event_row.occurred_at,
-                correlation_id=event_row.correlation_id,
-                causation_id=event_row.causation_id,
-                headers=event_row.headers,
-            ),
-        )
+        event = _event_of(delivery, subscriber)
         context = Handling(
             event_id=event_row.event_id,
             event_type=event_row.type,
@@ -173,6 +170,45 @@ def _run(delivery: Delivery) -> _Run:
     except Exception as exc:
         return _Run(attempt, max_attempts, time.perf_counter() - started, exc)
     return _Run(attempt, max_attempts, time.perf_counter() - started)
+
+
+def _event_of(delivery: Delivery, subscriber: Subscriber) -> DomainEvent:
+    """The delivery's stored event, typed and upcast for its subscriber."""
+    event_row = delivery.event
+    return event_load(
+        type=event_row.type,
+        version=event_row.version,
+        payload=event_row.payload,
+        meta=EventMeta(
+            event_id=event_row.event_id,
+            type=event_row.type,
+            version=subscriber.event_class.version,
+            stored_version=event_row.version,
+            occurred_at=event_row.occurred_at,
+            correlation_id=event_row.correlation_id,
+            causation_id=event_row.causation_id,
+            headers=event_row.headers,
+        ),
+    )
+
+
+def _prepare_of(delivery: Delivery):
+    try:
+        return subscriber_get(delivery.subscriber).prepare
+    except UnknownSubscriber:
+        return None  # the run records it
+
+
+def _prepare_run(delivery: Delivery, prepare) -> str | None:
+    """Run the subscriber's ``prepare`` in a savepoint of the locking transaction, which then
+    commits before the handler runs. None to go on; a failure is recorded as a failed attempt."""
+    try:
+        with transaction.atomic():
+            prepare(_event_of(delivery, subscriber_get(delivery.subscriber)))
+    except Exception as exc:
+        attempt, max_attempts = delivery.attempts + 1, _max_attempts(delivery.subscriber)
+        return _outcome_record(delivery, _Run(attempt, max_attempts, 0.0, exc))
+    return None
 
 
 def _outcome_record(delivery: Delivery, run: _Run) -> str:

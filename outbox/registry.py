@@ -28,6 +28,7 @@ class Subscriber:
     queue: str
     ordered: bool
     max_attempts: int | None
+    prepare: Callable[[DomainEvent], None] | None = None
 
     @property
     def event_type(self) -> str:
@@ -45,16 +46,27 @@ def subscribe(
     queue: str | None = None,
     ordered: bool = False,
     max_attempts: int | None = None,
+    prepare: Callable[[DomainEvent], None] | None = None,
 ):
     """Subscribe the decorated function to ``event`` (a DomainEvent class or type name).
 
     ``ordered=True``: this subscriber receives one aggregate's events in the order they were
     published, even across retries: a later event waits until the earlier one is done.
+
+    ``prepare=``: a function of the event that runs before each run of the handler, in a
+    transaction of its own that commits first (the delivery stays pending). For a handler that
+    calls something outside the database: ``prepare`` records the call it is about to make, so a
+    later run knows that an earlier one may have made it. It writes its own rows only and
+    publishes nothing; it runs again before every retry, so it must be idempotent.
     """
     event_class = event_type_get(event) if isinstance(event, str) else event
     check_declared(event_class)
     if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
         raise SubscriptionError(f"max_attempts must be a positive int, got {max_attempts!r}")
+    if prepare is not None and (ordered or not callable(prepare)):
+        raise SubscriptionError(
+            "prepare= must be callable, and is not offered to ordered subscribers"
+        )
 
     def register(fn: Callable[[DomainEvent], None]) -> Callable[[DomainEvent], None]:
         if not callable(fn):
@@ -72,6 +84,7 @@ def subscribe(
             queue=queue or app_label,
             ordered=ordered,
             max_attempts=max_attempts,
+            prepare=prepare,
         )
         if len(sub.name) > 200:
             raise SubscriptionError(f"subscriber name is longer than 200 characters: {sub.name}")

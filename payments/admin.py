@@ -2,12 +2,13 @@
 
 Editing a payment or a refund by hand would break the saga's invariants (one capture per order,
 one refund per captured payment of a cancelled order) without publishing the events the other
-apps rely on, so both are read-only.
+apps rely on, so they are read-only, and so are the gateway attempts: an unresolved one is
+answered with ``manage.py payments_attempt_resolve``, which keeps those invariants.
 """
 
 from django.contrib import admin
 
-from payments.models import Payment, Refund
+from payments.models import GatewayAttempt, Payment, Refund
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -54,3 +55,14 @@ class RefundAdmin(ReadOnlyAdmin):
     @admin.display(description="order id", ordering="payment__order_id")
     def order_id(self, obj):
         return obj.payment.order_id
+
+
+@admin.register(GatewayAttempt)
+class GatewayAttemptAdmin(ReadOnlyAdmin):
+    """Calls to the gateway that move money. An ``unresolved`` one waits for an operator:
+    ``manage.py payments_attempt_resolve`` (docs/architecture.md, "Calls that move money")."""
+
+    list_display = ["order_id", "kind", "state", "amount", "currency", "runs", "created_at"]
+    list_filter = ["state", "kind"]
+    search_fields = ["=order_id", "=idempotency_key", "=gateway_reference"]
+    date_hierarchy = "created_at"

@@ -4,14 +4,20 @@ The saga calls the gateway from inside a handler's transaction. That transaction
 after the gateway has captured (a crash, a lost connection, a timeout we saw but the gateway did
 not), and the delivery is then retried. Every call therefore carries an idempotency key derived
 from the order, and a gateway must answer a repeated key with the result of the first call:
-that, not our database, is what keeps a payment from being captured twice.
+that, not our database, alone keeps a payment from being captured twice while the gateway
+remembers the key. Gateways forget keys (about a day for real ones), so payments also records
+each attempt before the call and, when a run finds an attempt whose outcome it does not know,
+asks the gateway (``charge_lookup``/``refund_lookup``) instead of calling again
+(payments/services.py).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -56,8 +62,16 @@ class PaymentGateway(ABC):
     """What the payments app needs from a card processor.
 
     Both calls must be idempotent per ``idempotency_key``: the same key returns the same
-    charge or refund, never a second one. Raise ``GatewayUnavailable`` for transient failures.
+    charge or refund, never a second one, for at least ``key_retention`` after its first use.
+    The lookups answer what a key came to (None: the gateway does not know it, because no call
+    with it reached the gateway, or because it has forgotten the key). Raise
+    ``GatewayUnavailable`` for transient failures.
     """
+
+    @property
+    def key_retention(self) -> dt.timedelta:
+        """How long the gateway remembers an idempotency key after its first use."""
+        return dt.timedelta(hours=24)
 
     @abstractmethod
     def charge(
@@ -68,6 +82,12 @@ class PaymentGateway(ABC):
     def refund(
         self, *, charge_id: str, amount: Decimal, currency: str, idempotency_key: str
     ) -> RefundResult: ...
+
+    @abstractmethod
+    def charge_lookup(self, *, idempotency_key: str) -> ChargeResult | None: ...
+
+    @abstractmethod
+    def refund_lookup(self, *, idempotency_key: str) -> RefundResult | None: ...
 
 
 # Test card tokens, as Stripe names them.
@@ -85,6 +105,14 @@ _calls_lock = threading.Lock()
 _calls: OrderedDict[str, int] = OrderedDict()
 _CALLS_KEPT = 100_000
 
+# What the simulated gateway remembers per idempotency key: when it was first used, and what it
+# came to; and every charge and refund it made (a second one for a key it had forgotten shows
+# here). Process memory: a restarted worker's gateway has forgotten every key.
+_ledger: OrderedDict[str, tuple[float, ChargeResult | RefundResult]] = OrderedDict()
+_made: list[tuple[str, str, Decimal]] = []  # (idempotency key, charge or refund id, amount)
+_made_per_key: dict[str, int] = {}
+_clock_offset = 0.0
+
 
 class SimulatedGateway(PaymentGateway):
     """A gateway with no network, for development and tests.
@@ -99,23 +127,41 @@ class SimulatedGateway(PaymentGateway):
     ``re_sim_<...>``), just as a real gateway returns the same charge for the same key: a
     retried or duplicated handler gets the charge it already made, never a second one.
 
+    A key is remembered for ``settings.PAYMENTS["KEY_RETENTION_SECONDS"]`` (a day) after its
+    first use, in this process's memory; a charge with a forgotten key is a new charge (its id
+    gets a ``#n`` suffix in what is hashed), as a real gateway's would be.
+
     Transient failures, read from ``settings.PAYMENTS`` at each call:
 
-    - ``TIMEOUT_RATE`` (0..1): the share of calls that raise ``GatewayUnavailable("timeout")``;
-    - ``TIMEOUTS_PER_CHARGE`` = N: the first N calls for each idempotency key raise it
-      (counted in this process's memory, across threads).
+    - ``TIMEOUT_RATE`` (0..1): the share of calls (lookups too) that raise
+      ``GatewayUnavailable("timeout")``;
+    - ``TIMEOUTS_PER_CHARGE`` = N: the first N charge or refund calls for each idempotency key
+      raise it (counted in this process's memory, across threads).
     """
+
+    @property
+    def key_retention(self) -> dt.timedelta:
+        return dt.timedelta(seconds=_key_retention_seconds())
 
     def charge(
         self, *, amount: Decimal, currency: str, token: str, idempotency_key: str
     ) -> ChargeResult:
         _check_request(amount=amount, currency=currency, idempotency_key=idempotency_key)
         _maybe_time_out(idempotency_key)
-        if token in CAPTURED_TOKENS:
-            return ChargeResult(status="captured", charge_id=_sim_id("ch", idempotency_key))
-        return ChargeResult(
-            status="declined", decline_code=DECLINED_TOKENS.get(token, INVALID_TOKEN)
-        )
+        with _calls_lock:
+            known = _remembered(idempotency_key)
+            if isinstance(known, ChargeResult):
+                return known
+            if token in CAPTURED_TOKENS:
+                result = ChargeResult(
+                    status="captured", charge_id=_new_id("ch", idempotency_key, amount)
+                )
+            else:
+                result = ChargeResult(
+                    status="declined", decline_code=DECLINED_TOKENS.get(token, INVALID_TOKEN)
+                )
+            _remember(idempotency_key, result)
+            return result
 
     def refund(
         self, *, charge_id: str, amount: Decimal, currency: str, idempotency_key: str
@@ -124,15 +170,53 @@ class SimulatedGateway(PaymentGateway):
         if not charge_id.startswith("ch_sim_"):
             raise GatewayError(f"no such charge: {charge_id!r}")
         _maybe_time_out(idempotency_key)
-        return RefundResult(
-            refund_id=_sim_id("re", idempotency_key), amount=amount, currency=currency
-        )
+        with _calls_lock:
+            known = _remembered(idempotency_key)
+            if isinstance(known, RefundResult):
+                return known
+            result = RefundResult(
+                refund_id=_new_id("re", idempotency_key, amount), amount=amount, currency=currency
+            )
+            _remember(idempotency_key, result)
+            return result
+
+    def charge_lookup(self, *, idempotency_key: str) -> ChargeResult | None:
+        _maybe_time_out_rate()
+        with _calls_lock:
+            known = _remembered(idempotency_key)
+        return known if isinstance(known, ChargeResult) else None
+
+    def refund_lookup(self, *, idempotency_key: str) -> RefundResult | None:
+        _maybe_time_out_rate()
+        with _calls_lock:
+            known = _remembered(idempotency_key)
+        return known if isinstance(known, RefundResult) else None
+
+
+def simulated_gateway_made() -> list[tuple[str, str, Decimal]]:
+    """Every charge and refund the simulated gateway made in this process, in order:
+    (idempotency key, charge or refund id, amount). Answers repeated from memory are not in it."""
+    with _calls_lock:
+        return list(_made)
+
+
+def simulated_gateway_advance(seconds: float) -> None:
+    """Move the simulated gateway's clock on (tests: let it forget keys)."""
+    global _clock_offset
+    with _calls_lock:
+        _clock_offset += seconds
 
 
 def simulated_gateway_reset() -> None:
-    """Forget the calls counted for TIMEOUTS_PER_CHARGE (tests start from a clean slate)."""
+    """Forget the calls counted for TIMEOUTS_PER_CHARGE, every key and every charge made, and
+    set the clock back (tests start from a clean slate)."""
+    global _clock_offset
     with _calls_lock:
         _calls.clear()
+        _ledger.clear()
+        _made.clear()
+        _made_per_key.clear()
+        _clock_offset = 0.0
 
 
 def gateway_get() -> PaymentGateway:
@@ -153,6 +237,41 @@ def gateway_get() -> PaymentGateway:
 
 def _sim_id(prefix: str, idempotency_key: str) -> str:
     return f"{prefix}_sim_{hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]}"
+
+
+def _key_retention_seconds() -> float:
+    return float(settings.PAYMENTS.get("KEY_RETENTION_SECONDS", 24 * 3600))
+
+
+def _remembered(idempotency_key: str) -> ChargeResult | RefundResult | None:
+    # Under _calls_lock.
+    entry = _ledger.get(idempotency_key)
+    if entry is None:
+        return None
+    first_used, result = entry
+    if time.time() + _clock_offset - first_used >= _key_retention_seconds():
+        del _ledger[idempotency_key]
+        return None
+    return result
+
+
+def _remember(idempotency_key: str, result: ChargeResult | RefundResult) -> None:
+    # Under _calls_lock.
+    _ledger[idempotency_key] = (time.time() + _clock_offset, result)
+    if len(_ledger) > _CALLS_KEPT:
+        _ledger.popitem(last=False)
+
+
+def _new_id(prefix: str, idempotency_key: str, amount: Decimal) -> str:
+    # Under _calls_lock. The first charge (or refund) of a key gets the id derived from the key;
+    # one made after the key was forgotten is another charge, with another id.
+    before = _made_per_key.get(idempotency_key, 0)
+    _made_per_key[idempotency_key] = before + 1
+    new_id = _sim_id(prefix, idempotency_key if not before else f"{idempotency_key}#{before}")
+    _made.append((idempotency_key, new_id, amount))
+    if len(_made) > _CALLS_KEPT:
+        del _made[: _CALLS_KEPT // 10]
+    return new_id
 
 
 def _check_request(*, amount: Decimal, currency: str, idempotency_key: str) -> None:
@@ -178,7 +297,11 @@ def _maybe_time_out(idempotency_key: str) -> None:
                 f"timeout (simulated: call {calls} of the first {timeouts_per_key} "
                 f"for {idempotency_key!r})"
             )
-    rate = float(conf.get("TIMEOUT_RATE", 0.0))
+    _maybe_time_out_rate()
+
+
+def _maybe_time_out_rate() -> None:
+    rate = float(settings.PAYMENTS.get("TIMEOUT_RATE", 0.0))
     if not 0.0 <= rate <= 1.0:
         raise ImproperlyConfigured(f'PAYMENTS["TIMEOUT_RATE"] must be between 0 and 1, got {rate}')
     if rate and random.random() < rate:

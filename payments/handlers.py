@@ -9,32 +9,53 @@ from django.core.exceptions import ValidationError
 from inventory.events import StockNotAvailable
 from orders.events import OrderPlaced
 from outbox import subscribe
-from payments.services import payment_cancel, payment_charge, payment_refund
+from payments.services import (
+    payment_cancel,
+    payment_charge,
+    payment_charge_prepare,
+    payment_refund,
+    payment_refund_prepare,
+)
 from shipping.events import ShipmentCancelled
 
 
-@subscribe(OrderPlaced)
-def payment_charge_on_order_placed(event: OrderPlaced) -> None:
+def _amount(event: OrderPlaced) -> Decimal:
     try:
-        amount = Decimal(event.total)
+        return Decimal(event.total)
     except InvalidOperation:
         raise ValidationError(
             f"OrderPlaced for order {event.order_id}: total {event.total!r} is not a decimal"
         ) from None
+
+
+def _charge_prepare(event: OrderPlaced) -> None:
+    payment_charge_prepare(
+        order_id=event.order_id, amount=_amount(event), currency=event.currency, lines=event.lines
+    )
+
+
+def _refund_prepare(event: StockNotAvailable | ShipmentCancelled) -> None:
+    payment_refund_prepare(order_id=event.order_id)
+
+
+# prepare=: the gateway call is recorded, in a transaction that commits, before each run
+# (payments/services.py says why).
+@subscribe(OrderPlaced, prepare=_charge_prepare)
+def payment_charge_on_order_placed(event: OrderPlaced) -> None:
     payment_charge(
         order_id=event.order_id,
-        amount=amount,
+        amount=_amount(event),
         currency=event.currency,
         token=event.payment_token,
         lines=event.lines,
     )
 
 
-@subscribe(StockNotAvailable)
+@subscribe(StockNotAvailable, prepare=_refund_prepare)
 def payment_refund_on_stock_not_available(event: StockNotAvailable) -> None:
     payment_refund(order_id=event.order_id)
 
 
-@subscribe(ShipmentCancelled)
+@subscribe(ShipmentCancelled, prepare=_refund_prepare)
 def payment_cancel_on_shipment_cancelled(event: ShipmentCancelled) -> None:
     payment_cancel(order_id=event.order_id)

@@ -67,3 +67,60 @@ class Refund(models.Model):
 
     def __str__(self) -> str:
         return f"Refund {self.pk} of payment {self.payment_id}: {self.amount} {self.currency}"
+
+
+class GatewayAttempt(models.Model):
+    """A call to the gateway that changes money (a charge or a refund), recorded in a
+    transaction of its own that commits before the call is made (the handler's ``prepare``).
+
+    ``attempting``: the call may have been made and its outcome is not recorded yet (the first
+    run, or a run that timed out or crashed after the call). A later run asks the gateway what
+    became of the idempotency key before calling again. ``succeeded`` and ``declined``: the
+    outcome. ``unresolved``: the gateway no longer knows the key (it forgets keys after
+    ``key_retention``) and the attempt is older than that, so the money may or may not have
+    moved; no run calls the gateway for it again until an operator resolves it
+    (``payment_attempt_resolve``, docs/operations.md).
+    """
+
+    class Kind(models.TextChoices):
+        CHARGE = "charge"
+        REFUND = "refund"
+
+    class State(models.TextChoices):
+        ATTEMPTING = "attempting"
+        SUCCEEDED = "succeeded"
+        DECLINED = "declined"
+        UNRESOLVED = "unresolved"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    order_id = models.BigIntegerField()
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.ATTEMPTING)
+    # Runs that reached the point of calling the gateway; more than one means that an earlier
+    # run may have made the call.
+    runs = models.PositiveIntegerField(default=0)
+    gateway_reference = models.CharField(max_length=255, blank=True)  # charge or refund id
+    decline_code = models.CharField(max_length=100, blank=True)
+    note = models.TextField(blank=True)  # why it is unresolved, or how an operator resolved it
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["order_id", "kind"], name="payments_attempt_one_per_kind"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__gte=0), name="payments_attempt_amount_gte_0"
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="succeeded") | ~Q(gateway_reference=""),
+                name="payments_attempt_succeeded_has_reference",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of order {self.order_id}: {self.amount} {self.currency} ({self.state})"

@@ -4,7 +4,15 @@ same transaction as the rows it writes.
 Both services are safe to call twice for the same order: the second call returns what the first
 did, without calling the gateway or publishing again. The gateway call itself is made with an
 idempotency key derived from the order, so even a call whose transaction rolled back (and is
-retried) cannot capture or refund a second time.
+retried) cannot capture or refund a second time while the gateway remembers the key.
+
+Gateways forget keys (about a day). So each call that moves money is first recorded as a
+``GatewayAttempt`` in a transaction of its own that commits before the call (the handlers'
+``prepare``: ``payment_charge_prepare``, ``payment_refund_prepare``). A run that finds an attempt
+whose outcome is not recorded asks the gateway what the key came to, and records that, instead of
+calling again; when the gateway no longer knows the key and the attempt is older than the
+gateway's key retention, the attempt is ``unresolved`` and nothing calls the gateway for it until
+an operator says what happened (``payment_attempt_resolve``).
 """
 
 from __future__ import annotations
@@ -16,12 +24,14 @@ from typing import Protocol
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from outbox import publish
-from payments.errors import PaymentNotRefundable
+from payments.errors import PaymentAttemptNotResolvable, PaymentNotRefundable, PaymentOutcomeUnknown
 from payments.events import PaidLine, PaymentCompleted, PaymentFailed, PaymentRefunded
-from payments.gateway import gateway_get
-from payments.models import Payment, Refund
+from payments.gateway import ChargeResult, RefundResult, gateway_get
+from payments.models import GatewayAttempt, Payment, Refund
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _MAX_AMOUNT = Decimal("9999999999.99")  # DecimalField(max_digits=12, decimal_places=2)
@@ -50,12 +60,26 @@ def payment_charge(
 
     existing = Payment.objects.filter(order_id=order_id).first()
     if existing is not None:
+        if existing.status == Payment.Status.VOIDED:
+            # Voided while an earlier run's charge was in flight: a capture it made is refunded.
+            late = _late_capture(order_id=order_id)
+            if late is not None:
+                existing = Payment.objects.select_for_update().get(pk=existing.pk)
+                if existing.status == Payment.Status.VOIDED:
+                    return _refund_late_capture(voided=existing, payment=late)
         return existing
 
-    idempotency_key = f"order-{order_id}-charge"
-    result = gateway_get().charge(
-        amount=amount, currency=currency, token=token, idempotency_key=idempotency_key
+    idempotency_key = _key(GatewayAttempt.Kind.CHARGE, order_id)
+    attempt = _attempt_lock(
+        kind=GatewayAttempt.Kind.CHARGE, order_id=order_id, amount=amount, currency=currency
     )
+    if attempt.state == GatewayAttempt.State.ATTEMPTING:
+        result = gateway_get().charge(
+            amount=amount, currency=currency, token=token, idempotency_key=idempotency_key
+        )
+        _attempt_outcome_record(attempt, result)
+    else:
+        result = _attempt_charge_result(attempt)
     payment = Payment(
         order_id=order_id,
         amount=amount,
@@ -122,6 +146,73 @@ def payment_refund(*, order_id: int) -> Refund:
 
 
 @transaction.atomic
+def payment_charge_prepare(
+    *, order_id: int, amount: Decimal, currency: str, lines: Iterable[OrderLine]
+) -> None:
+    """Before a run of the charge handler, in a transaction that commits before the gateway is
+    called: record the charge attempt, or, when an earlier run recorded one whose outcome is
+    unknown, ask the gateway what its key came to and record that (see the module's docstring).
+    Refuses what ``payment_charge`` refuses. ``GatewayUnavailable`` propagates (a retry)."""
+    _validate_charge(order_id=order_id, amount=amount, currency=currency, lines=tuple(lines))
+    if Payment.objects.filter(order_id=order_id).exclude(status=Payment.Status.VOIDED).exists():
+        return
+    _attempt_prepare(
+        kind=GatewayAttempt.Kind.CHARGE, order_id=order_id, amount=amount, currency=currency
+    )
+
+
+@transaction.atomic
+def payment_refund_prepare(*, order_id: int) -> None:
+    """Before a run of a refunding handler: the same as ``payment_charge_prepare``, for the
+    refund of the order's captured payment (nothing when there is none to refund)."""
+    payment = Payment.objects.filter(order_id=order_id, status=Payment.Status.CAPTURED).first()
+    if payment is None:
+        return
+    _attempt_prepare(
+        kind=GatewayAttempt.Kind.REFUND,
+        order_id=order_id,
+        amount=payment.amount,
+        currency=payment.currency,
+    )
+
+
+@transaction.atomic
+def payment_attempt_resolve(
+    *, order_id: int, kind: str, reference: str, note: str
+) -> GatewayAttempt:
+    """An operator's answer for an ``unresolved`` attempt, after checking the gateway's own
+    records: ``reference`` is the charge (or refund) id the gateway made, or ``""`` when it
+    made none. The attempt becomes ``succeeded``; or, with no reference, a charge ``declined``
+    (decline code ``not_charged``: the order is cancelled, the customer is not charged twice)
+    and a refund ``attempting`` again (it is made on the next run). Replaying the dead-lettered
+    delivery then finishes the saga. Refuses any attempt that is not unresolved."""
+    attempt = (
+        GatewayAttempt.objects.select_for_update().filter(order_id=order_id, kind=kind).first()
+    )
+    if attempt is None or attempt.state != GatewayAttempt.State.UNRESOLVED:
+        state = "none" if attempt is None else attempt.state
+        raise PaymentAttemptNotResolvable(
+            f"order {order_id} has no unresolved {kind} attempt (it is {state})"
+        )
+    if not note.strip():
+        raise ValidationError({"note": ["say how the outcome was established"]})
+    if reference:
+        attempt.state = GatewayAttempt.State.SUCCEEDED
+        attempt.gateway_reference = reference
+    elif kind == GatewayAttempt.Kind.CHARGE:
+        attempt.state = GatewayAttempt.State.DECLINED
+        attempt.decline_code = "not_charged"
+    else:
+        # No refund was made: the next run makes it, the gateway's memory counted from now.
+        attempt.state = GatewayAttempt.State.ATTEMPTING
+        attempt.created_at = timezone.now()
+        attempt.runs = 0
+    attempt.note = f"{attempt.note}\nresolved by an operator: {note.strip()}".strip()
+    attempt.save()
+    return attempt
+
+
+@transaction.atomic
 def payment_cancel(*, order_id: int) -> Payment:
     """Compensate a cancelled order: refund its captured payment (PaymentRefunded), or, when it
     was not charged yet, leave a ``voided`` payment so that a late OrderPlaced charges nothing.
@@ -167,12 +258,26 @@ def _refund_late_capture(*, voided: Payment, payment: Payment) -> Payment:
 
 def _refund(payment: Payment) -> Refund:
     order_id = payment.order_id
-    result = gateway_get().refund(
-        charge_id=payment.gateway_charge_id,
+    attempt = _attempt_lock(
+        kind=GatewayAttempt.Kind.REFUND,
+        order_id=order_id,
         amount=payment.amount,
         currency=payment.currency,
-        idempotency_key=f"order-{order_id}-refund",
     )
+    if attempt.state == GatewayAttempt.State.ATTEMPTING:
+        result = gateway_get().refund(
+            charge_id=payment.gateway_charge_id,
+            amount=payment.amount,
+            currency=payment.currency,
+            idempotency_key=attempt.idempotency_key,
+        )
+        _attempt_outcome_record(attempt, result)
+    elif attempt.state == GatewayAttempt.State.SUCCEEDED:
+        result = RefundResult(
+            refund_id=attempt.gateway_reference, amount=attempt.amount, currency=attempt.currency
+        )
+    else:
+        raise _outcome_unknown(attempt)
     refund = Refund.objects.create(
         payment=payment,
         amount=payment.amount,
@@ -191,6 +296,117 @@ def _refund(payment: Payment) -> Refund:
         )
     )
     return refund
+
+
+def _key(kind: str, order_id: int) -> str:
+    return f"order-{order_id}-{kind}"
+
+
+def _attempt_prepare(*, kind: str, order_id: int, amount: Decimal, currency: str) -> None:
+    attempt, created = _attempt_get_or_create(
+        kind=kind, order_id=order_id, amount=amount, currency=currency
+    )
+    if created or attempt.state != GatewayAttempt.State.ATTEMPTING:
+        return
+    # An earlier run may have called the gateway: ask it before anything calls again.
+    gateway = gateway_get()
+    if kind == GatewayAttempt.Kind.CHARGE:
+        found = gateway.charge_lookup(idempotency_key=attempt.idempotency_key)
+    else:
+        found = gateway.refund_lookup(idempotency_key=attempt.idempotency_key)
+    if found is not None:
+        _attempt_outcome_record(attempt, found)
+    elif attempt.created_at <= timezone.now() - gateway.key_retention:
+        # The gateway would remember a call made since the attempt was recorded, unless the
+        # attempt is older than the gateway's memory: then nobody knows whether money moved.
+        attempt.state = GatewayAttempt.State.UNRESOLVED
+        attempt.note = (
+            f"the gateway does not know the key {attempt.idempotency_key!r}, and the attempt "
+            f"is older than its key retention ({gateway.key_retention}): the {kind} may or may "
+            "not have been made"
+        )
+        attempt.save(update_fields=["state", "note", "updated_at"])
+    else:
+        # No earlier call reached the gateway: this run makes it.
+        GatewayAttempt.objects.filter(pk=attempt.pk).update(runs=F("runs") + 1)
+
+
+def _attempt_lock(*, kind: str, order_id: int, amount: Decimal, currency: str) -> GatewayAttempt:
+    """The order's attempt of this kind, locked; recorded now (in the caller's transaction) when
+    no ``prepare`` recorded it, as for a direct call of the service."""
+    attempt, _ = _attempt_get_or_create(
+        kind=kind, order_id=order_id, amount=amount, currency=currency
+    )
+    return attempt
+
+
+def _attempt_get_or_create(
+    *, kind: str, order_id: int, amount: Decimal, currency: str
+) -> tuple[GatewayAttempt, bool]:
+    """The order's attempt of this kind, locked, and whether it was recorded just now."""
+    locked = GatewayAttempt.objects.select_for_update()
+    attempt = locked.filter(order_id=order_id, kind=kind).first()
+    if attempt is not None:
+        return attempt, False
+    try:
+        with transaction.atomic():
+            attempt = GatewayAttempt.objects.create(
+                kind=kind,
+                order_id=order_id,
+                idempotency_key=_key(kind, order_id),
+                amount=amount,
+                currency=currency,
+                runs=1,
+            )
+        return attempt, True
+    except IntegrityError:  # a concurrent duplicate recorded it first
+        return locked.get(order_id=order_id, kind=kind), False
+
+
+def _attempt_outcome_record(attempt: GatewayAttempt, result: ChargeResult | RefundResult) -> None:
+    if isinstance(result, RefundResult):
+        attempt.state = GatewayAttempt.State.SUCCEEDED
+        attempt.gateway_reference = result.refund_id
+    elif result.captured:
+        attempt.state = GatewayAttempt.State.SUCCEEDED
+        attempt.gateway_reference = result.charge_id
+    else:
+        attempt.state = GatewayAttempt.State.DECLINED
+        attempt.decline_code = result.decline_code or "declined"
+    attempt.save(update_fields=["state", "gateway_reference", "decline_code", "updated_at"])
+
+
+def _attempt_charge_result(attempt: GatewayAttempt) -> ChargeResult:
+    if attempt.state == GatewayAttempt.State.SUCCEEDED:
+        return ChargeResult(status="captured", charge_id=attempt.gateway_reference)
+    if attempt.state == GatewayAttempt.State.DECLINED:
+        return ChargeResult(status="declined", decline_code=attempt.decline_code)
+    raise _outcome_unknown(attempt)
+
+
+def _outcome_unknown(attempt: GatewayAttempt) -> PaymentOutcomeUnknown:
+    return PaymentOutcomeUnknown(
+        f"the {attempt.kind} of order {attempt.order_id} is unresolved: {attempt.note}; an "
+        "operator establishes what happened at the gateway (manage.py payments_attempt_resolve), "
+        "then replays this delivery"
+    )
+
+
+def _late_capture(*, order_id: int) -> Payment | None:
+    """A capture recorded by an attempt of an order whose payment is voided, as an unsaved
+    Payment, or None."""
+    attempt = GatewayAttempt.objects.filter(
+        order_id=order_id, kind=GatewayAttempt.Kind.CHARGE, state=GatewayAttempt.State.SUCCEEDED
+    ).first()
+    if attempt is None:
+        return None
+    return Payment(
+        order_id=order_id,
+        amount=attempt.amount,
+        currency=attempt.currency,
+        gateway_charge_id=attempt.gateway_reference,
+        idempotency_key=attempt.idempotency_key,
+    )
 
 
 def _validate_charge(

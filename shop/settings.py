@@ -345,6 +345,8 @@ PAYMENTS = {
     "GATEWAY": os.environ.get("PAYMENTS_GATEWAY", "payments.gateway.SimulatedGateway"),
     "TIMEOUT_RATE": env_float("PAYMENTS_GATEWAY_TIMEOUT_RATE", 0.0),
     "TIMEOUTS_PER_CHARGE": int(os.environ.get("PAYMENTS_GATEWAY_TIMEOUTS_PER_CHARGE", "0")),
+    # How long the simulated gateway remembers an idempotency key (real gateways: about a day).
+    "KEY_RETENTION_SECONDS": env_float("PAYMENTS_GATEWAY_KEY_RETENTION_SECONDS", 24 * 3600.0),
 }
 
 # --- Cache (throttle counts) -----------------------------------------------------------------

@@ -4,7 +4,6 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from inventory.models import StockReservation
-from inventory.selectors import stock_reservation_get
 from inventory.services import product_update, stock_fulfil, stock_reserve
 from payments.events import PaidLine
 from tests.inventory.helpers import a_product, payloads, snapshot, stock
@@ -162,9 +161,9 @@ def test_at_rest_on_hand_is_initial_stock_minus_fulfilled_orders():
     assert stock("MUG") == (10 - 3 - 4 - 2, 0)
 
 
-def test_the_reservation_selector_returns_it_with_its_lines():
+def test_a_reservation_is_stored_with_its_lines():
     a_product("MUG", stock=5)
     stock_reserve(order_id=7, lines=[line("MUG", 2)])
-    reservation = stock_reservation_get(order_id=7)
+    [reservation] = StockReservation.objects.filter(order_id__in=[7, 8])
+    assert reservation.order_id == 7
     assert [(rl.sku, rl.quantity) for rl in reservation.lines.all()] == [("MUG", 2)]
-    assert stock_reservation_get(order_id=8) is None

@@ -253,6 +253,25 @@ def test_errors_point_at_the_line_and_field(api):
     ]
 
 
+def test_an_orders_limits_are_decided_and_explained_by_order_place(api):
+    # Issue 9: the serializer shapes the request, order_place decides; an API client gets the
+    # service's own words, pointing at the lines, as a Python caller does.
+    zero = {"lines": [{"sku": "MUG", "quantity": 0}], "payment_token": "tok_visa"}
+    assert post_json(api, zero).json()["errors"] == [
+        {
+            "detail": "Line 1: quantity must be an integer from 1 to 1000.",
+            "code": "invalid",
+            "pointer": "#/lines",
+        }
+    ]
+    for lines in ([{"sku": "MUG", "quantity": 1}] * 101, [{"sku": "MUG", "quantity": 1}, 0] * 51):
+        too_many = {"lines": lines, "payment_token": "tok_visa"}
+        assert post_json(api, too_many).json()["errors"] == [
+            {"detail": "An order has at most 100 lines.", "code": "invalid", "pointer": "#/lines"}
+        ]
+    assert not Order.objects.exists()
+
+
 def test_an_unknown_sku_is_named(api):
     body = {"lines": [{"sku": "NOPE", "quantity": 1}], "payment_token": "tok_visa"}
     assert post_json(api, body).json()["errors"] == [

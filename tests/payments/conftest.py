@@ -61,6 +61,16 @@ class GatewaySpy(PaymentGateway):
         )
         return self._call("refund", kwargs)
 
+    def charge_lookup(self, *, idempotency_key: str) -> ChargeResult | None:
+        return self._call("charge_lookup", dict(idempotency_key=idempotency_key))
+
+    def refund_lookup(self, *, idempotency_key: str) -> RefundResult | None:
+        return self._call("refund_lookup", dict(idempotency_key=idempotency_key))
+
+    @property
+    def key_retention(self):
+        return self.inner.key_retention
+
     def _call(self, method: str, kwargs: dict):
         time.sleep(self.delay)
         try:

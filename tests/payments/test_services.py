@@ -13,7 +13,6 @@ from payments.errors import PaymentNotRefundable
 from payments.events import PaidLine
 from payments.gateway import GatewayUnavailable
 from payments.models import Payment, Refund
-from payments.selectors import payment_get_for_order, payment_list, refund_get_for_order
 from payments.services import payment_charge, payment_refund
 
 pytestmark = pytest.mark.django_db
@@ -254,7 +253,7 @@ def test_a_refund_timeout_propagates_and_leaves_the_payment_captured(settings):
     settings.PAYMENTS = {**settings.PAYMENTS, "TIMEOUTS_PER_CHARGE": 1}
     with pytest.raises(GatewayUnavailable):
         payment_refund(order_id=1)
-    assert payment_get_for_order(order_id=1).status == "captured"
+    assert Payment.objects.get(order_id=1).status == "captured"
     assert not Refund.objects.exists()
     assert payment_refund(order_id=1).payment.status == "refunded"  # the retry
 
@@ -323,20 +322,3 @@ def test_the_database_refuses_a_negative_amount():
             gateway_charge_id="ch_x",
             idempotency_key="k",
         )
-
-
-# --- selectors --------------------------------------------------------------------------------
-
-
-def test_selectors_find_payments_and_refunds_by_order():
-    assert payment_get_for_order(order_id=1) is None
-    assert refund_get_for_order(order_id=1) is None
-    captured = charged(order_id=1)
-    failed = charged(order_id=2, token="tok_chargeDeclined")
-    refunded = charged(order_id=3)
-    refund = payment_refund(order_id=3)
-    assert payment_get_for_order(order_id=1) == captured
-    assert refund_get_for_order(order_id=3) == refund
-    assert list(payment_list()) == [refunded, failed, captured]
-    assert list(payment_list(status="failed")) == [failed]
-    assert list(payment_list(order_ids=[1, 3])) == [refunded, captured]

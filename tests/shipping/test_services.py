@@ -6,7 +6,6 @@ from django.core.exceptions import ValidationError
 from inventory.events import ReservedLine
 from outbox.models import Event
 from shipping.models import Shipment
-from shipping.selectors import shipment_get
 from shipping.services import CARRIERS, carrier_for, shipment_schedule
 
 pytestmark = pytest.mark.django_db
@@ -36,8 +35,7 @@ def test_scheduling_creates_the_shipment_and_publishes_shipping_scheduled():
             "tracking_number": shipment.tracking_number,
         }
     ]
-    assert shipment_get(order_id=7) == shipment
-    assert shipment_get(order_id=8) is None
+    assert list(Shipment.objects.filter(order_id__in=[7, 8])) == [shipment]
 
 
 def test_scheduling_again_for_the_same_order_returns_the_shipment_and_publishes_nothing():
