@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from urllib.parse import urlparse, urlunparse
 
 from bench import bus_scenarios
-from bench.measure import BenchError
+from bench.measure import BenchError, percentile
 from bench.system import BENCH_QUEUE, Bench, ProducerBatch, redis_client
 from harness.processes import Logs, Supervisor
 from harness.procfile import Procfile, release_run
@@ -164,17 +165,41 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
         (result,) = producers.results(timeout=60 + s.latency_seconds * 3)
         latencies = _latencies(side, tag, count)
         figures = _latency_figures(broker, latencies)
+        confirmed = _confirmed_after_commit(bench, tag)
         details = {
             "events": count,
             "rate_target": s.latency_rate,
             "rate_achieved": count / max(result["t_last"] - result["t_first"], 1e-9),
             "producer_lag_max_ms": _ms(result["lag_max"]),
             "max_ms": max(latencies),
+            # A's share: from the commit to A's bus delivery marked done (broker confirmed);
+            # the rest is the broker's delivery to B's consumer and B's outbox path.
+            "a_confirmed_p50_ms": percentile(confirmed, 50),
+            "a_confirmed_p99_ms": percentile(confirmed, 99),
             "namespace": namespace,
             "consumer_broker": b_redis,
             "handler_runs": bench.runs(tag),
         }
-        return {"figures": figures, "details": details, "checks_ok": bench.runs(tag) == count}
+        ok = bench.runs(tag) == count
+        # Then one event at a time on the otherwise idle pair of services, as scenario 5 does.
+        time.sleep(2.0)
+        tag = f"{broker}-idle-{run}"
+        idle = ProducerBatch(
+            side,
+            "ping_idle",
+            total=s.idle_events,
+            n=1,
+            tag=tag,
+            gap=0.25,
+            stamps_key=f"bench:commit:{tag}",
+            event="remote",
+        )
+        idle.go()
+        idle.results(timeout=60 + s.idle_events * 2)
+        latencies = _latencies(side, tag, s.idle_events)
+        figures.update(_latency_figures(f"{broker}_idle", latencies))
+        details["idle"] = {"events": s.idle_events, "max_ms": max(latencies)}
+        return {"figures": figures, "details": details, "checks_ok": ok}
     finally:
         with contextlib.suppress(Exception):
             a.shutdown()
@@ -183,6 +208,17 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
         database_b.drop()
         b_client.flushdb()
         _topology_delete(url, namespace)
+
+
+def _confirmed_after_commit(bench: Bench, tag: str) -> list[float]:
+    """Per event of ``tag``: ms from its commit on A to its bus delivery done on A."""
+    from outbox.models import Delivery
+
+    commits = bench.stamps(f"bench:commit:{tag}")
+    rows = Delivery.objects.filter(
+        subscriber="bus", status="done", event__type="bench.RemotePing", event__payload__tag=tag
+    ).values_list("event__payload__ping_id", "completed_at")
+    return [1000.0 * (done.timestamp() - commits[seq]) for seq, done in rows if seq in commits]
 
 
 def _wait_starts(side: _Side, tag: str, count: int) -> None:
@@ -209,7 +245,7 @@ def cross_database_latency(bench: Bench, run: int) -> dict:
         if not bus_scenarios.broker_reachable(url):
             errors[broker] = f"{url} not reachable"
             for p in (50, 95, 99):
-                figures[f"{broker}_p{p}"] = None
+                figures[f"{broker}_p{p}"] = figures[f"{broker}_idle_p{p}"] = None
             ok = False
             continue
         outcome = _one_broker(bench, run, broker, url)

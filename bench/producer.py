@@ -118,16 +118,17 @@ def ping_idle(spec, result, stamps, r) -> None:
     """One Ping at a time on an idle system: publish, wait until its handler started, rest."""
     from django.db import transaction
 
-    from bench.benchapp.events import Ping
+    from bench.benchapp.events import Ping, RemotePing
     from outbox import publish
 
+    event = RemotePing if spec.get("event") == "remote" else Ping
     tag, first = spec["tag"], spec["seq_start"]
     result["t_first"] = time.time()
     for i in range(spec["count"]):
         seq = first + i
         with transaction.atomic():
             transaction.on_commit(lambda s=seq: stamps.__setitem__(str(s), repr(time.time())))
-            publish(Ping(ping_id=seq, tag=tag))
+            publish(event(ping_id=seq, tag=tag))
         result["count"] += 1
         deadline = time.time() + 30
         while not r.hexists(f"bench:start:{tag}", str(seq)) and time.time() < deadline:

@@ -71,6 +71,10 @@ FIGURES = [
     ),
     ("bus_latency", "nats_p95", "NATS p95", "ms", None),
     ("bus_latency", "nats_p99", "NATS p99", "ms", ("<=", 250)),
+    ("bus_latency", "rabbitmq_idle_p50", "RabbitMQ idle, single event: p50", "ms", None),
+    ("bus_latency", "rabbitmq_idle_p99", "RabbitMQ idle: p99", "ms", None),
+    ("bus_latency", "nats_idle_p50", "NATS idle, single event: p50", "ms", None),
+    ("bus_latency", "nats_idle_p99", "NATS idle: p99", "ms", None),
 ]
 SCENARIO_TITLES = {
     "publish": "1 publish",
