@@ -87,9 +87,11 @@ def ping_tx(spec, result, stamps, r) -> None:
     relay wake-up), i.e. right after COMMIT returned."""
     from django.db import transaction
 
-    from bench.benchapp.events import Ping
+    from bench.benchapp.events import Ping, RemotePing
     from outbox import publish
 
+    # "remote": the externalised RemotePing, handled by another service (bench/bus_latency.py).
+    event = RemotePing if spec.get("event") == "remote" else Ping
     tag, first = spec["tag"], spec["seq_start"]
     pacer = Pacer(spec.get("rate"))
     result["t_first"] = time.time()
@@ -98,7 +100,7 @@ def ping_tx(spec, result, stamps, r) -> None:
         seq = first + i
         with transaction.atomic():
             transaction.on_commit(lambda s=seq: stamps.__setitem__(str(s), repr(time.time())))
-            publish(Ping(ping_id=seq, tag=tag))
+            publish(event(ping_id=seq, tag=tag))
         result["count"] += 1
     result["t_last"] = time.time()
     result["lag_max"] = pacer.lag_max
@@ -125,16 +127,17 @@ def ping_idle(spec, result, stamps, r) -> None:
     """One Ping at a time on an idle system: publish, wait until its handler started, rest."""
     from django.db import transaction
 
-    from bench.benchapp.events import Ping
+    from bench.benchapp.events import Ping, RemotePing
     from outbox import publish
 
+    event = RemotePing if spec.get("event") == "remote" else Ping
     tag, first = spec["tag"], spec["seq_start"]
     result["t_first"] = time.time()
     for i in range(spec["count"]):
         seq = first + i
         with transaction.atomic():
             transaction.on_commit(lambda s=seq: stamps.__setitem__(str(s), repr(time.time())))
-            publish(Ping(ping_id=seq, tag=tag))
+            publish(event(ping_id=seq, tag=tag))
         result["count"] += 1
         deadline = time.time() + 30
         while not r.hexists(f"bench:start:{tag}", str(seq)) and time.time() < deadline:

@@ -69,6 +69,28 @@ FIGURES = [
     ("memory", "sustained_rate", "deliveries/s over the long run", "/s", None),
     ("bus", "rabbitmq_rate", "RabbitMQ: confirmed/s, {backlog} backlog", "/s", (">=", 5000)),
     ("bus", "nats_rate", "NATS JetStream: confirmed/s, {backlog} backlog", "/s", (">=", 5000)),
+    (
+        "bus_latency",
+        "rabbitmq_p50",
+        "RabbitMQ @{latency_rate:g}/s A commit->B handler p50",
+        "ms",
+        ("<=", 50),
+    ),
+    ("bus_latency", "rabbitmq_p95", "RabbitMQ p95", "ms", None),
+    ("bus_latency", "rabbitmq_p99", "RabbitMQ p99", "ms", ("<=", 250)),
+    (
+        "bus_latency",
+        "nats_p50",
+        "NATS @{latency_rate:g}/s A commit->B handler p50",
+        "ms",
+        ("<=", 50),
+    ),
+    ("bus_latency", "nats_p95", "NATS p95", "ms", None),
+    ("bus_latency", "nats_p99", "NATS p99", "ms", ("<=", 250)),
+    ("bus_latency", "rabbitmq_idle_p50", "RabbitMQ idle, single event: p50", "ms", None),
+    ("bus_latency", "rabbitmq_idle_p99", "RabbitMQ idle: p99", "ms", None),
+    ("bus_latency", "nats_idle_p50", "NATS idle, single event: p50", "ms", None),
+    ("bus_latency", "nats_idle_p99", "NATS idle: p99", "ms", None),
 ]
 SCENARIO_TITLES = {
     "publish": "1 publish",
@@ -78,6 +100,7 @@ SCENARIO_TITLES = {
     "latency": "5 latency",
     "memory": "6 memory",
     "bus": "7 bus externalisation",
+    "bus_latency": "8 bus cross-database latency",
 }
 
 

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, fields, replace
 
-from bench import bus_scenarios
+from bench import bus_latency, bus_scenarios
 from bench.measure import (
     BenchError,
     CpuWindow,
@@ -799,4 +799,6 @@ SCENARIOS = {
     "memory": memory,
     # The event bus's scenarios live in bench/bus_scenarios.py.
     "bus": bus_scenarios.externalisation_rate,
+    # Commit on one service to the handler on another, across the bus (bench/bus_latency.py).
+    "bus_latency": bus_latency.cross_database_latency,
 }

@@ -102,6 +102,9 @@ if env_bool("SHOP_TEST_APPS", False):
 # The benchmark's own app (bench-only events, no-op handlers and tasks); only for `make bench`.
 if env_bool("SHOP_BENCH_APPS", False):
     INSTALLED_APPS.append("bench.benchapp")
+    # The consuming service of the cross-database latency scenario (bench/bus_latency.py).
+    if env_bool("SHOP_BENCH_BUS_CONSUMER", False):
+        INSTALLED_APPS.append("bench.busconsumer")
 # The chaos run's counting subscribers (not idempotent on purpose); only for `make chaos`, which
 # puts scripts/ on the processes' PYTHONPATH.
 if env_bool("SHOP_CHAOS_APPS", False):

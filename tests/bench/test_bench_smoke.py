@@ -22,7 +22,7 @@ from tests.support import require_service
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = {"publish", "relay", "e2e", "saga", "latency", "memory", "bus"}
+SCENARIOS = {"publish", "relay", "e2e", "saga", "latency", "memory", "bus", "bus_latency"}
 # pytest-env's settings for the suite; the benchmark runs on the shop's own defaults.
 SUITE_ONLY_ENV = {
     "SHOP_TEST_APPS",
@@ -65,6 +65,8 @@ def test_smoke_run_measures_every_scenario_and_writes_the_json(tmp_path):
     require_service(BROKERS["rabbitmq"], "RabbitMQ")
     output = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if k not in SUITE_ONLY_ENV}
+    # Scenario "bus_latency": the consuming service's Celery broker, a Redis database of its own.
+    env.setdefault("BENCH_BUS_CONSUMER_REDIS_URL", urlunparse(urlparse(redis)._replace(path="/11")))
 
     command = [sys.executable, "bench/run.py", "--smoke", "--output", str(output)]
     command += ["--postgres-url", postgres, "--redis-url", redis]

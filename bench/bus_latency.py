@@ -1,0 +1,257 @@
+"""Scenario ``bus_latency``: commit on service A to the handler on service B, across the bus.
+
+Two services, each with its own PostgreSQL database, its own Celery broker and its own
+processes (the Procfile's, through harness/):
+
+- **A, the publisher**: the bench's database and Redis, ``EVENT_BUS_URL`` set. Its producer
+  publishes ``bench.RemotePing`` (externalised; A has no subscriber for it, so its one delivery
+  is the bus's), its relay claims it and its worker's ``bus`` queue publishes it to the broker.
+- **B, the consumer**: a database of its own, a Redis database of its own as Celery broker
+  (``BENCH_BUS_CONSUMER_REDIS_URL``; default: the bench's Redis server, the next database
+  number), ``EVENT_BUS_SERVICE=benchb``, the shop's apps as ``EVENT_BUS_LOCAL_APPS`` (so the
+  bench's events come from the bus) and ``SHOP_BENCH_BUS_CONSUMER=1``, which installs the only
+  subscriber of ``RemotePing`` (bench/busconsumer/). Its ``bus_consume`` stores each event, its
+  relay and worker run the subscriber, which notes its start in the bench's Redis.
+
+Measured as the same-database ``latency`` scenario measures (bench/scenarios.py): the producer
+notes each transaction's commit time, the handler its start; at ``Sizes.latency_rate`` for
+``Sizes.latency_seconds``, once per broker, each in a namespace of its own, deleted afterwards
+with B's database and broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from urllib.parse import urlparse, urlunparse
+
+from bench import bus_scenarios
+from bench.measure import BenchError, percentile
+from bench.system import BENCH_QUEUE, Bench, ProducerBatch, redis_client
+from harness.processes import Logs, Supervisor
+from harness.procfile import Procfile, release_run
+from harness.services import Database, PostgresServer
+
+SERVICE_B = "benchb"
+SHOP_APPS = "orders,payments,inventory,shipping"
+
+
+def consumer_redis_url(bench_redis_url: str) -> str:
+    import os
+
+    if os.environ.get("BENCH_BUS_CONSUMER_REDIS_URL"):
+        return os.environ["BENCH_BUS_CONSUMER_REDIS_URL"]
+    parts = urlparse(bench_redis_url)
+    db = int((parts.path or "/0").strip("/") or 0)
+    return urlunparse(parts._replace(path=f"/{(db + 1) % 16}"))
+
+
+class _Side:
+    """What a ProducerBatch needs of the bench, with service A's environment (bus on)."""
+
+    def __init__(self, bench: Bench, env: dict, supervisors: list[Supervisor]):
+        self.env = env
+        self.log_dir = bench.log_dir
+        self.r = bench.r
+        self._bench = bench
+        self._supervisors = supervisors
+
+    def starts(self, tag: str) -> dict[int, float]:
+        return self._bench.starts(tag)
+
+    def stamps(self, key: str) -> dict[int, float]:
+        return self._bench.stamps(key)
+
+    def check_alive(self) -> None:
+        try:
+            for supervisor in self._supervisors:
+                supervisor.check_alive()
+        except Exception as exc:
+            raise BenchError(str(exc)) from None
+
+
+def _supervisor(bench: Bench, env: dict, logs: str, celery_app) -> Supervisor:
+    procfile = Procfile.read(bus_scenarios.ROOT / "Procfile")
+    procfile = procfile.replace(procfile["worker"].with_queues([BENCH_QUEUE]))
+    folder = bench.run_dir / logs
+    folder.mkdir(parents=True, exist_ok=True)
+    return Supervisor(
+        procfile=procfile,
+        env=env,
+        env_for=lambda name: {"WORKER_CONCURRENCY": str(bench.concurrency)},
+        cwd=bus_scenarios.ROOT,
+        logs=Logs(folder, combined=False),
+        stop_grace=20.0,
+        die_with_parent=True,
+        celery_app=celery_app,
+    )
+
+
+def _topology_delete(url: str, namespace: str) -> None:
+    from outbox.bus.adapters import adapter_for
+
+    adapter = adapter_for(url, namespace=namespace)
+    try:
+        adapter.topology_delete(services=[SERVICE_B])
+    finally:
+        adapter.close()
+
+
+def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
+    from celery import Celery
+
+    from bench.scenarios import _latencies, _latency_figures, _ms
+    from shop.celery import app as celery_a
+
+    s = bench.sizes
+    namespace = f"bench-lat-{secrets.token_hex(3)}"
+    bus = {"EVENT_BUS_URL": url, "EVENT_BUS_NAMESPACE": namespace}
+    env_a = {**bench.env, **bus}
+    b_redis = consumer_redis_url(bench.env["CELERY_BROKER_URL"])
+    server = PostgresServer.from_url(bench.env["DATABASE_URL"])
+    database_b = Database(server, f"{urlparse(bench.env['DATABASE_URL']).path[1:]}_b")
+    env_b = {
+        **bench.env,
+        **bus,
+        "DATABASE_URL": database_b.url,
+        "CELERY_BROKER_URL": b_redis,
+        "EVENT_BUS_SERVICE": SERVICE_B,
+        "EVENT_BUS_LOCAL_APPS": SHOP_APPS,
+        "SHOP_BENCH_BUS_CONSUMER": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(bench.run_dir / "prometheus-b"),
+    }
+    b_client = redis_client(b_redis)
+    if b_client.dbsize():
+        raise BenchError(
+            f"service B's broker {b_redis} is not empty; set BENCH_BUS_CONSUMER_REDIS_URL"
+        )
+    # Celery prefers the CELERY_BROKER_URL environment variable (A's broker, in this process)
+    # to broker_url; the read and write URLs win over both.
+    celery_b = Celery("bench-service-b")
+    celery_b.conf.broker_read_url = celery_b.conf.broker_write_url = b_redis
+    a = _supervisor(bench, env_a, f"logs/{broker}-a", celery_a)
+    b = _supervisor(bench, env_b, f"logs/{broker}-b", celery_b)
+    side = _Side(bench, env_a, [a, b])
+    database_b.create()
+    try:
+        release_run(
+            b.procfile, env=env_b, cwd=bus_scenarios.ROOT, log=bench.log_dir / "migrate-b.log"
+        )
+        # B first: its consumer declares its queue and bindings (or durable consumer) before
+        # A publishes anything.
+        for supervisor, names in ((b, ("consumer", "relay", "worker")), (a, ("relay", "worker"))):
+            for name in names:
+                supervisor.wait_ready(supervisor.start(name))
+        # Warm-up: every process has its connections, and B's queue exists.
+        warm = f"{broker}-warm-{run}"
+        warm_up = ProducerBatch(side, "ping_tx", total=s.warmup, n=1, tag=warm, event="remote")
+        warm_up.go()
+        warm_up.results(timeout=120)
+        _wait_starts(side, warm, s.warmup)
+        tag = f"{broker}-steady-{run}"
+        count = round(s.latency_rate * s.latency_seconds)
+        producers = ProducerBatch(
+            side,
+            "ping_tx",
+            total=count,
+            n=1,
+            tag=tag,
+            rate=s.latency_rate,
+            stamps_key=f"bench:commit:{tag}",
+            event="remote",
+        )
+        producers.go()
+        (result,) = producers.results(timeout=60 + s.latency_seconds * 3)
+        latencies = _latencies(side, tag, count)
+        figures = _latency_figures(broker, latencies)
+        confirmed = _confirmed_after_commit(bench, tag)
+        details = {
+            "events": count,
+            "rate_target": s.latency_rate,
+            "rate_achieved": count / max(result["t_last"] - result["t_first"], 1e-9),
+            "producer_lag_max_ms": _ms(result["lag_max"]),
+            "max_ms": max(latencies),
+            # A's share: from the commit to A's bus delivery marked done (broker confirmed);
+            # the rest is the broker's delivery to B's consumer and B's outbox path.
+            "a_confirmed_p50_ms": percentile(confirmed, 50),
+            "a_confirmed_p99_ms": percentile(confirmed, 99),
+            "namespace": namespace,
+            "consumer_broker": b_redis,
+            "handler_runs": bench.runs(tag),
+        }
+        ok = bench.runs(tag) == count
+        # Then one event at a time on the otherwise idle pair of services, as scenario 5 does.
+        time.sleep(2.0)
+        tag = f"{broker}-idle-{run}"
+        idle = ProducerBatch(
+            side,
+            "ping_idle",
+            total=s.idle_events,
+            n=1,
+            tag=tag,
+            gap=0.25,
+            stamps_key=f"bench:commit:{tag}",
+            event="remote",
+        )
+        idle.go()
+        idle.results(timeout=60 + s.idle_events * 2)
+        latencies = _latencies(side, tag, s.idle_events)
+        figures.update(_latency_figures(f"{broker}_idle", latencies))
+        details["idle"] = {"events": s.idle_events, "max_ms": max(latencies)}
+        return {"figures": figures, "details": details, "checks_ok": ok}
+    finally:
+        with contextlib.suppress(Exception):
+            a.shutdown()
+        with contextlib.suppress(Exception):
+            b.shutdown()
+        database_b.drop()
+        b_client.flushdb()
+        _topology_delete(url, namespace)
+
+
+def _confirmed_after_commit(bench: Bench, tag: str) -> list[float]:
+    """Per event of ``tag``: ms from its commit on A to its bus delivery done on A."""
+    from outbox.models import Delivery
+
+    commits = bench.stamps(f"bench:commit:{tag}")
+    rows = Delivery.objects.filter(
+        subscriber="bus", status="done", event__type="bench.RemotePing", event__payload__tag=tag
+    ).values_list("event__payload__ping_id", "completed_at")
+    return [1000.0 * (done.timestamp() - commits[seq]) for seq, done in rows if seq in commits]
+
+
+def _wait_starts(side: _Side, tag: str, count: int) -> None:
+    from bench.measure import wait_for
+
+    wait_for(
+        lambda: side.r.hlen(f"bench:start:{tag}") >= count,
+        timeout=120,
+        what=f"{count} handler starts on service B ({tag})",
+        alive=side.check_alive,
+    )
+
+
+def cross_database_latency(bench: Bench, run: int) -> dict:
+    """Scenario ``bus_latency``: p50/p95/p99 from A's commit to B's handler, on each broker.
+    A broker that is not reachable is an error of its own; the other is still measured."""
+    import os
+
+    figures, details, errors = {}, {}, {}
+    ok = True
+    for broker, url in bus_scenarios.BROKERS.items():
+        url = os.environ.get(f"BENCH_{broker.upper()}_URL", url)
+        bench.reset()
+        if not bus_scenarios.broker_reachable(url):
+            errors[broker] = f"{url} not reachable"
+            for p in (50, 95, 99):
+                figures[f"{broker}_p{p}"] = figures[f"{broker}_idle_p{p}"] = None
+            ok = False
+            continue
+        outcome = _one_broker(bench, run, broker, url)
+        figures.update(outcome["figures"])
+        details[broker] = outcome["details"]
+        ok = ok and outcome["checks_ok"]
+    if errors:
+        details["errors"] = errors
+    return {"figures": figures, "details": details, "checks_ok": ok}
