@@ -71,7 +71,9 @@ def test_a_plain_nats_client_finds_every_cloudevents_header(nats_bus, bus_namesp
         transaction.atomic(),
     ):
         row = publish(
-            OrderCancelled(order_id=7, reason="payment_failed"),
+            OrderCancelled(
+                order_id=7, order_reference="", customer_email="", reason="payment_failed"
+            ),
             headers={"traceparent": TRACEPARENT},
         )
     assert bus_deliveries_publish(delivery_ids=bus_ids())["done"] == 1

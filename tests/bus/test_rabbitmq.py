@@ -68,7 +68,9 @@ def test_a_plain_amqp_client_finds_every_cloudevents_attribute(rabbitmq_bus, bus
             transaction.atomic(),
         ):
             row = publish(
-                OrderCancelled(order_id=7, reason="payment_failed"),
+                OrderCancelled(
+                    order_id=7, order_reference="", customer_email="", reason="payment_failed"
+                ),
                 headers={"traceparent": TRACEPARENT},
             )
         assert bus_deliveries_publish(delivery_ids=bus_ids())["done"] == 1
@@ -109,7 +111,11 @@ def test_an_unreachable_broker_leaves_the_delivery_pending_for_a_retry(settings)
 
     publishing._adapter.cache_clear()
     with transaction.atomic():
-        publish(OrderCancelled(order_id=1, reason="payment_failed"))
+        publish(
+            OrderCancelled(
+                order_id=1, order_reference="", customer_email="", reason="payment_failed"
+            )
+        )
     assert bus_deliveries_publish(delivery_ids=bus_ids()) == {
         "done": 0,
         "retry": 1,

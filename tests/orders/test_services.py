@@ -47,6 +47,8 @@ def test_order_placed_is_published_with_the_orders_correlation_id(customer, cata
     assert (event.aggregate_type, event.aggregate_id) == ("order", str(order.pk))
     assert event.payload == {
         "order_id": order.pk,
+        "order_reference": order.reference,
+        "customer_email": "alice@example.com",
         "customer_id": customer.pk,
         "lines": [
             {"sku": "TEE", "quantity": 3, "unit_price": "20.00"},
