@@ -86,13 +86,18 @@ def test_a_plain_amqp_client_finds_every_cloudevents_attribute(rabbitmq_bus, bus
     assert h["cloudEvents_type"] == "orders.OrderCancelled"
     assert h["cloudEvents_subject"] == "order:7"
     assert h["cloudEvents_time"].startswith(row.occurred_at.isoformat()[:19])
-    assert h["cloudEvents_eventversion"] == 1
+    assert h["cloudEvents_eventversion"] == 2  # OrderCancelled v2: with the reference and address
     assert h["cloudEvents_correlationid"] == str(saga)
     assert h["cloudEvents_causationid"] == str(cause)
     assert h["cloudEvents_traceparent"] == TRACEPARENT
     assert properties.content_type == "application/json"
     assert properties.delivery_mode == 2
-    assert json.loads(body) == {"order_id": 7, "reason": "payment_failed"}
+    assert json.loads(body) == {
+        "order_id": 7,
+        "order_reference": "",
+        "customer_email": "",
+        "reason": "payment_failed",
+    }
     assert method.routing_key == "orders.OrderCancelled"
     assert Delivery.objects.get(subscriber=BUS_SUBSCRIBER).status == "done"
 
