@@ -325,9 +325,9 @@ CACHES = {"default": {**_cache, "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX",
 
 # Email (the notifications app's messages to customers). EMAIL_URL, read by dj-email-url:
 # smtp://user:password@host:port (?tls=1 or ?ssl=1), submission://... (STARTTLS, port 587),
-# console:// (the default: each message is printed by the process that sends it, the worker),
-# file:// (one file per message in var/mail/, or file:///an/absolute/folder), dummy://.
-EMAIL_URL = os.environ.get("EMAIL_URL", "") or "console://"
+# file:// (the default: one file per message in var/mail/, or file:///an/absolute/folder),
+# console:// (printed by the process that sends it, the worker, as a log line), dummy://.
+EMAIL_URL = os.environ.get("EMAIL_URL", "") or "file://"
 _email_scheme = EMAIL_URL.partition("://")[0]
 if _email_scheme not in ("smtp", "submission", "submit", "console", "file", "dummy"):
     raise ImproperlyConfigured(

@@ -1,5 +1,5 @@
-"""EMAIL_URL chooses the mail backend: SMTP where given, the console (nothing to install, the
-message shown by the worker) by default, and a clear refusal for a scheme nobody reads."""
+"""EMAIL_URL chooses the mail backend: SMTP where given, files in var/mail/ by default (nothing
+to install, each message readable), and a clear refusal for a scheme nobody reads."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 READ = (
     "import django, json; django.setup(); from django.conf import settings as s; "
     "print(json.dumps([s.EMAIL_BACKEND, s.EMAIL_HOST, s.EMAIL_PORT, s.EMAIL_USE_TLS, "
-    "s.EMAIL_TIMEOUT, s.EMAIL_HOST_USER]))"
+    "s.EMAIL_TIMEOUT, str(getattr(s, 'EMAIL_FILE_PATH', ''))]))"
 )
 
 
 def settings_with(email_url: str | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "EMAIL_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("EMAIL_URL", "SHOP_VAR_DIR")}
     env["DJANGO_SETTINGS_MODULE"] = "shop.settings"
     if email_url is not None:
         env["EMAIL_URL"] = email_url
@@ -32,7 +32,7 @@ def settings_with(email_url: str | None) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        (None, ["django.core.mail.backends.console.EmailBackend", "localhost", 25, False, 10]),
+        (None, ["django.core.mail.backends.filebased.EmailBackend", "localhost", 25, False, 10]),
         (
             "smtp://127.0.0.1:2525",
             ["django.core.mail.backends.smtp.EmailBackend", "127.0.0.1", 2525, False, 10],
@@ -46,7 +46,10 @@ def settings_with(email_url: str | None) -> subprocess.CompletedProcess:
 def test_email_url_configures_the_backend(url, expected):
     run = settings_with(url)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)[:5] == expected
+    backend = json.loads(run.stdout)
+    assert backend[:5] == expected
+    if url is None:
+        assert backend[5] == str(ROOT / "var" / "mail")
 
 
 def test_an_unknown_email_url_scheme_stops_the_process():

@@ -62,7 +62,7 @@ class Command(BaseCommand):
         user = User.objects.filter(username=username).first()
         if user is None:
             # An address on the reserved example.com domain: notifications writes to it (the
-            # worker prints the message with the default EMAIL_URL, console://).
+            # worker writes the messages to var/mail/ with the default EMAIL_URL, file://).
             user = User.objects.create_user(
                 username, email=f"{username}@example.com", password=password, is_staff=staff
             )
