@@ -68,7 +68,9 @@ def externalise(
         for start in range(0, events, 1000):
             with transaction.atomic():
                 publish_many(
-                    OrderCancelled(order_id=n, reason="payment_failed")
+                    OrderCancelled(
+                        order_id=n, order_reference="", customer_email="", reason="payment_failed"
+                    )
                     for n in range(start, min(events, start + 1000))
                 )
         adapter = publishing.bus_adapter()

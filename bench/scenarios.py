@@ -218,6 +218,8 @@ def publish_overhead(bench: Bench, run: int) -> dict:
             publish(
                 OrderPlaced(
                     order_id=order.pk,
+                    order_reference=order.reference,
+                    customer_email="",
                     customer_id=customer.pk,
                     lines=(PlacedLine(sku="BENCH-00", quantity=1, unit_price="19.00"),),
                     total="19.00",

@@ -37,6 +37,7 @@ RESET_PREFIXES = (
     "payments_",
     "inventory_",
     "shipping_",
+    "notifications_",
     "benchapp_",
     "knox_",
     "auth_user",

@@ -3,7 +3,14 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from outbox import DomainEvent
+from outbox import DomainEvent, upcaster
+
+# Version 2 of OrderPlaced, OrderCompleted and OrderCancelled carries what a customer-facing
+# subscriber needs without reading orders' tables: the order's public reference (ORD-...) and
+# the customer's email address ("" when the customer gave none). Events stored at version 1 did
+# not carry them; their upcasters fill in "" (unknown), which a subscriber treats like a customer
+# with no address. The address is personal data: when events declare their sensitive fields,
+# ``customer_email`` is one of them.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,12 +22,14 @@ class PlacedLine:
 
 @dataclass(frozen=True, kw_only=True)
 class OrderPlaced(DomainEvent):
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     aggregate_type: ClassVar[str] = "order"
     externalised: ClassVar[bool] = True  # a saga event: published to the bus
     sensitive: ClassVar[tuple[str, ...]] = ("payment_token",)  # sealed; docs/outbox.md
 
     order_id: int
+    order_reference: str  # "ORD-..." ("" in events stored at v1)
+    customer_email: str  # "" when the customer has none (and in events stored at v1)
     customer_id: int
     lines: tuple[PlacedLine, ...]
     total: str
@@ -30,22 +39,26 @@ class OrderPlaced(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class OrderCancelled(DomainEvent):
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     aggregate_type: ClassVar[str] = "order"
     externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     order_id: int
+    order_reference: str
+    customer_email: str
     # "payment_failed", "out_of_stock", "customer_cancelled", "timed_out" or "operator_cancelled"
     reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class OrderCompleted(DomainEvent):
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     aggregate_type: ClassVar[str] = "order"
     externalised: ClassVar[bool] = True  # a saga event: published to the bus
 
     order_id: int
+    order_reference: str
+    customer_email: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,3 +74,12 @@ class OrderCancellationRequested(DomainEvent):
 
     order_id: int
     reason: str  # "customer_cancelled", "timed_out" or "operator_cancelled"
+
+
+def _customer_facts_unknown(payload: dict) -> dict:
+    """v1 -> v2: a v1 event did not carry the reference or the address; "" says unknown."""
+    return {**payload, "order_reference": "", "customer_email": ""}
+
+
+for _event in (OrderPlaced, OrderCompleted, OrderCancelled):
+    upcaster(_event, from_version=1)(_customer_facts_unknown)

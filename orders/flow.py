@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 from orders.selectors import TimelineDelivery, TimelineEvent
 
-# The saga's services, left to right as in the brief's sequence diagram. Apps not named here
-# (none today) get a lifeline of their own after these.
+# The saga's services, left to right as in the brief's sequence diagram, then the apps that
+# listen to it. Apps not named here get a lifeline of their own after these.
 SERVICES = {
     "orders": ("Orders", "Order Service"),
     "payments": ("Payments", "Payment Service"),
     "inventory": ("Inventory", "Inventory Service"),
     "shipping": ("Shipping", "Shipping Service"),
+    "notifications": ("Notifications", "Notification Service"),
 }
 
 # A delivery's state as the page shows it, worst first.

@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -245,6 +246,8 @@ def order_place(
     publish(
         OrderPlaced(
             order_id=order.pk,
+            order_reference=order.reference,
+            customer_email=customer.email or "",
             customer_id=customer.pk,
             lines=tuple(
                 PlacedLine(sku=line.sku, quantity=line.quantity, unit_price=str(line.unit_price))
@@ -260,6 +263,18 @@ def order_place(
 
 
 # --- the saga's transitions ---------------------------------------------------------------------
+
+
+def _customer_facts(order: Order) -> dict[str, Any]:
+    """What the order's customer-facing events carry, so that their subscribers (notifications)
+    never read orders' tables: the order's id and reference, and its customer's address."""
+    email = (
+        get_user_model()
+        .objects.filter(pk=order.customer_id)
+        .values_list("email", flat=True)
+        .first()
+    )
+    return {"order_id": order.pk, "order_reference": order.reference, "customer_email": email or ""}
 
 
 def _order_lock(order_id: int) -> Order:
@@ -322,7 +337,7 @@ def order_complete(*, order_id: int, carrier: str, tracking_number: str) -> Orde
     )
     order.save()
     if completed:
-        publish(OrderCompleted(order_id=order.pk), correlation_id=order.correlation_id)
+        publish(OrderCompleted(**_customer_facts(order)), correlation_id=order.correlation_id)
     return order
 
 
@@ -352,7 +367,10 @@ def _cancelled_set(order: Order, *, reason: str) -> None:
     order.status = Order.Status.CANCELLED
     order.cancellation_reason = reason
     order.cancellation_requested_at = None  # answered: the order is cancelled
-    publish(OrderCancelled(order_id=order.pk, reason=reason), correlation_id=order.correlation_id)
+    publish(
+        OrderCancelled(**_customer_facts(order), reason=reason),
+        correlation_id=order.correlation_id,
+    )
 
 
 # --- cancellation on request --------------------------------------------------------------------
@@ -420,7 +438,7 @@ def order_cancellation_refuse(*, order_id: int, shipment_status: str) -> Order:
     completed = _status_advance(order, Order.Status.COMPLETED)
     order.save()
     if completed:
-        publish(OrderCompleted(order_id=order.pk), correlation_id=order.correlation_id)
+        publish(OrderCompleted(**_customer_facts(order)), correlation_id=order.correlation_id)
     return order
 
 

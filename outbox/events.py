@@ -218,6 +218,9 @@ def payload_upcast(name: str, version: int, payload: dict) -> tuple[type[DomainE
         raise UpcastError(
             f"{name} v{version} is newer than this code's v{cls.version}: deploy the newer code"
         )
+    if version < cls.version and not isinstance(payload, dict):
+        # An upcaster reads an object; anything else is refused as the decoder refuses it.
+        raise EventPayloadError(f"{name}: payload must be an object, got {payload!r}")
     while version < cls.version:
         step = _upcasters.get((name, version))
         if step is None:

@@ -11,9 +11,10 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox.bus.target import bus_delivery, bus_replay_target
+from outbox.errors import UnknownSubscriber
 from outbox.models import Delivery, Event
 from outbox.publisher import delivery_new
-from outbox.registry import subscriber_get
+from outbox.registry import Subscriber, subscriber_get, subscribers_all
 from outbox.wake import relay_wake
 
 
@@ -93,6 +94,29 @@ def events_replay(
         if reset or new:
             transaction.on_commit(relay_wake)
     return ReplayResult(created=len(new), reset=reset, skipped=skipped)
+
+
+def subscribers_of_app(app: str) -> list[Subscriber]:
+    """The subscribers whose handlers an app declares (its ``handlers`` module), by name;
+    raises UnknownSubscriber when it declares none."""
+    found = [s for s in subscribers_all() if s.handler.__module__.split(".")[0] == app]
+    if not found:
+        apps = sorted({s.handler.__module__.split(".")[0] for s in subscribers_all()})
+        raise UnknownSubscriber(f"app {app!r} has no subscribers; apps that do: {', '.join(apps)}")
+    return found
+
+
+def app_backfill(
+    *, app: str, events: QuerySet[Event], include_done: bool = False
+) -> dict[str, ReplayResult]:
+    """Deliver ``events`` to every subscriber of ``app`` (each gets the events of its own type),
+    and to no other subscriber: an app deployed after the events were published catches up.
+    Running it again creates nothing new (done deliveries are left alone unless
+    ``include_done``). Returns each subscriber's result, by name."""
+    return {
+        sub.name: events_replay(subscriber=sub.name, events=events, include_done=include_done)
+        for sub in subscribers_of_app(app)
+    }
 
 
 def correlation_dead_replay(*, correlation_id) -> int:

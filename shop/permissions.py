@@ -167,6 +167,8 @@ ADMIN_PAGES: dict[str, dict[str, int]] = {
     "inventory.product": _admin(403, 200, 403, 403),
     "inventory.stockreservation": _admin(403, 403, 200, 200),
     "shipping.shipment": _admin(403, 403, 200, 200),
+    # Customers' addresses and what was sent to them: superusers only until a group needs it.
+    "notifications.notification": SUPERUSER_ONLY,
 }
 
 # (model, action) -> whether the role is offered the action (and so may run it). Each action

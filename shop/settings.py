@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import dj_email_url
 from django.core.exceptions import ImproperlyConfigured
 
 from outbox.ops import RELAY_QUEUE
@@ -368,6 +369,27 @@ elif CACHE_URL in ("", "file://") or CACHE_URL.startswith("file://"):
 else:
     raise ImproperlyConfigured(f"CACHE_URL={CACHE_URL!r}: use redis://, locmem:// or file://")
 CACHES = {"default": {**_cache, "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "shop")}}
+
+# Email (the notifications app's messages to customers). EMAIL_URL, read by dj-email-url:
+# smtp://user:password@host:port (?tls=1 or ?ssl=1), submission://... (STARTTLS, port 587),
+# file:// (the default: one file per message in var/mail/, or file:///an/absolute/folder),
+# console:// (printed by the process that sends it, the worker, as a log line), dummy://.
+EMAIL_URL = os.environ.get("EMAIL_URL", "") or "file://"
+_email_scheme = EMAIL_URL.partition("://")[0]
+if _email_scheme not in ("smtp", "submission", "submit", "console", "file", "dummy"):
+    raise ImproperlyConfigured(
+        f"EMAIL_URL={EMAIL_URL!r}: use smtp://, submission://, console://, file:// or dummy://"
+    )
+_email = dj_email_url.parse(EMAIL_URL)
+if _email_scheme in ("smtp", "submission", "submit"):
+    _email["EMAIL_BACKEND"] = "django.core.mail.backends.smtp.EmailBackend"
+if _email_scheme == "file":
+    _email["EMAIL_FILE_PATH"] = EMAIL_URL.removeprefix("file://") or str(VAR_DIR / "mail")
+# A message is sent inside its delivery's transaction: a mail server that hangs must fail the
+# attempt (it is retried) well within the outbox's lease.
+_email["EMAIL_TIMEOUT"] = _email["EMAIL_TIMEOUT"] or env_float("EMAIL_TIMEOUT_SECONDS", 10)
+globals().update({k: v for k, v in _email.items() if v is not None})
+DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "Shop <shop@localhost>")
 
 
 # Throttles (shop/throttling.py), in DRF's syntax: N/second, N/minute, N/hour or N/day; "off"

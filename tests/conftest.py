@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 
 from shop.celery import app as celery_app
-from tests.support import relay_ticker, require_service, running_worker
+from tests.support import SmtpInbox, relay_ticker, require_service, running_worker
 
 # No test can hang the suite or keep it from exiting (tests/exit_guard.py says how).
 pytest_plugins = ["tests.exit_guard"]
@@ -69,3 +69,15 @@ def worker(transactional_db, outbox_fast):
     """A real Celery worker (2 threads) on every queue, plus a 'beat' ticking the relay."""
     with running_worker(), relay_ticker():
         yield
+
+
+@pytest.fixture
+def smtp_server(settings):
+    """A real SMTP server in this process, and Django's SMTP backend pointed at it (what
+    EMAIL_URL=smtp://127.0.0.1:<port> configures); its ``messages`` are what it accepted."""
+    with SmtpInbox() as inbox:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", inbox.port
+        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+        settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+        yield inbox

@@ -31,14 +31,22 @@ def bus_deliveries():
 def test_without_a_bus_nothing_changes(settings):
     settings.EVENT_BUS_URL = ""
     with transaction.atomic():
-        publish(OrderCancelled(order_id=1, reason="payment_failed"))
+        publish(
+            OrderCancelled(
+                order_id=1, order_reference="", customer_email="", reason="payment_failed"
+            )
+        )
     assert bus_deliveries() == []
 
 
 def test_a_declared_event_gets_an_ordered_bus_delivery_with_a_bus(settings):
     settings.EVENT_BUS_URL = "amqp://guest:guest@127.0.0.1:5672//"
     with transaction.atomic():
-        publish(OrderCancelled(order_id=7, reason="payment_failed"))
+        publish(
+            OrderCancelled(
+                order_id=7, order_reference="", customer_email="", reason="payment_failed"
+            )
+        )
         publish(ThingHappened(thing_id="x"))  # not declared externalised
     [delivery] = bus_deliveries()
     assert delivery.event.type == "orders.OrderCancelled"
@@ -56,7 +64,11 @@ def test_the_switch_externalises_every_event(settings):
 def test_a_rolled_back_event_has_no_bus_delivery(settings):
     settings.EVENT_BUS_URL = "amqp://guest:guest@127.0.0.1:5672//"
     with pytest.raises(RuntimeError), transaction.atomic():
-        publish(OrderCancelled(order_id=7, reason="payment_failed"))
+        publish(
+            OrderCancelled(
+                order_id=7, order_reference="", customer_email="", reason="payment_failed"
+            )
+        )
         raise RuntimeError("rolled back")
     assert bus_deliveries() == []
 
@@ -65,7 +77,11 @@ def test_the_relay_sends_the_bus_deliveries_to_the_bus_queue_in_one_message(sett
     settings.EVENT_BUS_URL = "amqp://guest:guest@127.0.0.1:5672//"
     with transaction.atomic():
         for n in range(5):
-            publish(OrderCancelled(order_id=n, reason="payment_failed"))
+            publish(
+                OrderCancelled(
+                    order_id=n, order_reference="", customer_email="", reason="payment_failed"
+                )
+            )
     claimed = deliveries_claim(limit=100)
     bus_ids = sorted(pk for pk, name in claimed if name == BUS_SUBSCRIBER)
     assert len(bus_ids) == 5

@@ -71,7 +71,9 @@ def test_a_plain_nats_client_finds_every_cloudevents_header(nats_bus, bus_namesp
         transaction.atomic(),
     ):
         row = publish(
-            OrderCancelled(order_id=7, reason="payment_failed"),
+            OrderCancelled(
+                order_id=7, order_reference="", customer_email="", reason="payment_failed"
+            ),
             headers={"traceparent": TRACEPARENT},
         )
     assert bus_deliveries_publish(delivery_ids=bus_ids())["done"] == 1
@@ -90,13 +92,18 @@ def test_a_plain_nats_client_finds_every_cloudevents_header(nats_bus, bus_namesp
     assert h["ce-type"] == "orders.OrderCancelled"
     assert h["ce-subject"] == "order:7"
     assert h["ce-time"].startswith(row.occurred_at.strftime("%Y-%m-%dT%H:%M:%S"))
-    assert h["ce-eventversion"] == "1"
+    assert h["ce-eventversion"] == "2"  # OrderCancelled v2: with the reference and address
     assert h["ce-correlationid"] == str(saga)
     assert h["ce-causationid"] == str(cause)
     assert h["ce-traceparent"] == TRACEPARENT
     assert h["content-type"] == "application/json"
     assert h["Nats-Msg-Id"] == str(row.event_id)
-    assert json.loads(msg.data) == {"order_id": 7, "reason": "payment_failed"}
+    assert json.loads(msg.data) == {
+        "order_id": 7,
+        "order_reference": "",
+        "customer_email": "",
+        "reason": "payment_failed",
+    }
 
 
 def test_events_cross_to_a_second_database_once_in_order_and_a_bad_message_is_dead_lettered(

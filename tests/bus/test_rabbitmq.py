@@ -68,7 +68,9 @@ def test_a_plain_amqp_client_finds_every_cloudevents_attribute(rabbitmq_bus, bus
             transaction.atomic(),
         ):
             row = publish(
-                OrderCancelled(order_id=7, reason="payment_failed"),
+                OrderCancelled(
+                    order_id=7, order_reference="", customer_email="", reason="payment_failed"
+                ),
                 headers={"traceparent": TRACEPARENT},
             )
         assert bus_deliveries_publish(delivery_ids=bus_ids())["done"] == 1
@@ -84,13 +86,18 @@ def test_a_plain_amqp_client_finds_every_cloudevents_attribute(rabbitmq_bus, bus
     assert h["cloudEvents_type"] == "orders.OrderCancelled"
     assert h["cloudEvents_subject"] == "order:7"
     assert h["cloudEvents_time"].startswith(row.occurred_at.isoformat()[:19])
-    assert h["cloudEvents_eventversion"] == 1
+    assert h["cloudEvents_eventversion"] == 2  # OrderCancelled v2: with the reference and address
     assert h["cloudEvents_correlationid"] == str(saga)
     assert h["cloudEvents_causationid"] == str(cause)
     assert h["cloudEvents_traceparent"] == TRACEPARENT
     assert properties.content_type == "application/json"
     assert properties.delivery_mode == 2
-    assert json.loads(body) == {"order_id": 7, "reason": "payment_failed"}
+    assert json.loads(body) == {
+        "order_id": 7,
+        "order_reference": "",
+        "customer_email": "",
+        "reason": "payment_failed",
+    }
     assert method.routing_key == "orders.OrderCancelled"
     assert Delivery.objects.get(subscriber=BUS_SUBSCRIBER).status == "done"
 
@@ -109,7 +116,11 @@ def test_an_unreachable_broker_leaves_the_delivery_pending_for_a_retry(settings)
 
     publishing._adapter.cache_clear()
     with transaction.atomic():
-        publish(OrderCancelled(order_id=1, reason="payment_failed"))
+        publish(
+            OrderCancelled(
+                order_id=1, order_reference="", customer_email="", reason="payment_failed"
+            )
+        )
     assert bus_deliveries_publish(delivery_ids=bus_ids()) == {
         "done": 0,
         "retry": 1,

@@ -10,7 +10,7 @@ faults injected so the page has every delivery state to show:
                  -> orders.order_mark_stock_reserved_on_stock_updated pending: never handled
 4. ShippingScheduled -> orders.order_complete_...                     done
                  -> inventory.stock_fulfil_on_shipping_scheduled      dead: warehouse down
-5. OrderCompleted (no subscribers)
+5. OrderCompleted -> notifications.notification_on_order_completed done
 """
 
 from __future__ import annotations

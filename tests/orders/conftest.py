@@ -22,7 +22,9 @@ def quiet(monkeypatch):
 
 @pytest.fixture
 def customer(db):
-    return get_user_model().objects.create_user("alice", password="pw-alice-123")
+    return get_user_model().objects.create_user(
+        "alice", email="alice@example.com", password="pw-alice-123"
+    )
 
 
 @pytest.fixture

@@ -437,7 +437,7 @@ def test_the_timeline_lists_the_sagas_events_in_causal_order(api, ops):
     stored = Event.objects.get(type="orders.OrderPlaced")
     assert placed["id"] == str(stored.event_id)
     assert (placed["version"], placed["aggregate_type"], placed["aggregate_id"]) == (
-        1,
+        2,
         "order",
         str(order.id),
     )

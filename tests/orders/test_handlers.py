@@ -78,7 +78,11 @@ def test_the_happy_path_moves_the_order_forward_to_completed(order):
     )
     assert order.cancellation_reason is None
     [completed] = published("orders.OrderCompleted", order)
-    assert completed.payload == {"order_id": order.id}
+    assert completed.payload == {
+        "order_id": order.id,
+        "order_reference": order.reference,
+        "customer_email": "alice@example.com",
+    }
     # Published by the handler: same saga, caused by ShippingScheduled.
     cause = Event.objects.get(type="shipping.ShippingScheduled")
     assert completed.causation_id == cause.event_id
@@ -113,7 +117,12 @@ def test_payment_failed_cancels_the_order(order):
     )
     assert order.payment_amount is None
     [cancelled] = published("orders.OrderCancelled", order)
-    assert cancelled.payload == {"order_id": order.id, "reason": "payment_failed"}
+    assert cancelled.payload == {
+        "order_id": order.id,
+        "order_reference": order.reference,
+        "customer_email": "alice@example.com",
+        "reason": "payment_failed",
+    }
 
 
 def test_payment_refunded_cancels_the_order_as_out_of_stock(order):
@@ -126,7 +135,12 @@ def test_payment_refunded_cancels_the_order_as_out_of_stock(order):
     )
     assert order.payment_amount == Decimal("19.00")
     [cancelled] = published("orders.OrderCancelled", order)
-    assert cancelled.payload == {"order_id": order.id, "reason": "out_of_stock"}
+    assert cancelled.payload == {
+        "order_id": order.id,
+        "order_reference": order.reference,
+        "customer_email": "alice@example.com",
+        "reason": "out_of_stock",
+    }
 
 
 def test_a_refund_handled_before_its_capture_stays_refunded_and_cancelled(order):

@@ -49,6 +49,8 @@ def test_order_placed_is_published_with_the_orders_correlation_id(customer, cata
     assert event.payload["payment_token"] != "tok_visa"  # sealed in the store
     assert payload_open(event.payload, event_type=event.type) == {
         "order_id": order.pk,
+        "order_reference": order.reference,
+        "customer_email": "alice@example.com",
         "customer_id": customer.pk,
         "lines": [
             {"sku": "TEE", "quantity": 3, "unit_price": "20.00"},

@@ -37,9 +37,11 @@ def test_the_validation_can_fail(validator):
 def test_every_event_type_is_a_channel_with_its_payload_publisher_and_subscribers():
     document = asyncapi_document()
     assert {cls.event_type for cls in event_types_all()} == set(document["channels"])
-    placed = document["components"]["messages"]["orders.OrderPlaced.v1"]
+    placed = document["components"]["messages"]["orders.OrderPlaced.v2"]
     assert placed["payload"]["required"] == [
         "order_id",
+        "order_reference",
+        "customer_email",
         "customer_id",
         "lines",
         "total",
@@ -58,7 +60,7 @@ def test_every_event_type_is_a_channel_with_its_payload_publisher_and_subscriber
         for name, op in operations.items()
         if op["action"] == "receive" and op["channel"] == {"$ref": "#/channels/orders.OrderPlaced"}
     }
-    assert "payments" in {op["x-app"] for op in receivers.values()}
+    assert {"payments", "notifications"} <= {op["x-app"] for op in receivers.values()}
 
 
 def test_channel_addresses_derive_from_the_event_type():

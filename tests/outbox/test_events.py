@@ -22,6 +22,8 @@ def test_payload_round_trip_with_nested_lines():
 
     event = OrderPlaced(
         order_id=7,
+        order_reference="ORD-ABCDEFGHJKMN",
+        customer_email="alice@example.com",
         customer_id=3,
         lines=(PlacedLine(sku="MUG", quantity=2, unit_price="9.50"),),
         total="19.00",

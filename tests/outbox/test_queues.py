@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 def test_every_app_that_subscribes_has_its_queue_and_the_relay_has_its_own():
     apps = {s.handler.__module__.split(".")[0] for s in subscribers_all()}
-    assert {"orders", "payments", "inventory", "shipping", "tests"} <= apps
+    assert {"orders", "payments", "inventory", "shipping", "notifications", "tests"} <= apps
     assert subscriber_queues() == sorted(apps)
     assert RELAY_QUEUE not in subscriber_queues()
 

@@ -23,6 +23,8 @@ def order_placed(order_id=1, token="tok_visa", total="19.00", **changes) -> Orde
     return OrderPlaced(
         **{
             "order_id": order_id,
+            "order_reference": "ORD-ABCDEFGHJKMN",
+            "customer_email": "",
             "customer_id": 1,
             "lines": (PlacedLine(sku="MUG", quantity=2, unit_price="9.50"),),
             "total": total,

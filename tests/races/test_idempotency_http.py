@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from orders.models import Order, OrderLine
 from orders.services import catalog_item_upsert
 from outbox.models import Delivery, Event
+from outbox.registry import subscribers_for
 from tests.races.helpers import run_at_once, skip_unless_postgres
 from tests.security.credentials import api_token
 
@@ -58,7 +59,12 @@ def assert_one_order():
     placed = Event.objects.filter(type="orders.OrderPlaced")
     assert placed.count() == 1
     assert placed.get().aggregate_id == str(order.pk)
-    assert Delivery.objects.filter(event__type="orders.OrderPlaced").count() == 1
+    # One delivery per subscriber of OrderPlaced (payments, notifications), each once.
+    assert sorted(
+        Delivery.objects.filter(event__type="orders.OrderPlaced").values_list(
+            "subscriber", flat=True
+        )
+    ) == sorted(s.name for s in subscribers_for("orders.OrderPlaced"))
     return order
 
 

@@ -79,6 +79,12 @@ POISONS = {
 }
 
 
+# "bad-value" is poison for payments only (the total is its business): every other subscriber
+# of OrderPlaced reads it fine (notifications: no address in a v1 event, so nothing is sent),
+# and its delivery to them must end done like any other.
+POISONED_ONLY_FOR = {"bad-value": "payments."}
+
+
 @pytest.fixture(autouse=True)
 def quiet():
     """The real relay wake-ups here (overrides the package's no-broker fixture)."""
@@ -126,6 +132,13 @@ def test_poison_events_are_dead_lettered_and_block_nothing(
 
     poisoned = {name: poison_store(*spec[:3]) for name, spec in POISONS.items()}
     assert len(poisoned["two-subscribers"]) == 2
+    poisoned = {
+        name: [d for d in ds if d.subscriber.startswith(POISONED_ONLY_FOR.get(name, ""))]
+        for name, ds in poisoned.items()
+    }
+    assert [d.subscriber for d in poisoned["bad-value"]] == [
+        "payments.payment_charge_on_order_placed"
+    ]
 
     customer = get_user_model().objects.create_user("dora", password="pw-dora-123")
     api = APIClient()

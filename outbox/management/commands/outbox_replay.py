@@ -1,13 +1,16 @@
+import datetime as dt
 import uuid
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils.dateparse import parse_datetime
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 
 from outbox.bus.target import NoBus, bus_delivery, bus_replay_target
-from outbox.errors import UnknownSubscriber
+from outbox.errors import UnknownEventType, UnknownSubscriber
+from outbox.events import event_type_get
 from outbox.models import Delivery, Event
 from outbox.registry import subscriber_get
-from outbox.replay import deliveries_replay, events_replay
+from outbox.replay import app_backfill, deliveries_replay, events_replay, subscribers_of_app
 
 
 def _uuid(value: str) -> uuid.UUID:
@@ -20,9 +23,16 @@ def _uuid(value: str) -> uuid.UUID:
 def _when(value: str | None, flag: str):
     if value is None:
         return None
-    parsed = parse_datetime(value)
+    try:
+        parsed = parse_datetime(value)
+        if parsed is None and (day := parse_date(value)) is not None:
+            parsed = dt.datetime.combine(day, dt.time())  # a date: from its midnight
+    except ValueError:
+        parsed = None
     if parsed is None:
-        raise CommandError(f"{flag} {value!r} is not an ISO 8601 date-time")
+        raise CommandError(f"{flag} {value!r} is not an ISO 8601 date or date-time")
+    if timezone.is_naive(parsed):  # no offset given: UTC
+        parsed = timezone.make_aware(parsed, dt.UTC)
     return parsed
 
 
@@ -32,14 +42,24 @@ class Command(BaseCommand):
         "With --subscriber and --event/--type/--since/--until, events are delivered to that "
         "subscriber: backfill for events it never received, a fresh start for dead ones; done "
         "deliveries are left alone unless --include-done. --subscriber bus sends externalised "
-        "events to the event bus (EVENT_BUS_URL) again, e.g. for a service that joins late."
+        "events to the event bus (EVENT_BUS_URL) again, e.g. for a service that joins late. "
+        "--app instead of --subscriber: every subscriber of that app (backfill of an app "
+        "deployed after the events), no other."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--dead", action="store_true", help="replay dead letters")
         parser.add_argument("--subscriber", help="the subscriber to deliver to")
+        parser.add_argument(
+            "--app", help="deliver to every subscriber of this app (e.g. notifications)"
+        )
         parser.add_argument("--event", action="append", default=[], help="event id (repeatable)")
-        parser.add_argument("--type", help="event type, e.g. orders.OrderPlaced")
+        parser.add_argument(
+            "--type",
+            action="append",
+            default=[],
+            help="event type, e.g. orders.OrderPlaced (repeatable)",
+        )
         parser.add_argument("--since", help="events that occurred at or after (ISO 8601)")
         parser.add_argument("--until", help="events that occurred before (ISO 8601)")
         parser.add_argument(
@@ -47,24 +67,30 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
-        name = opts["subscriber"]
-        if name:
-            try:
+        name, app = opts["subscriber"], opts["app"]
+        if name and app:
+            raise CommandError("give --subscriber or --app, not both")
+        try:
+            if name:
                 if bus_delivery(name):
                     bus_replay_target()
                 else:
                     subscriber_get(name)
-            except (UnknownSubscriber, NoBus) as exc:
-                raise CommandError(str(exc)) from None
+            if app:
+                subscribers_of_app(app)
+        except (UnknownSubscriber, NoBus) as exc:
+            raise CommandError(str(exc)) from None
         if opts["dead"]:
             dead = Delivery.objects.filter(status=Delivery.Status.DEAD)
             if name:
                 dead = dead.filter(subscriber=name)
+            if app:
+                dead = dead.filter(subscriber__in=[s.name for s in subscribers_of_app(app)])
             count = deliveries_replay(dead)
             self.stdout.write(f"replaying {count} dead letters")
             return
-        if not name:
-            raise CommandError("give --dead, or --subscriber with the events to deliver")
+        if not (name or app):
+            raise CommandError("give --dead, or --subscriber or --app with the events to deliver")
         since, until = _when(opts["since"], "--since"), _when(opts["until"], "--until")
         if not (opts["event"] or opts["type"] or since or until):
             raise CommandError("choose events with --event, --type, --since or --until")
@@ -72,13 +98,26 @@ class Command(BaseCommand):
         if opts["event"]:
             events = events.filter(event_id__in=[_uuid(e) for e in opts["event"]])
         if opts["type"]:
-            events = events.filter(type=opts["type"])
+            for event_type in opts["type"]:
+                try:
+                    event_type_get(event_type)
+                except UnknownEventType as exc:
+                    raise CommandError(str(exc)) from None
+            events = events.filter(type__in=opts["type"])
         if since:
             events = events.filter(occurred_at__gte=since)
         if until:
             events = events.filter(occurred_at__lt=until)
-        result = events_replay(subscriber=name, events=events, include_done=opts["include_done"])
-        self.stdout.write(
-            f"{name}: {result.created} new deliveries (backfill), {result.reset} made due again, "
-            f"{result.skipped} already done and left alone"
-        )
+        if app:
+            results = app_backfill(app=app, events=events, include_done=opts["include_done"])
+        else:
+            results = {
+                name: events_replay(
+                    subscriber=name, events=events, include_done=opts["include_done"]
+                )
+            }
+        for subscriber, result in results.items():
+            self.stdout.write(
+                f"{subscriber}: {result.created} new deliveries (backfill), {result.reset} made "
+                f"due again, {result.skipped} already done and left alone"
+            )
