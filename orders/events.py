@@ -9,8 +9,8 @@ from outbox import DomainEvent, upcaster
 # subscriber needs without reading orders' tables: the order's public reference (ORD-...) and
 # the customer's email address ("" when the customer gave none). Events stored at version 1 did
 # not carry them; their upcasters fill in "" (unknown), which a subscriber treats like a customer
-# with no address. The address is personal data: when events declare their sensitive fields,
-# ``customer_email`` is one of them.
+# with no address. The address is personal data: ``customer_email`` is declared sensitive, so it
+# is sealed in the event store and on the bus and redacted wherever people read events.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,7 +25,8 @@ class OrderPlaced(DomainEvent):
     version: ClassVar[int] = 2
     aggregate_type: ClassVar[str] = "order"
     externalised: ClassVar[bool] = True  # a saga event: published to the bus
-    sensitive: ClassVar[tuple[str, ...]] = ("payment_token",)  # sealed; docs/outbox.md
+    # Sealed in the store and on the bus, redacted where people read (docs/outbox.md).
+    sensitive: ClassVar[tuple[str, ...]] = ("payment_token", "customer_email")
 
     order_id: int
     order_reference: str  # "ORD-..." ("" in events stored at v1)
@@ -42,6 +43,7 @@ class OrderCancelled(DomainEvent):
     version: ClassVar[int] = 2
     aggregate_type: ClassVar[str] = "order"
     externalised: ClassVar[bool] = True  # a saga event: published to the bus
+    sensitive: ClassVar[tuple[str, ...]] = ("customer_email",)
 
     order_id: int
     order_reference: str
@@ -55,6 +57,7 @@ class OrderCompleted(DomainEvent):
     version: ClassVar[int] = 2
     aggregate_type: ClassVar[str] = "order"
     externalised: ClassVar[bool] = True  # a saga event: published to the bus
+    sensitive: ClassVar[tuple[str, ...]] = ("customer_email",)
 
     order_id: int
     order_reference: str

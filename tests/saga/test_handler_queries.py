@@ -26,13 +26,19 @@ from tests.support import is_postgres
 pytestmark = pytest.mark.django_db
 
 # subscriber: (PostgreSQL, SQLite). Before the cuts (PostgreSQL): 14, 11, 19, 11, 14, 12, 14.
+# The charge was cut to 12 (PostgreSQL), then grew to 26 by design when its gateway attempt came
+# to be recorded and committed before the gateway call (issue 16: the delivery locked twice, the
+# attempt looked up and inserted in the prepare transaction, read and updated in the handler's;
+# docs/architecture.md, "Calls that move money"). The ceiling pins that cost from here on.
 STATEMENTS = {
-    "payments.payment_charge_on_order_placed": (12, 13),
+    "payments.payment_charge_on_order_placed": (26, 27),
     "orders.order_mark_paid_on_payment_completed": (9, 9),
     "inventory.stock_reserve_on_payment_completed": (15, 16),
     "orders.order_mark_stock_reserved_on_stock_updated": (9, 9),
     "shipping.shipment_schedule_on_stock_updated": (11, 12),
-    "orders.order_complete_on_shipping_scheduled": (10, 10),
+    # 10, then 11 when OrderCompleted came to carry the customer's address for notifications
+    # (one read of it: orders/services.py, _customer_facts).
+    "orders.order_complete_on_shipping_scheduled": (11, 11),
     "inventory.stock_fulfil_on_shipping_scheduled": (10, 10),
 }
 
