@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Every local app of the shop (the monolith installs them all), in INSTALLED_APPS order.
-LOCAL_APPS = ("orders", "payments", "inventory", "shipping")
+LOCAL_APPS = ("orders", "payments", "inventory", "shipping", "notifications")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,12 @@ SERVICES: dict[str, Service] = {
             apps=("payments",),
             database_env="PAYMENTS_DATABASE_URL",
             broker_env="PAYMENTS_CELERY_BROKER_URL",
+        ),
+        Service(
+            name="notifications",
+            apps=("notifications",),
+            database_env="NOTIFICATIONS_DATABASE_URL",
+            broker_env="NOTIFICATIONS_CELERY_BROKER_URL",
         ),
     )
 }
