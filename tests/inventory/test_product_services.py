@@ -59,6 +59,7 @@ VALID = {"sku": "MUG", "name": "Mug", "price": Decimal("19.99"), "stock": 5}
         ("name", "   "),
         ("name", "n" * 201),
         ("name", "Mug\x00"),
+        ("name", None),
         ("price", Decimal("0")),
         ("price", Decimal("-1.00")),
         ("price", Decimal("1.999")),

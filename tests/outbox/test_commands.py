@@ -171,12 +171,15 @@ def test_purge_deletes_only_finished_events_past_retention(settings):
 def late_ordered_subscriber():
     """An ordered subscriber added after events were published (then removed again)."""
 
-    @subscribe(OrderedThing, ordered=True, name="tests.late_ordered")
-    def late_ordered(event):
-        pass
+    def register() -> str:
+        @subscribe(OrderedThing, ordered=True, name="tests.late_ordered")
+        def late_ordered(event):
+            pass
 
-    yield "tests.late_ordered"
-    del _subscribers["tests.late_ordered"]
+        return "tests.late_ordered"
+
+    yield register
+    _subscribers.pop("tests.late_ordered", None)
     _by_type["tests.OrderedThing"] = [
         s for s in _by_type["tests.OrderedThing"] if s.name != "tests.late_ordered"
     ]
@@ -188,10 +191,13 @@ def test_a_backfill_for_an_ordered_subscriber_keeps_each_aggregates_order(
     with transaction.atomic():
         for thing_id, seq in (("late-t", 1), ("late-t", 2), ("late-u", 1)):
             publish(OrderedThing(thing_id=thing_id, seq=seq))
-    run("outbox_replay", "--subscriber", late_ordered_subscriber, "--type", "tests.OrderedThing")
+    subscriber = late_ordered_subscriber()
+    out = run("outbox_replay", "--subscriber", subscriber, "--type", "tests.OrderedThing")
+    assert f"{subscriber}: " in out and "new deliveries (backfill)" in out
     backfilled = Delivery.objects.filter(
-        subscriber=late_ordered_subscriber, event__aggregate_id__in=["late-t", "late-u"]
+        subscriber=subscriber, event__aggregate_id__in=["late-t", "late-u"]
     )
+    assert backfilled.count() == 3
 
     def claim() -> list[tuple[str, int]]:
         claimed = backfilled.filter(pk__in=[pk for pk, _ in deliveries_claim(limit=100)])
