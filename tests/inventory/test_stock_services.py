@@ -1,7 +1,5 @@
 """stock_reserve and stock_fulfil: all or nothing, never below zero, once per order."""
 
-import threading
-
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -10,7 +8,13 @@ from inventory.models import StockReservation
 from inventory.selectors import stock_reservation_get
 from inventory.services import product_update, stock_fulfil, stock_reserve
 from payments.events import PaidLine
-from tests.inventory.helpers import a_product, payloads, snapshot, stock
+from tests.inventory.helpers import (
+    a_product,
+    a_rival_reservation_commits_first,
+    payloads,
+    snapshot,
+    stock,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -189,22 +193,7 @@ def test_the_reservation_selector_returns_it_with_its_lines():
 def test_a_duplicate_that_committed_first_without_sharing_a_lock_is_the_answer(monkeypatch):
     # Two deliveries of one order naming only unknown skus lock no stock row, so both reach
     # the insert; the one that commits second hits the unique order_id and returns the first.
-    create = StockReservation.objects.create
-    rival: list[StockReservation] = []
-
-    def rival_commits_first(**fields):
-        def commit_the_rival():
-            try:
-                rival.append(create(order_id=fields["order_id"], status="rejected"))
-            finally:
-                connection.close()
-
-        thread = threading.Thread(target=commit_the_rival)
-        thread.start()
-        thread.join(60)
-        return create(**fields)
-
-    monkeypatch.setattr(StockReservation.objects, "create", rival_commits_first)
+    rival = a_rival_reservation_commits_first(monkeypatch, status="rejected")
     reservation = stock_reserve(order_id=7, lines=[line("GONE", 1)])
     assert rival and reservation.pk == rival[0].pk
     assert list(StockReservation.objects.values_list("order_id", "status")) == [(7, "rejected")]
