@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from inventory.models import Product, StockLevel
+from inventory.models import STOCK_MAX, Product, StockLevel
 from inventory.services import product_create, product_update, stock_reserve
 from tests.inventory.helpers import a_product, payloads, snapshot, stock
 
@@ -164,3 +164,8 @@ def test_a_sku_taken_by_a_create_that_committed_after_validation_is_refused_on_s
     assert exc.value.message_dict == {"sku": ["A product with sku 'MUG' already exists."]}
     assert [error.code for error in exc.value.error_dict["sku"]] == ["unique"]
     assert not StockLevel.objects.exists()  # the refused create added nothing of its own
+
+
+def test_the_largest_stock_a_product_may_hold_is_accepted():
+    product_create(**{**VALID, "stock": STOCK_MAX})
+    assert stock("MUG") == (STOCK_MAX, 0)

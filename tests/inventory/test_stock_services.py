@@ -1,5 +1,7 @@
 """stock_reserve and stock_fulfil: all or nothing, never below zero, once per order."""
 
+from types import SimpleNamespace
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -198,3 +200,13 @@ def test_a_duplicate_that_committed_first_without_sharing_a_lock_is_the_answer(m
     assert rival and reservation.pk == rival[0].pk
     assert list(StockReservation.objects.values_list("order_id", "status")) == [(7, "rejected")]
     assert payloads("inventory.StockNotAvailable") == []  # the rival's answer, not a second one
+
+
+@pytest.mark.parametrize("lines", [[object()], [SimpleNamespace(sku="MUG")]])
+def test_a_line_without_a_sku_or_a_quantity_is_refused_on_lines(lines):
+    a_product("MUG", stock=5)
+    before = snapshot()
+    with pytest.raises(ValidationError) as exc:
+        stock_reserve(order_id=7, lines=lines)
+    assert list(exc.value.message_dict) == ["lines"]
+    assert snapshot() == before
