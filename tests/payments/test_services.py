@@ -340,3 +340,19 @@ def test_selectors_find_payments_and_refunds_by_order():
     assert list(payment_list()) == [refunded, failed, captured]
     assert list(payment_list(status="failed")) == [failed]
     assert list(payment_list(order_ids=[1, 3])) == [refunded, captured]
+
+
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        ((), "an order has at least one line"),
+        ((PaidLine(sku="MUG", quantity=0),), "line 0: quantity must be a positive integer, got 0"),
+    ],
+)
+def test_bad_lines_say_what_is_wrong_with_them(gateway, lines, says):
+    with pytest.raises(ValidationError) as raised:
+        payment_charge(
+            order_id=1, amount=Decimal("19.00"), currency="EUR", token="tok_visa", lines=lines
+        )
+    assert raised.value.message_dict == {"lines": [says]}
+    assert gateway.calls == []
