@@ -210,3 +210,9 @@ def test_a_line_without_a_sku_or_a_quantity_is_refused_on_lines(lines):
         stock_reserve(order_id=7, lines=lines)
     assert list(exc.value.message_dict) == ["lines"]
     assert snapshot() == before
+
+
+def test_an_order_without_lines_is_told_so():
+    with pytest.raises(ValidationError) as exc:
+        stock_reserve(order_id=7, lines=[])
+    assert exc.value.message_dict == {"lines": ["an order has at least one line"]}

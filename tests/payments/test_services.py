@@ -343,16 +343,26 @@ def test_selectors_find_payments_and_refunds_by_order():
 
 
 @pytest.mark.parametrize(
-    ("lines", "says"),
+    ("changes", "errors"),
     [
-        ((), "an order has at least one line"),
-        ((PaidLine(sku="MUG", quantity=0),), "line 0: quantity must be a positive integer, got 0"),
+        ({"lines": ()}, {"lines": ["an order has at least one line"]}),
+        (
+            {"lines": (PaidLine(sku="MUG", quantity=0),)},
+            {"lines": ["line 0: quantity must be a positive integer, got 0"]},
+        ),
+        (
+            {"lines": (PaidLine(sku="", quantity=1),)},
+            {"lines": ["line 0: sku must be a non-empty string"]},
+        ),
+        (
+            {"currency": "eur"},
+            {"currency": ["must be a 3-letter ISO code such as 'EUR', got 'eur'"]},
+        ),
     ],
 )
-def test_bad_lines_say_what_is_wrong_with_them(gateway, lines, says):
+def test_bad_input_says_what_is_wrong_with_it(gateway, changes, errors):
+    kwargs = {"order_id": 1, "amount": Decimal("19.00"), "currency": "EUR", "lines": LINES}
     with pytest.raises(ValidationError) as raised:
-        payment_charge(
-            order_id=1, amount=Decimal("19.00"), currency="EUR", token="tok_visa", lines=lines
-        )
-    assert raised.value.message_dict == {"lines": [says]}
+        payment_charge(**{**kwargs, "token": "tok_visa", **changes})
+    assert raised.value.message_dict == errors
     assert gateway.calls == []
