@@ -51,28 +51,27 @@ class StockLine(Protocol):
 # --- products ---------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def product_create(*, sku: str, name: str, price: Decimal, stock: int) -> Product:
     """Catalogue a new product with ``stock`` units on hand; publish ProductCatalogued."""
-    product = Product(sku=sku, name=_name_clean(name), price=price)
-    errors = _model_errors(product)
-    errors.update(_stock_errors(stock))
-    if errors:
-        raise ValidationError(errors)
-    product.price = product.price.quantize(_CENT)
-    try:
-        # A concurrent create of the same sku may have committed since full_clean looked.
-        with transaction.atomic():
-            product.save()
-    except IntegrityError:
-        taken = ValidationError(f"A product with sku {sku!r} already exists.", code="unique")
-        raise ValidationError({"sku": [taken]}) from None
-    StockLevel.objects.create(product=product, on_hand=stock)
-    _catalogued_publish(product)
-    return product
+    with transaction.atomic():
+        product = Product(sku=sku, name=_name_clean(name), price=price)
+        errors = _model_errors(product)
+        errors.update(_stock_errors(stock))
+        if errors:
+            raise ValidationError(errors)
+        product.price = product.price.quantize(_CENT)
+        try:
+            # A concurrent create of the same sku may have committed since full_clean looked.
+            with transaction.atomic():
+                product.save()
+        except IntegrityError:
+            taken = ValidationError(f"A product with sku {sku!r} already exists.", code="unique")
+            raise ValidationError({"sku": [taken]}) from None
+        StockLevel.objects.create(product=product, on_hand=stock)
+        _catalogued_publish(product)
+        return product
 
 
-@transaction.atomic
 def product_update(
     *,
     sku: str,
@@ -86,37 +85,38 @@ def product_update(
     Publishes ProductCatalogued when the name or the price changed. Raises
     ``Product.DoesNotExist`` for an unknown sku.
     """
-    product = Product.objects.select_for_update().get(sku=sku)
-    before = (product.name, product.price)
-    if name is not None:
-        product.name = _name_clean(name)
-    if price is not None:
-        product.price = price
-    errors = _model_errors(product)
-    level = None
-    if stock is not None:
-        stock_errors = _stock_errors(stock)
-        if not stock_errors:
-            level = StockLevel.objects.select_for_update().get(product=product)
-            if stock < level.reserved:
-                stock_errors = {
-                    "stock": [
-                        f"Ensure this value is at least {level.reserved}: "
-                        f"{level.reserved} units are reserved for paid orders."
-                    ]
-                }
-        errors.update(stock_errors)
-    if errors:
-        raise ValidationError(errors)
+    with transaction.atomic():
+        product = Product.objects.select_for_update().get(sku=sku)
+        before = (product.name, product.price)
+        if name is not None:
+            product.name = _name_clean(name)
+        if price is not None:
+            product.price = price
+        errors = _model_errors(product)
+        level = None
+        if stock is not None:
+            stock_errors = _stock_errors(stock)
+            if not stock_errors:
+                level = StockLevel.objects.select_for_update().get(product=product)
+                if stock < level.reserved:
+                    stock_errors = {
+                        "stock": [
+                            f"Ensure this value is at least {level.reserved}: "
+                            f"{level.reserved} units are reserved for paid orders."
+                        ]
+                    }
+            errors.update(stock_errors)
+        if errors:
+            raise ValidationError(errors)
 
-    product.price = product.price.quantize(_CENT)
-    if (product.name, product.price) != before:
-        product.save(update_fields=["name", "price", "updated_at"])
-        _catalogued_publish(product)
-    if level is not None and level.on_hand != stock:
-        level.on_hand = stock
-        level.save(update_fields=["on_hand"])
-    return product
+        product.price = product.price.quantize(_CENT)
+        if (product.name, product.price) != before:
+            product.save(update_fields=["name", "price", "updated_at"])
+            _catalogued_publish(product)
+        if level is not None and level.on_hand != stock:
+            level.on_hand = stock
+            level.save(update_fields=["on_hand"])
+        return product
 
 
 def _name_clean(name: Any) -> Any:
@@ -157,7 +157,6 @@ def _catalogued_publish(product: Product) -> None:
 # --- stock ------------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def stock_reserve(*, order_id: int, lines: Iterable[StockLine]) -> StockReservation:
     """Reserve every line of the order, or none; publish StockUpdated or StockNotAvailable.
 
@@ -166,92 +165,95 @@ def stock_reserve(*, order_id: int, lines: Iterable[StockLine]) -> StockReservat
     an order cancelled before its payment arrived, so a late PaymentCompleted reserves nothing.
     An unknown sku has 0 units available.
     """
-    requested = _lines_validate(order_id=order_id, lines=lines)
-    # Sku order for every locker: two orders for the same products queue, never deadlock.
-    # The reservation is looked for once, under these locks: a duplicate (rare) waits for them
-    # instead of costing every first delivery a read of its own.
-    levels = {
-        level.product.sku: level
-        for level in StockLevel.objects.select_for_update(of=("self",))
-        .select_related("product")
-        .filter(product__sku__in=requested)
-        .order_by("product__sku")
-    }
-    # Already reserved (a duplicate delivery; or cancelled first), or a concurrent duplicate for
-    # this order held the same locks and has now committed.
-    existing = StockReservation.objects.filter(order_id=order_id).first()
-    if existing is not None:
-        return existing
-
-    available = {sku: levels[sku].available if sku in levels else 0 for sku in requested}
-    short = [
-        ShortLine(sku=sku, requested=quantity, available=available[sku])
-        for sku, quantity in requested.items()
-        if quantity > available[sku]
-    ]
-    status = StockReservation.Status.REJECTED if short else StockReservation.Status.RESERVED
-    try:
-        with transaction.atomic():
-            reservation = StockReservation.objects.create(order_id=order_id, status=status)
-    except IntegrityError:
-        # A duplicate that took no lock of ours (no known sku in common) committed first.
+    with transaction.atomic():
+        requested = _lines_validate(order_id=order_id, lines=lines)
+        # Sku order for every locker: two orders for the same products queue, never deadlock.
+        # The reservation is looked for once, under these locks: a duplicate (rare) waits for them
+        # instead of costing every first delivery a read of its own.
+        levels = {
+            level.product.sku: level
+            for level in StockLevel.objects.select_for_update(of=("self",))
+            .select_related("product")
+            .filter(product__sku__in=requested)
+            .order_by("product__sku")
+        }
+        # Already reserved (a duplicate delivery; or cancelled first), or a concurrent duplicate for
+        # this order held the same locks and has now committed.
         existing = StockReservation.objects.filter(order_id=order_id).first()
-        if existing is None:
-            raise
-        return existing
-    StockReservationLine.objects.bulk_create(
-        StockReservationLine(reservation=reservation, sku=sku, quantity=quantity)
-        for sku, quantity in requested.items()
-    )
+        if existing is not None:
+            return existing
 
-    if short:
+        available = {sku: levels[sku].available if sku in levels else 0 for sku in requested}
+        short = [
+            ShortLine(sku=sku, requested=quantity, available=available[sku])
+            for sku, quantity in requested.items()
+            if quantity > available[sku]
+        ]
+        status = StockReservation.Status.REJECTED if short else StockReservation.Status.RESERVED
+        try:
+            with transaction.atomic():
+                reservation = StockReservation.objects.create(order_id=order_id, status=status)
+        except IntegrityError:
+            # A duplicate that took no lock of ours (no known sku in common) committed first.
+            existing = StockReservation.objects.filter(order_id=order_id).first()
+            if existing is None:
+                raise
+            return existing
+        StockReservationLine.objects.bulk_create(
+            StockReservationLine(reservation=reservation, sku=sku, quantity=quantity)
+            for sku, quantity in requested.items()
+        )
+
+        if short:
+            publish(
+                StockNotAvailable(
+                    reservation_id=reservation.pk, order_id=order_id, short=tuple(short)
+                )
+            )
+            return reservation
+
+        _levels_add({levels[sku].pk: quantity for sku, quantity in requested.items()}, reserved=+1)
         publish(
-            StockNotAvailable(reservation_id=reservation.pk, order_id=order_id, short=tuple(short))
+            StockUpdated(
+                reservation_id=reservation.pk,
+                order_id=order_id,
+                lines=tuple(
+                    ReservedLine(sku=sku, quantity=quantity) for sku, quantity in requested.items()
+                ),
+            )
         )
         return reservation
 
-    _levels_add({levels[sku].pk: quantity for sku, quantity in requested.items()}, reserved=+1)
-    publish(
-        StockUpdated(
-            reservation_id=reservation.pk,
-            order_id=order_id,
-            lines=tuple(
-                ReservedLine(sku=sku, quantity=quantity) for sku, quantity in requested.items()
-            ),
-        )
-    )
-    return reservation
 
-
-@transaction.atomic
 def stock_fulfil(*, order_id: int) -> StockReservation | None:
     """The order's reserved goods leave the warehouse: on hand and reserved both drop.
 
     Idempotent: only a ``reserved`` reservation changes (to ``fulfilled``); a fulfilled or
     rejected one is returned as it is, and an order without a reservation gives None.
     """
-    reservation = StockReservation.objects.select_for_update().filter(order_id=order_id).first()
-    if reservation is None:
-        logger.warning("order %s has no stock reservation to fulfil", order_id)
-        return None
-    if reservation.status != StockReservation.Status.RESERVED:
-        return reservation
+    with transaction.atomic():
+        reservation = StockReservation.objects.select_for_update().filter(order_id=order_id).first()
+        if reservation is None:
+            logger.warning("order %s has no stock reservation to fulfil", order_id)
+            return None
+        if reservation.status != StockReservation.Status.RESERVED:
+            return reservation
 
-    # The reservation's lines with their stock rows, locked in sku order, in one statement.
-    lines = StockReservationLine.objects.filter(reservation=reservation)
-    levels = (
-        StockLevel.objects.select_for_update(of=("self",))
-        .filter(product__sku__in=lines.values("sku"))
-        .annotate(
-            quantity=Subquery(lines.filter(sku=OuterRef("product__sku")).values("quantity")[:1])
+        # The reservation's lines with their stock rows, locked in sku order, in one statement.
+        lines = StockReservationLine.objects.filter(reservation=reservation)
+        levels = (
+            StockLevel.objects.select_for_update(of=("self",))
+            .filter(product__sku__in=lines.values("sku"))
+            .annotate(
+                quantity=Subquery(lines.filter(sku=OuterRef("product__sku")).values("quantity")[:1])
+            )
+            .order_by("product__sku")
+            .values_list("pk", "quantity")
         )
-        .order_by("product__sku")
-        .values_list("pk", "quantity")
-    )
-    _levels_add(dict(levels), on_hand=-1, reserved=-1)
-    reservation.status = StockReservation.Status.FULFILLED
-    reservation.save(update_fields=["status", "updated_at"])
-    return reservation
+        _levels_add(dict(levels), on_hand=-1, reserved=-1)
+        reservation.status = StockReservation.Status.FULFILLED
+        reservation.save(update_fields=["status", "updated_at"])
+        return reservation
 
 
 def _levels_add(quantities: Mapping[int, int], **signs: int) -> None:
@@ -274,7 +276,6 @@ def _levels_add(quantities: Mapping[int, int], **signs: int) -> None:
     )
 
 
-@transaction.atomic
 def stock_release(*, order_id: int) -> StockReservation:
     """Compensate a cancelled order: its stock becomes available again; publish StockReleased.
 
@@ -283,47 +284,50 @@ def stock_release(*, order_id: int) -> StockReservation:
     order without a reservation gets a ``cancelled`` one, so that a PaymentCompleted arriving
     later reserves nothing. Idempotent: any other status is returned as it is.
     """
-    if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 1:
-        raise ValidationError({"order_id": [f"must be a positive integer, got {order_id!r}"]})
-    reservation = StockReservation.objects.select_for_update().filter(order_id=order_id).first()
-    if reservation is None:
-        try:
-            # Unique on order_id: a concurrent stock_reserve and this insert queue; whichever
-            # commits second finds the other's row.
-            with transaction.atomic():
-                return StockReservation.objects.create(
-                    order_id=order_id, status=StockReservation.Status.CANCELLED
-                )
-        except IntegrityError:
-            reservation = StockReservation.objects.select_for_update().get(order_id=order_id)
-    before = reservation.status
-    if before not in (StockReservation.Status.RESERVED, StockReservation.Status.FULFILLED):
-        return reservation
+    with transaction.atomic():
+        if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 1:
+            raise ValidationError({"order_id": [f"must be a positive integer, got {order_id!r}"]})
+        reservation = StockReservation.objects.select_for_update().filter(order_id=order_id).first()
+        if reservation is None:
+            try:
+                # Unique on order_id: a concurrent stock_reserve and this insert queue; whichever
+                # commits second finds the other's row.
+                with transaction.atomic():
+                    return StockReservation.objects.create(
+                        order_id=order_id, status=StockReservation.Status.CANCELLED
+                    )
+            except IntegrityError:
+                reservation = StockReservation.objects.select_for_update().get(order_id=order_id)
+        before = reservation.status
+        if before not in (StockReservation.Status.RESERVED, StockReservation.Status.FULFILLED):
+            return reservation
 
-    quantities = dict(reservation.lines.values_list("sku", "quantity"))
-    levels = (
-        StockLevel.objects.select_for_update(of=("self",))
-        .filter(product__sku__in=quantities)
-        .order_by("product__sku")
-        .values_list("pk", "product__sku")
-    )
-    for pk, sku in list(levels):
-        quantity = quantities[sku]
-        if before == StockReservation.Status.RESERVED:
-            StockLevel.objects.filter(pk=pk).update(reserved=F("reserved") - quantity)
-        else:
-            StockLevel.objects.filter(pk=pk).update(on_hand=F("on_hand") + quantity)
-    reservation.status = StockReservation.Status.RELEASED
-    reservation.save(update_fields=["status", "updated_at"])
-    publish(
-        StockReleased(
-            reservation_id=reservation.pk,
-            order_id=order_id,
-            lines=tuple(ReservedLine(sku=sku, quantity=q) for sku, q in sorted(quantities.items())),
-            restocked=before == StockReservation.Status.FULFILLED,
+        quantities = dict(reservation.lines.values_list("sku", "quantity"))
+        levels = (
+            StockLevel.objects.select_for_update(of=("self",))
+            .filter(product__sku__in=quantities)
+            .order_by("product__sku")
+            .values_list("pk", "product__sku")
         )
-    )
-    return reservation
+        for pk, sku in list(levels):
+            quantity = quantities[sku]
+            if before == StockReservation.Status.RESERVED:
+                StockLevel.objects.filter(pk=pk).update(reserved=F("reserved") - quantity)
+            else:
+                StockLevel.objects.filter(pk=pk).update(on_hand=F("on_hand") + quantity)
+        reservation.status = StockReservation.Status.RELEASED
+        reservation.save(update_fields=["status", "updated_at"])
+        publish(
+            StockReleased(
+                reservation_id=reservation.pk,
+                order_id=order_id,
+                lines=tuple(
+                    ReservedLine(sku=sku, quantity=q) for sku, q in sorted(quantities.items())
+                ),
+                restocked=before == StockReservation.Status.FULFILLED,
+            )
+        )
+        return reservation
 
 
 def _lines_validate(*, order_id: int, lines: Iterable[StockLine]) -> dict[str, int]:

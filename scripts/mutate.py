@@ -6,6 +6,10 @@ then left without tests, see docs/outbox.md), one mutant at a time (the machine 
 MUTATE_JOBS to change it), then writes the report to var/mutate/report.txt: per module the
 mutants killed, survived, without a test, timed out; the score; and every survivor by name.
 
+Each run starts from a new test database: the one pytest-django keeps between mutants
+(--reuse-db) could hold rows that a mutant killed mid-test (a timeout) committed, and a later
+test failing on them would count as a kill.
+
     make mutate                                 # every module of [tool.mutmut] only_mutate
     make mutate ARGS='"outbox.handling*"'       # only the mutants whose names match
 
@@ -23,6 +27,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "var" / "mutate" / "report.txt"
 MUTMUT = [sys.executable, "-m", "mutmut"]
+
+
+# Run inside mutants/ (mutmut's copy, which names its own test database after that checkout).
+_TEST_DB_DROP = """
+import os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+import django
+django.setup()
+from django.db import connection
+try:
+    connection.creation._destroy_test_db(connection.creation._get_test_db_name(), verbosity=0)
+except Exception:
+    pass  # none yet
+"""
+
+
+def database_fresh() -> None:
+    if (ROOT / "mutants" / "manage.py").exists():
+        subprocess.run([sys.executable, "-c", _TEST_DB_DROP], cwd=ROOT / "mutants", check=True)
 
 
 def results() -> list[tuple[str, str]]:
@@ -56,6 +79,8 @@ def report(found: list[tuple[str, str]], selected: list[str]) -> str:
     lines = [f"mutmut over: {' '.join(selected) or 'every module of [tool.mutmut] only_mutate'}"]
     lines.append(f"{'module':32} {'killed':>7} {'survived':>9} {'no tests':>9} {'other':>6} score")
     for module, counts in sorted(by_module.items()):
+        if counts["not checked"] == sum(counts.values()):
+            continue  # not selected by this run
         killed = counts["killed"] + counts["timeout"] + counts["caught by type check"]
         tested = killed + counts["survived"]
         other = sum(counts.values()) - tested - counts["no tests"]
@@ -72,6 +97,7 @@ def report(found: list[tuple[str, str]], selected: list[str]) -> str:
 
 def main(argv: list[str]) -> int:
     jobs = os.environ.get("MUTATE_JOBS", "1")
+    database_fresh()
     code = subprocess.call([*MUTMUT, "run", "--max-children", jobs, *argv], cwd=ROOT)
     text = report(results(), argv)
     REPORT.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,9 @@
 """Small helpers for the inventory tests."""
 
+import threading
 from decimal import Decimal
+
+from django.db import connection
 
 from inventory.models import Product, StockLevel, StockReservation
 from inventory.services import product_create
@@ -38,3 +41,26 @@ def snapshot() -> tuple:
         list(StockReservation.objects.order_by("order_id").values_list("order_id", "status")),
         Event.objects.count(),
     )
+
+
+def a_rival_reservation_commits_first(monkeypatch, *, status: str) -> list[StockReservation]:
+    """The next StockReservation insert meets a rival's row for the same order, committed by
+    another connection just before it (the race the unique order_id settles); returns the
+    list the rival's row is put in."""
+    create = StockReservation.objects.create
+    rival: list[StockReservation] = []
+
+    def rival_commits_first(**fields):
+        def commit_the_rival():
+            try:
+                rival.append(create(order_id=fields["order_id"], status=status))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=commit_the_rival)
+        thread.start()
+        thread.join(60)
+        return create(**fields)
+
+    monkeypatch.setattr(StockReservation.objects, "create", rival_commits_first)
+    return rival

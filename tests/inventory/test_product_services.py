@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from inventory.models import Product, StockLevel
+from inventory.models import STOCK_MAX, Product, StockLevel
 from inventory.services import product_create, product_update, stock_reserve
 from tests.inventory.helpers import a_product, payloads, snapshot, stock
 
@@ -59,6 +59,7 @@ VALID = {"sku": "MUG", "name": "Mug", "price": Decimal("19.99"), "stock": 5}
         ("name", "   "),
         ("name", "n" * 201),
         ("name", "Mug\x00"),
+        ("name", None),
         ("price", Decimal("0")),
         ("price", Decimal("-1.00")),
         ("price", Decimal("1.999")),
@@ -140,3 +141,31 @@ def test_update_of_an_unknown_sku_raises_does_not_exist():
     with pytest.raises(Product.DoesNotExist):
         product_update(sku="NOPE", name="x")
     assert not StockLevel.objects.exists()
+
+
+def test_a_name_with_a_null_character_says_so():
+    with pytest.raises(ValidationError) as exc:
+        product_create(**{**VALID, "name": "Mug\x00"})
+    assert exc.value.message_dict["name"] == ["Null characters are not allowed."]
+
+
+def test_a_sku_taken_by_a_create_that_committed_after_validation_is_refused_on_sku(monkeypatch):
+    # The race the database's unique constraint settles: another create of the same sku
+    # commits between this one's validation and its insert. The API answers 409 on the code.
+    validate = Product.full_clean
+
+    def validate_then_rival_commits(product, *args, **kwargs):
+        validate(product, *args, **kwargs)
+        Product.objects.create(sku=product.sku, name="Rival", price=Decimal("1.00"))
+
+    monkeypatch.setattr(Product, "full_clean", validate_then_rival_commits)
+    with pytest.raises(ValidationError) as exc:
+        product_create(**VALID)
+    assert exc.value.message_dict == {"sku": ["A product with sku 'MUG' already exists."]}
+    assert [error.code for error in exc.value.error_dict["sku"]] == ["unique"]
+    assert not StockLevel.objects.exists()  # the refused create added nothing of its own
+
+
+def test_the_largest_stock_a_product_may_hold_is_accepted():
+    product_create(**{**VALID, "stock": STOCK_MAX})
+    assert stock("MUG") == (STOCK_MAX, 0)

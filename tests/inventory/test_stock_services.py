@@ -1,12 +1,21 @@
 """stock_reserve and stock_fulfil: all or nothing, never below zero, once per order."""
 
+from types import SimpleNamespace
+
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 
 from inventory.models import StockReservation
 from inventory.services import product_update, stock_fulfil, stock_reserve
 from payments.events import PaidLine
-from tests.inventory.helpers import a_product, payloads, snapshot, stock
+from tests.inventory.helpers import (
+    a_product,
+    a_rival_reservation_commits_first,
+    payloads,
+    snapshot,
+    stock,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -97,27 +106,38 @@ def test_reserving_again_for_the_same_order_returns_the_first_answer_and_changes
 
 
 @pytest.mark.parametrize(
-    ("order_id", "lines"),
+    ("order_id", "lines", "field", "says"),
     [
-        (7, []),
-        (7, [line("MUG", 0)]),
-        (7, [line("MUG", -1)]),
-        (7, [{"sku": "MUG", "quantity": True}]),
-        (7, [{"sku": "MUG", "quantity": "1"}]),
-        (7, [{"sku": "", "quantity": 1}]),
-        (7, [{"quantity": 1}]),
-        (7, [{"sku": "M" * 65, "quantity": 1}]),
-        (7, [line("MUG", 1), line("TEE", 0)]),
-        (0, [line("MUG", 1)]),
-        ("7", [line("MUG", 1)]),
+        (7, [], "lines", "an order has at least one line"),
+        (7, [line("MUG", 0)], "lines", "line 0: quantity must be a positive integer, got 0"),
+        (7, [line("MUG", -1)], "lines", "line 0: quantity must be a positive integer"),
+        (7, [{"sku": "MUG", "quantity": True}], "lines", "got True"),
+        (7, [{"sku": "MUG", "quantity": "1"}], "lines", "got '1'"),
+        (7, [{"sku": "", "quantity": 1}], "lines", "line 0: sku must be a string of 1 to 64"),
+        (7, [{"quantity": 1}], "lines", "sku must be a string of 1 to 64 characters, got None"),
+        (7, [{"sku": "M" * 65, "quantity": 1}], "lines", "line 0: sku must be a string"),
+        (7, [line("MUG", 1), line("TEE", 0)], "lines", "line 1: quantity"),
+        (7, [line("MUG", 2**63)], "lines", "quantity must be a positive integer"),
+        (0, [line("MUG", 1)], "order_id", "must be a positive integer, got 0"),
+        ("7", [line("MUG", 1)], "order_id", "must be a positive integer, got '7'"),
     ],
 )
-def test_malformed_requests_are_refused_and_change_nothing(order_id, lines):
+def test_malformed_requests_are_refused_and_change_nothing(order_id, lines, field, says):
     a_product("MUG", stock=5)
     before = snapshot()
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as exc:
         stock_reserve(order_id=order_id, lines=lines)
+    # The error names the field and says what is wrong with it (the API's problem+json).
+    assert list(exc.value.message_dict) == [field]
+    assert any(says in message for message in exc.value.message_dict[field])
     assert snapshot() == before
+
+
+def test_the_largest_quantity_a_line_can_hold_is_a_request_like_any_other():
+    a_product("MUG", stock=5)
+    reservation = stock_reserve(order_id=7, lines=[line("MUG", 2**63 - 1)])
+    assert reservation.status == StockReservation.Status.REJECTED  # not enough, but well-formed
+    assert stock("MUG") == (5, 0)
 
 
 def test_fulfil_takes_the_reserved_goods_off_the_shelf_once():
@@ -167,3 +187,31 @@ def test_a_reservation_is_stored_with_its_lines():
     [reservation] = StockReservation.objects.filter(order_id__in=[7, 8])
     assert reservation.order_id == 7
     assert [(rl.sku, rl.quantity) for rl in reservation.lines.all()] == [("MUG", 2)]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite serialises writers at BEGIN")
+@pytest.mark.django_db(transaction=True)
+def test_a_duplicate_that_committed_first_without_sharing_a_lock_is_the_answer(monkeypatch):
+    # Two deliveries of one order naming only unknown skus lock no stock row, so both reach
+    # the insert; the one that commits second hits the unique order_id and returns the first.
+    rival = a_rival_reservation_commits_first(monkeypatch, status="rejected")
+    reservation = stock_reserve(order_id=7, lines=[line("GONE", 1)])
+    assert rival and reservation.pk == rival[0].pk
+    assert list(StockReservation.objects.values_list("order_id", "status")) == [(7, "rejected")]
+    assert payloads("inventory.StockNotAvailable") == []  # the rival's answer, not a second one
+
+
+@pytest.mark.parametrize("lines", [[object()], [SimpleNamespace(sku="MUG")]])
+def test_a_line_without_a_sku_or_a_quantity_is_refused_on_lines(lines):
+    a_product("MUG", stock=5)
+    before = snapshot()
+    with pytest.raises(ValidationError) as exc:
+        stock_reserve(order_id=7, lines=lines)
+    assert list(exc.value.message_dict) == ["lines"]
+    assert snapshot() == before
+
+
+def test_an_order_without_lines_is_told_so():
+    with pytest.raises(ValidationError) as exc:
+        stock_reserve(order_id=7, lines=[])
+    assert exc.value.message_dict == {"lines": ["an order has at least one line"]}

@@ -13,8 +13,9 @@ from outbox import publish, subscribe
 from outbox.handling import delivery_handle
 from outbox.models import Delivery, Event
 from outbox.registry import _by_type, _subscribers
+from outbox.relay import deliveries_claim
 from tests.testapp import handlers
-from tests.testapp.events import FlakyThing, ThingHappened
+from tests.testapp.events import FlakyThing, OrderedThing, ThingHappened
 
 pytestmark = pytest.mark.django_db
 
@@ -164,3 +165,46 @@ def test_purge_deletes_only_finished_events_past_retention(settings):
     assert events_purge() == 1
     remaining = set(Event.objects.values_list("aggregate_id", flat=True))
     assert remaining == {"unfinished", "recent"}
+
+
+@pytest.fixture
+def late_ordered_subscriber():
+    """An ordered subscriber added after events were published (then removed again)."""
+
+    def register() -> str:
+        @subscribe(OrderedThing, ordered=True, name="tests.late_ordered")
+        def late_ordered(event):
+            pass
+
+        return "tests.late_ordered"
+
+    yield register
+    _subscribers.pop("tests.late_ordered", None)
+    _by_type["tests.OrderedThing"] = [
+        s for s in _by_type["tests.OrderedThing"] if s.name != "tests.late_ordered"
+    ]
+
+
+def test_a_backfill_for_an_ordered_subscriber_keeps_each_aggregates_order(
+    late_ordered_subscriber,
+):
+    with transaction.atomic():
+        for thing_id, seq in (("late-t", 1), ("late-t", 2), ("late-u", 1)):
+            publish(OrderedThing(thing_id=thing_id, seq=seq))
+    subscriber = late_ordered_subscriber()
+    out = run("outbox_replay", "--subscriber", subscriber, "--type", "tests.OrderedThing")
+    assert f"{subscriber}: " in out and "new deliveries (backfill)" in out
+    backfilled = Delivery.objects.filter(
+        subscriber=subscriber, event__aggregate_id__in=["late-t", "late-u"]
+    )
+    assert backfilled.count() == 3
+
+    def claim() -> list[tuple[str, int]]:
+        claimed = backfilled.filter(pk__in=[pk for pk, _ in deliveries_claim(limit=100)])
+        return sorted((d.event.aggregate_id, d.event.payload["seq"]) for d in claimed)
+
+    assert claim() == [("late-t", 1), ("late-u", 1)]  # each aggregate's head, not t's second
+    first_t = backfilled.get(event__aggregate_id="late-t", event__payload__seq=1)
+    assert delivery_handle(delivery_id=first_t.pk) == "done"
+    # t's second event now comes up, whatever u's first one (still leased) is doing.
+    assert claim() == [("late-t", 2)]

@@ -1,7 +1,9 @@
 """The relay's claims: leases, ordering, and relays running side by side."""
 
+import dataclasses
 import datetime as dt
 import threading
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -9,8 +11,11 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from outbox import publish_many
+from outbox.bus.target import BUS_SUBSCRIBER
 from outbox.models import Delivery
-from outbox.relay import deliveries_claim, deliveries_dispatch
+from outbox.registry import subscriber_get
+from outbox.relay import FALLBACK_QUEUE, deliveries_claim, deliveries_dispatch
+from outbox.transport import transport_get
 from tests.testapp.events import FlakyThing, OrderedThing, RoutedThing, ThingHappened
 
 
@@ -134,3 +139,104 @@ def test_a_delivery_sent_again_unrun_gets_a_doubling_lease_so_backlogs_do_not_sn
     deliveries_claim(limit=10)
     delivery.refresh_from_db()
     assert round((delivery.next_attempt_at - before).total_seconds()) == 1
+
+
+@pytest.mark.django_db
+def test_an_ordered_delivery_waits_only_for_its_own_aggregate():
+    # thing:t has handled its first event; thing:u's first one is still undone. t's second
+    # event has no undone predecessor of its own aggregate, so u's delivery holds nothing back.
+    first_t = publish_now([OrderedThing(thing_id="own-t", seq=1)])[0].deliveries.get()
+    Delivery.objects.filter(pk=first_t.pk).update(status=Delivery.Status.DONE)
+    publish_now([OrderedThing(thing_id="own-u", seq=1), OrderedThing(thing_id="own-t", seq=2)])
+    claimed = Delivery.objects.filter(
+        pk__in=[pk for pk, _ in deliveries_claim(limit=100)],
+        event__aggregate_id__in=["own-t", "own-u"],
+    )
+    assert sorted((d.event.aggregate_id, d.event.payload["seq"]) for d in claimed) == [
+        ("own-t", 2),
+        ("own-u", 1),
+    ]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SKIP LOCKED is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_skips_rows_another_relay_holds_instead_of_waiting_for_them():
+    held, free = (
+        e.deliveries.get() for e in publish_now([FlakyThing(thing_id=str(i)) for i in (1, 2)])
+    )
+    locked, release = threading.Event(), threading.Event()
+
+    def other_relay():
+        try:
+            with transaction.atomic():
+                Delivery.objects.select_for_update().get(pk=held.pk)
+                locked.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_relay)
+    thread.start()
+    try:
+        assert locked.wait(60)
+        with connection.cursor() as cursor:
+            # Were the claim to wait for the held row, it would fail here instead of hanging.
+            cursor.execute("SET lock_timeout = '5s'")
+        assert deliveries_claim(limit=10) == [(free.pk, "tests.flaky")]
+    finally:
+        release.set()
+        thread.join(60)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """What the relay hands to the transport: (queue, ids) messages and bus batches."""
+    out = SimpleNamespace(messages=[], bus=[])
+
+    def deliveries_send(messages, bus_messages):
+        out.messages.extend(messages)
+        out.bus.extend(bus_messages)
+
+    monkeypatch.setattr(
+        "outbox.transport._transport",
+        dataclasses.replace(transport_get(), deliveries_send=deliveries_send),
+    )
+    return out
+
+
+def test_dispatch_sends_bus_deliveries_to_the_bus_and_unknown_subscribers_to_the_relay(sent):
+    claimed = [
+        (1, "tests.record_a"),
+        (2, BUS_SUBSCRIBER),
+        (3, "tests.routed_payments"),
+        (4, "tests.removed_since"),
+        (5, BUS_SUBSCRIBER),
+        (6, "tests.record_a"),
+    ]
+    assert deliveries_dispatch(claimed) == len(sent.messages) + len(sent.bus)
+    assert sent.bus == [[2, 5]]
+    queues = {pk: queue for queue, ids in sent.messages for pk in ids}
+    assert sorted(queues) == [1, 3, 4, 6]  # each once, the bus's ones not among them
+    assert queues[1] == queues[6] == subscriber_get("tests.record_a").queue
+    assert queues[3] == "payments"
+    # Dead-lettered there with a clear error, rather than left pending forever.
+    assert queues[4] == FALLBACK_QUEUE
+
+
+def test_dispatch_spreads_a_small_batch_and_caps_a_large_one(sent, settings):
+    settings.OUTBOX = {**settings.OUTBOX, "DISPATCH_CHUNK_SIZE": 3}
+    # Up to four ids: one message each, for as many of a worker's processes.
+    assert deliveries_dispatch([(pk, "tests.record_a") for pk in (1, 2, 3)]) == 3
+    assert sorted(ids for _, ids in sent.messages) == [[1], [2], [3]]
+    sent.messages.clear()
+    # More: spread over four messages at most, while the chunk size allows it ...
+    deliveries_dispatch([(pk, "tests.record_a") for pk in range(1, 10)])
+    assert len(sent.messages) <= 4
+    assert sorted(pk for _, ids in sent.messages for pk in ids) == list(range(1, 10))
+    sent.messages.clear()
+    # ... and never more than DISPATCH_CHUNK_SIZE ids in one message.
+    deliveries_dispatch([(pk, "tests.record_a") for pk in range(1, 31)])
+    assert max(len(ids) for _, ids in sent.messages) == 3
+    assert sorted(pk for _, ids in sent.messages for pk in ids) == list(range(1, 31))

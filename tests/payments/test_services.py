@@ -322,3 +322,29 @@ def test_the_database_refuses_a_negative_amount():
             gateway_charge_id="ch_x",
             idempotency_key="k",
         )
+
+
+@pytest.mark.parametrize(
+    ("changes", "errors"),
+    [
+        ({"lines": ()}, {"lines": ["an order has at least one line"]}),
+        (
+            {"lines": (PaidLine(sku="MUG", quantity=0),)},
+            {"lines": ["line 0: quantity must be a positive integer, got 0"]},
+        ),
+        (
+            {"lines": (PaidLine(sku="", quantity=1),)},
+            {"lines": ["line 0: sku must be a non-empty string"]},
+        ),
+        (
+            {"currency": "eur"},
+            {"currency": ["must be a 3-letter ISO code such as 'EUR', got 'eur'"]},
+        ),
+    ],
+)
+def test_bad_input_says_what_is_wrong_with_it(gateway, changes, errors):
+    kwargs = {"order_id": 1, "amount": Decimal("19.00"), "currency": "EUR", "lines": LINES}
+    with pytest.raises(ValidationError) as raised:
+        payment_charge(**{**kwargs, "token": "tok_visa", **changes})
+    assert raised.value.message_dict == errors
+    assert gateway.calls == []
