@@ -169,6 +169,9 @@ ADMIN_PAGES: dict[str, dict[str, int]] = {
     "shipping.shipment": _admin(403, 403, 200, 200),
     # Customers' addresses and what was sent to them: superusers only until a group needs it.
     "notifications.notification": SUPERUSER_ONLY,
+    # Gateway attempts (read-only; an unresolved one is answered by payments_attempt_resolve):
+    # superusers only until a role group is granted payments.view_gatewayattempt.
+    "payments.gatewayattempt": SUPERUSER_ONLY,
 }
 
 # (model, action) -> whether the role is offered the action (and so may run it). Each action

@@ -111,7 +111,11 @@ def test_the_release_step_refuses_a_type_nobody_publishes_to_the_bus(settings):
 def test_a_replay_to_the_bus_backfills_only_the_externalised_events(settings):
     settings.EVENT_BUS_URL = ""
     with transaction.atomic():
-        publish(OrderCancelled(order_id=7, reason="payment_failed"))
+        publish(
+            OrderCancelled(
+                order_id=7, order_reference="", customer_email="", reason="payment_failed"
+            )
+        )
         publish(ThingHappened(thing_id="x"))  # not declared externalised
     assert bus_deliveries() == []
     settings.EVENT_BUS_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -134,7 +138,11 @@ def test_a_replay_to_the_bus_backfills_only_the_externalised_events(settings):
 def test_a_replay_to_the_bus_without_a_bus_is_a_clear_error_and_changes_nothing(settings):
     settings.EVENT_BUS_URL = ""
     with transaction.atomic():
-        publish(OrderCancelled(order_id=7, reason="payment_failed"))
+        publish(
+            OrderCancelled(
+                order_id=7, order_reference="", customer_email="", reason="payment_failed"
+            )
+        )
     for args in (["--since", "2000-01-01T00:00Z"], ["--dead"]):
         with pytest.raises(CommandError, match="EVENT_BUS_URL is not set"):
             call_command("outbox_replay", "--subscriber", "bus", *args)

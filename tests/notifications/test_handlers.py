@@ -10,6 +10,7 @@ from django.db import transaction
 from notifications.models import Notification
 from orders.events import OrderCancelled, OrderCompleted, OrderPlaced, PlacedLine
 from outbox import publish
+from outbox.crypto import payload_open
 from outbox.handling import delivery_handle
 from outbox.models import Delivery, Event
 from tests.support import event_deliver
@@ -146,5 +147,5 @@ def test_the_order_events_carry_the_reference_and_the_address(
     )
     deliveries_drain()
     for type_ in ("orders.OrderPlaced", "orders.OrderCompleted"):
-        payload = Event.objects.get(type=type_).payload
+        payload = payload_open(Event.objects.get(type=type_).payload, event_type=type_)
         assert (payload["order_reference"], payload["customer_email"]) == (order.reference, address)

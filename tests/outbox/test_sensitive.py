@@ -80,6 +80,8 @@ def test_the_store_holds_ciphertext_and_the_handler_gets_clear_text():
 def test_order_placed_seals_the_payment_token():
     placed = OrderPlaced(
         order_id=1,
+        order_reference="ORD-TESTTESTTEST",
+        customer_email="alice@example.com",
         customer_id=1,
         lines=(PlacedLine(sku="MUG", quantity=1, unit_price="9.00"),),
         total="9.00",
@@ -88,6 +90,7 @@ def test_order_placed_seals_the_payment_token():
     )
     row = stored(placed)
     assert "tok_visa_4242" not in raw_payload(row)
+    assert "alice@example.com" not in raw_payload(row)
     assert payload_open(row.payload, event_type=row.type)["payment_token"] == "tok_visa_4242"
     assert "tok_visa_4242" not in repr(placed)
 
@@ -228,7 +231,7 @@ def test_traces_carry_no_sensitive_value(monkeypatch):
 
 def test_the_asyncapi_catalogue_marks_the_fields_sealed_and_its_examples_redacted():
     document = asyncapi_document()
-    placed = document["components"]["messages"]["orders.OrderPlaced.v1"]
+    placed = document["components"]["messages"]["orders.OrderPlaced.v2"]
     token = placed["payload"]["properties"]["payment_token"]
     assert token["x-sensitive"] is True
     assert token["required"] == [SEALED]
