@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from inventory.models import StockReservation
+from inventory.models import Product, StockReservation
 from inventory.services import product_update, stock_fulfil, stock_reserve
 from payments.events import PaidLine
 from tests.inventory.helpers import (
@@ -215,3 +215,12 @@ def test_an_order_without_lines_is_told_so():
     with pytest.raises(ValidationError) as exc:
         stock_reserve(order_id=7, lines=[])
     assert exc.value.message_dict == {"lines": ["an order has at least one line"]}
+
+
+@pytest.mark.parametrize("sku", ["M", "M" * Product._meta.get_field("sku").max_length])
+def test_a_sku_of_one_character_or_of_the_longest_length_is_well_formed(sku):
+    """The sku's length limits are inclusive: such a line is judged on its stock (an unknown
+    sku has none, so the reservation is rejected), not refused as malformed."""
+    reservation = stock_reserve(order_id=7, lines=[line(sku, 1)])
+    assert reservation.status == StockReservation.Status.REJECTED
+    assert [p["short"][0]["sku"] for p in payloads("inventory.StockNotAvailable")] == [sku]

@@ -348,3 +348,10 @@ def test_bad_input_says_what_is_wrong_with_it(gateway, changes, errors):
         payment_charge(**{**kwargs, "token": "tok_visa", **changes})
     assert raised.value.message_dict == errors
     assert gateway.calls == []
+
+
+def test_the_largest_amount_the_column_holds_is_charged(gateway):
+    """The limit is inclusive: 9,999,999,999.99 fits DecimalField(max_digits=12) and is charged
+    (a `>=` in the check would refuse the largest amount the database can store)."""
+    payment = charged(amount="9999999999.99")
+    assert (payment.status, payment.amount) == ("captured", Decimal("9999999999.99"))
