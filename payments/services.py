@@ -44,7 +44,6 @@ class OrderLine(Protocol):
     quantity: int
 
 
-@transaction.atomic
 def payment_charge(
     *, order_id: int, amount: Decimal, currency: str, token: str, lines: Iterable[OrderLine]
 ) -> Payment:
@@ -55,97 +54,97 @@ def payment_charge(
     cancelled before it was charged, so a late OrderPlaced charges nothing.
     ``GatewayUnavailable`` propagates, so the caller retries.
     """
-    lines = tuple(lines)
-    _validate_charge(order_id=order_id, amount=amount, currency=currency, lines=lines)
+    with transaction.atomic():
+        lines = tuple(lines)
+        _validate_charge(order_id=order_id, amount=amount, currency=currency, lines=lines)
 
-    existing = Payment.objects.filter(order_id=order_id).first()
-    if existing is not None:
-        if existing.status == Payment.Status.VOIDED:
-            # Voided while an earlier run's charge was in flight: a capture it made is refunded.
-            late = _late_capture(order_id=order_id)
-            if late is not None:
-                existing = Payment.objects.select_for_update().get(pk=existing.pk)
-                if existing.status == Payment.Status.VOIDED:
-                    return _refund_late_capture(voided=existing, payment=late)
-        return existing
+        existing = Payment.objects.filter(order_id=order_id).first()
+        if existing is not None:
+            if existing.status == Payment.Status.VOIDED:
+                # Voided while an earlier run's charge was in flight: a capture it made is refunded.
+                late = _late_capture(order_id=order_id)
+                if late is not None:
+                    existing = Payment.objects.select_for_update().get(pk=existing.pk)
+                    if existing.status == Payment.Status.VOIDED:
+                        return _refund_late_capture(voided=existing, payment=late)
+            return existing
 
-    idempotency_key = _key(GatewayAttempt.Kind.CHARGE, order_id)
-    attempt = _attempt_lock(
-        kind=GatewayAttempt.Kind.CHARGE, order_id=order_id, amount=amount, currency=currency
-    )
-    if attempt.state == GatewayAttempt.State.ATTEMPTING:
-        result = gateway_get().charge(
-            amount=amount, currency=currency, token=token, idempotency_key=idempotency_key
+        idempotency_key = _key(GatewayAttempt.Kind.CHARGE, order_id)
+        attempt = _attempt_lock(
+            kind=GatewayAttempt.Kind.CHARGE, order_id=order_id, amount=amount, currency=currency
         )
-        _attempt_outcome_record(attempt, result)
-    else:
-        result = _attempt_charge_result(attempt)
-    payment = Payment(
-        order_id=order_id,
-        amount=amount,
-        currency=currency,
-        idempotency_key=idempotency_key,
-    )
-    if result.captured:
-        payment.status = Payment.Status.CAPTURED
-        payment.gateway_charge_id = result.charge_id
-    else:
-        payment.status = Payment.Status.FAILED
-        payment.decline_code = result.decline_code or "declined"
-    try:
-        # A concurrent duplicate may have inserted the order's payment since we looked: the
-        # gateway gave it the same charge (same key), so its payment is ours to return.
-        with transaction.atomic():
-            payment.save()
-    except IntegrityError:
-        existing = Payment.objects.select_for_update().filter(order_id=order_id).first()
-        if existing is None:
-            raise
-        if existing.status == Payment.Status.VOIDED and result.captured:
-            # The order was cancelled while the gateway captured: the capture is not kept.
-            return _refund_late_capture(voided=existing, payment=payment)
-        return existing
-
-    if payment.status == Payment.Status.CAPTURED:
-        publish(
-            PaymentCompleted(
-                payment_id=payment.pk,
-                order_id=order_id,
-                amount=str(amount),
-                currency=currency,
-                lines=tuple(PaidLine(sku=line.sku, quantity=line.quantity) for line in lines),
+        if attempt.state == GatewayAttempt.State.ATTEMPTING:
+            result = gateway_get().charge(
+                amount=amount, currency=currency, token=token, idempotency_key=idempotency_key
             )
+            _attempt_outcome_record(attempt, result)
+        else:
+            result = _attempt_charge_result(attempt)
+        payment = Payment(
+            order_id=order_id,
+            amount=amount,
+            currency=currency,
+            idempotency_key=idempotency_key,
         )
-    else:
-        publish(
-            PaymentFailed(payment_id=payment.pk, order_id=order_id, reason=payment.decline_code)
-        )
-    return payment
+        if result.captured:
+            payment.status = Payment.Status.CAPTURED
+            payment.gateway_charge_id = result.charge_id
+        else:
+            payment.status = Payment.Status.FAILED
+            payment.decline_code = result.decline_code or "declined"
+        try:
+            # A concurrent duplicate may have inserted the order's payment since we looked: the
+            # gateway gave it the same charge (same key), so its payment is ours to return.
+            with transaction.atomic():
+                payment.save()
+        except IntegrityError:
+            existing = Payment.objects.select_for_update().filter(order_id=order_id).first()
+            if existing is None:
+                raise
+            if existing.status == Payment.Status.VOIDED and result.captured:
+                # The order was cancelled while the gateway captured: the capture is not kept.
+                return _refund_late_capture(voided=existing, payment=payment)
+            return existing
+
+        if payment.status == Payment.Status.CAPTURED:
+            publish(
+                PaymentCompleted(
+                    payment_id=payment.pk,
+                    order_id=order_id,
+                    amount=str(amount),
+                    currency=currency,
+                    lines=tuple(PaidLine(sku=line.sku, quantity=line.quantity) for line in lines),
+                )
+            )
+        else:
+            publish(
+                PaymentFailed(payment_id=payment.pk, order_id=order_id, reason=payment.decline_code)
+            )
+        return payment
 
 
-@transaction.atomic
 def payment_refund(*, order_id: int) -> Refund:
     """Refund the order's captured payment in full, once; publish PaymentRefunded.
 
     Idempotent per order: an existing refund is returned as it is. Raises
     ``PaymentNotRefundable`` when the order has no payment or its payment was not captured.
     """
-    # The row lock makes concurrent duplicates queue here; the second then finds the refund.
-    payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
-    if payment is None:
-        raise PaymentNotRefundable(f"order {order_id} has no payment to refund")
-    existing = Refund.objects.filter(payment=payment).first()
-    if existing is not None:
-        return existing
-    if payment.status != Payment.Status.CAPTURED:
-        raise PaymentNotRefundable(
-            f"payment {payment.pk} of order {order_id} is {payment.status}, not captured: "
-            "there is nothing to refund"
-        )
-    return _refund(payment)
+    with transaction.atomic():
+        # The row lock makes concurrent duplicates queue here; the second then finds the refund.
+        payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
+        if payment is None:
+            raise PaymentNotRefundable(f"order {order_id} has no payment to refund")
+        existing = Refund.objects.filter(payment=payment).first()
+        if existing is not None:
+            return existing
+        if payment.status != Payment.Status.CAPTURED:
+            raise PaymentNotRefundable(
+                f"payment {payment.pk} of order {order_id} is {payment.status}, not captured: "
+                "there is nothing to refund"
+            )
+        return _refund(payment)
 
 
-@transaction.atomic
 def payment_charge_prepare(
     *, order_id: int, amount: Decimal, currency: str, lines: Iterable[OrderLine]
 ) -> None:
@@ -153,30 +152,30 @@ def payment_charge_prepare(
     called: record the charge attempt, or, when an earlier run recorded one whose outcome is
     unknown, ask the gateway what its key came to and record that (see the module's docstring).
     Refuses what ``payment_charge`` refuses. ``GatewayUnavailable`` propagates (a retry)."""
-    _validate_charge(order_id=order_id, amount=amount, currency=currency, lines=tuple(lines))
-    if Payment.objects.filter(order_id=order_id).exclude(status=Payment.Status.VOIDED).exists():
-        return
-    _attempt_prepare(
-        kind=GatewayAttempt.Kind.CHARGE, order_id=order_id, amount=amount, currency=currency
-    )
+    with transaction.atomic():
+        _validate_charge(order_id=order_id, amount=amount, currency=currency, lines=tuple(lines))
+        if Payment.objects.filter(order_id=order_id).exclude(status=Payment.Status.VOIDED).exists():
+            return
+        _attempt_prepare(
+            kind=GatewayAttempt.Kind.CHARGE, order_id=order_id, amount=amount, currency=currency
+        )
 
 
-@transaction.atomic
 def payment_refund_prepare(*, order_id: int) -> None:
     """Before a run of a refunding handler: the same as ``payment_charge_prepare``, for the
     refund of the order's captured payment (nothing when there is none to refund)."""
-    payment = Payment.objects.filter(order_id=order_id, status=Payment.Status.CAPTURED).first()
-    if payment is None:
-        return
-    _attempt_prepare(
-        kind=GatewayAttempt.Kind.REFUND,
-        order_id=order_id,
-        amount=payment.amount,
-        currency=payment.currency,
-    )
+    with transaction.atomic():
+        payment = Payment.objects.filter(order_id=order_id, status=Payment.Status.CAPTURED).first()
+        if payment is None:
+            return
+        _attempt_prepare(
+            kind=GatewayAttempt.Kind.REFUND,
+            order_id=order_id,
+            amount=payment.amount,
+            currency=payment.currency,
+        )
 
 
-@transaction.atomic
 def payment_attempt_resolve(
     *, order_id: int, kind: str, reference: str, note: str
 ) -> GatewayAttempt:
@@ -186,62 +185,63 @@ def payment_attempt_resolve(
     (decline code ``not_charged``: the order is cancelled, the customer is not charged twice)
     and a refund ``attempting`` again (it is made on the next run). Replaying the dead-lettered
     delivery then finishes the saga. Refuses any attempt that is not unresolved."""
-    attempt = (
-        GatewayAttempt.objects.select_for_update().filter(order_id=order_id, kind=kind).first()
-    )
-    if attempt is None or attempt.state != GatewayAttempt.State.UNRESOLVED:
-        state = "none" if attempt is None else attempt.state
-        raise PaymentAttemptNotResolvable(
-            f"order {order_id} has no unresolved {kind} attempt (it is {state})"
+    with transaction.atomic():
+        attempt = (
+            GatewayAttempt.objects.select_for_update().filter(order_id=order_id, kind=kind).first()
         )
-    if not note.strip():
-        raise ValidationError({"note": ["say how the outcome was established"]})
-    if reference:
-        attempt.state = GatewayAttempt.State.SUCCEEDED
-        attempt.gateway_reference = reference
-    elif kind == GatewayAttempt.Kind.CHARGE:
-        attempt.state = GatewayAttempt.State.DECLINED
-        attempt.decline_code = "not_charged"
-    else:
-        # No refund was made: the next run makes it, the gateway's memory counted from now.
-        attempt.state = GatewayAttempt.State.ATTEMPTING
-        attempt.created_at = timezone.now()
-        attempt.runs = 0
-    attempt.note = f"{attempt.note}\nresolved by an operator: {note.strip()}".strip()
-    attempt.save()
-    return attempt
+        if attempt is None or attempt.state != GatewayAttempt.State.UNRESOLVED:
+            state = "none" if attempt is None else attempt.state
+            raise PaymentAttemptNotResolvable(
+                f"order {order_id} has no unresolved {kind} attempt (it is {state})"
+            )
+        if not note.strip():
+            raise ValidationError({"note": ["say how the outcome was established"]})
+        if reference:
+            attempt.state = GatewayAttempt.State.SUCCEEDED
+            attempt.gateway_reference = reference
+        elif kind == GatewayAttempt.Kind.CHARGE:
+            attempt.state = GatewayAttempt.State.DECLINED
+            attempt.decline_code = "not_charged"
+        else:
+            # No refund was made: the next run makes it, the gateway's memory counted from now.
+            attempt.state = GatewayAttempt.State.ATTEMPTING
+            attempt.created_at = timezone.now()
+            attempt.runs = 0
+        attempt.note = f"{attempt.note}\nresolved by an operator: {note.strip()}".strip()
+        attempt.save()
+        return attempt
 
 
-@transaction.atomic
 def payment_cancel(*, order_id: int) -> Payment:
     """Compensate a cancelled order: refund its captured payment (PaymentRefunded), or, when it
     was not charged yet, leave a ``voided`` payment so that a late OrderPlaced charges nothing.
 
     Idempotent: a failed, refunded or voided payment is returned as it is.
     """
-    if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 1:
-        raise ValidationError({"order_id": [f"must be a positive integer, got {order_id!r}"]})
-    payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
-    if payment is None:
-        try:
-            # Unique on order_id: a charge that commits first makes this insert fail, and is
-            # then refunded below; a charge that commits second finds this row (payment_charge).
-            with transaction.atomic():
-                return Payment.objects.create(
-                    order_id=order_id,
-                    amount=Decimal("0.00"),
-                    currency="",
-                    status=Payment.Status.VOIDED,
-                    idempotency_key=f"order-{order_id}-charge",
-                )
-        except IntegrityError:
-            payment = Payment.objects.select_for_update().get(order_id=order_id)
-    if (
-        payment.status == Payment.Status.CAPTURED
-        and not Refund.objects.filter(payment=payment).exists()
-    ):
-        _refund(payment)
-    return payment
+    with transaction.atomic():
+        if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 1:
+            raise ValidationError({"order_id": [f"must be a positive integer, got {order_id!r}"]})
+        payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
+        if payment is None:
+            try:
+                # Unique on order_id: a charge that commits first makes this insert fail, and is
+                # then refunded below; a charge that commits second finds this row (payment_charge).
+                with transaction.atomic():
+                    return Payment.objects.create(
+                        order_id=order_id,
+                        amount=Decimal("0.00"),
+                        currency="",
+                        status=Payment.Status.VOIDED,
+                        idempotency_key=f"order-{order_id}-charge",
+                    )
+            except IntegrityError:
+                payment = Payment.objects.select_for_update().get(order_id=order_id)
+        if (
+            payment.status == Payment.Status.CAPTURED
+            and not Refund.objects.filter(payment=payment).exists()
+        ):
+            _refund(payment)
+        return payment
 
 
 def _refund_late_capture(*, voided: Payment, payment: Payment) -> Payment:
