@@ -1,10 +1,12 @@
 """The saga is the same on the split deployment (issue 11, item 4): every process of
-Procfile.split started for real (the shop and payments services, a PostgreSQL database each, a
-Redis broker each, events between them over RabbitMQ or NATS JetStream), the REST API driven
-over HTTP, and the orders end as they do in the monolith.
+Procfile.split started for real (the shop, payments and notifications services, a PostgreSQL
+database each, a Redis broker each, events between them over RabbitMQ or NATS JetStream), the REST
+API driven over HTTP, and the orders end as they do in the monolith; the notifications service
+emails the customer once per order event over real SMTP (an aiosmtpd server in this process).
 
 The brokers: a private redis-server of this test's own (the shop's tasks in DB 0, payments' in
-DB 1), and a bus namespace of its own on the machine's RabbitMQ and NATS, deleted afterwards.
+DB 1, notifications' in DB 2), and a bus namespace of its own on the machine's RabbitMQ and NATS,
+deleted afterwards.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from harness.services import RedisServer, free_port
 from shop.services import SERVICES
 from tests.bus.conftest import NATS_URL, RABBITMQ_URL
 from tests.split.conftest import ROOT, postgres_pass, split_env
-from tests.support import require_service, wait_until
+from tests.support import SmtpInbox, require_service, wait_until
 
 pytestmark = [
     pytest.mark.postgres,
@@ -37,6 +39,7 @@ pytestmark = [
     ),
 ]
 TERMINAL = {"completed", "cancelled"}
+CUSTOMER = "demo@example.com"  # seed_demo's customer
 
 
 class Api:
@@ -86,7 +89,14 @@ def rows(url: str, query: str) -> list[tuple]:
 
 
 @pytest.fixture
-def split_deployment(tmp_path, service_databases):
+def smtp_inbox():
+    """The mail server the notifications service sends to (EMAIL_URL=smtp://127.0.0.1:<port>)."""
+    with SmtpInbox() as inbox:
+        yield inbox
+
+
+@pytest.fixture
+def split_deployment(tmp_path, service_databases, smtp_inbox):
     """Start the split deployment on the bus given to ``start(bus_url)``; yields (Api, start)."""
     started: dict = {}
 
@@ -103,6 +113,8 @@ def split_deployment(tmp_path, service_databases):
             service_databases,
             CELERY_BROKER_URL=redis.url,
             PAYMENTS_CELERY_BROKER_URL=redis.url.removesuffix("/0") + "/1",
+            NOTIFICATIONS_CELERY_BROKER_URL=redis.url.removesuffix("/0") + "/2",
+            EMAIL_URL=f"smtp://127.0.0.1:{smtp_inbox.port}",
             EVENT_BUS_URL=bus_url,
             EVENT_BUS_NAMESPACE=namespace,
             PORT=str(port),
@@ -157,7 +169,7 @@ def split_deployment(tmp_path, service_databases):
         adapter.close()
 
 
-def saga_runs(api: Api, databases: dict[str, str], logs) -> None:
+def saga_runs(api: Api, databases: dict[str, str], logs, inbox: SmtpInbox) -> None:
     # The demo catalogue reaches orders as events (inventory's ProductCatalogued), once the
     # shop's relay and worker run.
     wait_until(
@@ -210,14 +222,35 @@ def saga_runs(api: Api, databases: dict[str, str], logs) -> None:
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'payments%'",
     ) == [(0,)]
 
+    # The notifications service: one email per order event, each naming its order, over SMTP.
+    expected = sorted(
+        [f"We received your order {reference}" for reference in orders]
+        + [f"Your order {paid} is on its way"]
+        + [f"Your order {reference} is cancelled" for reference in orders]
+    )
+    wait_until(
+        lambda: len(inbox.to(CUSTOMER)) >= len(expected),
+        timeout=240,
+        what=f"the customer's {len(expected)} emails; logs in {logs}",
+    )
+    messages = inbox.to(CUSTOMER)
+    assert sorted(message["Subject"] for message in messages) == expected
+    assert len({message["Message-ID"] for message in messages}) == len(expected)
+    assert len(inbox.messages) == len(expected)  # nobody else was written to
+    sent = rows(
+        databases["notifications"],
+        "SELECT message_id, recipient, status FROM notifications_notification",
+    )
+    assert sorted(sent) == sorted((m["Message-ID"], CUSTOMER, "sent") for m in messages)
 
-def test_the_saga_over_rabbitmq(split_deployment, service_databases, tmp_path):
+
+def test_the_saga_over_rabbitmq(split_deployment, service_databases, tmp_path, smtp_inbox):
     require_service(RABBITMQ_URL, "RabbitMQ")
     api = split_deployment(RABBITMQ_URL)
-    saga_runs(api, service_databases, tmp_path / "logs")
+    saga_runs(api, service_databases, tmp_path / "logs", smtp_inbox)
 
 
-def test_the_saga_over_nats(split_deployment, service_databases, tmp_path):
+def test_the_saga_over_nats(split_deployment, service_databases, tmp_path, smtp_inbox):
     require_service(NATS_URL, "NATS")
     api = split_deployment(NATS_URL)
-    saga_runs(api, service_databases, tmp_path / "logs")
+    saga_runs(api, service_databases, tmp_path / "logs", smtp_inbox)
