@@ -3,6 +3,9 @@ Procfile.split started for real (the shop, payments and notifications services, 
 database each, a Redis broker each, events between them over RabbitMQ or NATS JetStream), the REST
 API driven over HTTP, and the orders end as they do in the monolith; the notifications service
 emails the customer once per order event over real SMTP (an aiosmtpd server in this process).
+Over RabbitMQ notifications joins late: released and started after the saga, it catches up
+through the bus (``outbox_replay --subscriber bus`` on the shop service), and payments, which
+is sent the replayed ``OrderPlaced`` too, stores and charges nothing again.
 
 The brokers: a private redis-server of this test's own (the shop's tasks in DB 0, payments' in
 DB 1, notifications' in DB 2), and a bus namespace of its own on the machine's RabbitMQ and NATS,
@@ -80,6 +83,24 @@ class Api:
         return body
 
 
+def manage(env: dict, *command: str) -> str:
+    """``manage.py <command>`` in the shop service's shape; returns what it printed."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=ROOT,
+        env={**env, "SHOP_SERVICE": "shop"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def release(env: dict, *options: str) -> None:
+    assert "released:" in manage(env, "release", *options)
+
+
 def rows(url: str, query: str) -> list[tuple]:
     parts = urlparse(url)
     with psycopg.connect(
@@ -97,10 +118,13 @@ def smtp_inbox():
 
 @pytest.fixture
 def split_deployment(tmp_path, service_databases, smtp_inbox):
-    """Start the split deployment on the bus given to ``start(bus_url)``; yields (Api, start)."""
+    """Start the split deployment on the bus given to ``start(bus_url)``; yields ``start``.
+
+    ``start(bus_url, late="notifications")`` leaves that service out (its database not migrated,
+    its queue not declared, its processes not started) until ``start.join()``."""
     started: dict = {}
 
-    def start(bus_url: str) -> Api:
+    def start(bus_url: str, late: str | None = None) -> Api:
         namespace = f"test-split-{uuid.uuid4().hex[:8]}"
         (tmp_path / "redis").mkdir()
         redis = RedisServer(port=free_port(), log_folder=tmp_path / "redis")
@@ -122,8 +146,12 @@ def split_deployment(tmp_path, service_databases, smtp_inbox):
             WORKER_CONCURRENCY="1",
         )
         env["PATH"] = venv_path(env)
+        started["env"] = env
         procfile = Procfile.read(ROOT / "Procfile.split")
-        release_run(procfile, env=env, cwd=ROOT, log=tmp_path / "release.log")
+        if late is None:
+            release_run(procfile, env=env, cwd=ROOT, log=tmp_path / "release.log")
+        else:
+            release(env, *[f"--service={name}" for name in SERVICES if name != late])
         seeded = subprocess.run(
             [sys.executable, "manage.py", "seed_demo"],
             cwd=ROOT,
@@ -141,7 +169,10 @@ def split_deployment(tmp_path, service_databases, smtp_inbox):
             die_with_parent=True,
         )
         started["supervisor"] = supervisor
-        processes = [supervisor.start(name) for name in procfile.processes]
+        started["late"] = [name for name in procfile.processes if late and name.startswith(late)]
+        processes = [
+            supervisor.start(name) for name in procfile.processes if name not in started["late"]
+        ]
         supervisor.wait_ready(supervisor.one("web"), timeout=120)
         for process in processes:
             process.check_alive()
@@ -153,6 +184,15 @@ def split_deployment(tmp_path, service_databases, smtp_inbox):
         api.token = body["token"]
         return api
 
+    def join() -> None:
+        """The late service arrives: its release step, then its processes."""
+        [late] = {name.split("-")[0] for name in started["late"]}
+        release(started["env"], f"--service={late}")
+        for process in [started["supervisor"].start(name) for name in started["late"]]:
+            process.check_alive()
+
+    start.join = join
+    start.manage = lambda *command: manage(started["env"], *command)
     yield start
     if "supervisor" in started:
         started["supervisor"].shutdown()
@@ -169,7 +209,8 @@ def split_deployment(tmp_path, service_databases, smtp_inbox):
         adapter.close()
 
 
-def saga_runs(api: Api, databases: dict[str, str], logs, inbox: SmtpInbox) -> None:
+def saga_runs(api: Api, databases: dict[str, str], logs) -> list[str]:
+    """The saga over HTTP; returns the emails the customer is owed, by subject."""
     # The demo catalogue reaches orders as events (inventory's ProductCatalogued), once the
     # shop's relay and worker run.
     wait_until(
@@ -221,13 +262,16 @@ def saga_runs(api: Api, databases: dict[str, str], logs, inbox: SmtpInbox) -> No
         databases["shop"],
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'payments%'",
     ) == [(0,)]
-
-    # The notifications service: one email per order event, each naming its order, over SMTP.
-    expected = sorted(
+    return sorted(
         [f"We received your order {reference}" for reference in orders]
         + [f"Your order {paid} is on its way"]
         + [f"Your order {reference} is cancelled" for reference in orders]
     )
+
+
+def emails_sent_once(expected: list[str], databases: dict[str, str], logs, inbox) -> None:
+    """The notifications service: one email per order event, each naming its order, over SMTP,
+    each recorded once in its own database."""
     wait_until(
         lambda: len(inbox.to(CUSTOMER)) >= len(expected),
         timeout=240,
@@ -244,13 +288,74 @@ def saga_runs(api: Api, databases: dict[str, str], logs, inbox: SmtpInbox) -> No
     assert sorted(sent) == sorted((m["Message-ID"], CUSTOMER, "sent") for m in messages)
 
 
-def test_the_saga_over_rabbitmq(split_deployment, service_databases, tmp_path, smtp_inbox):
+ORDER_EVENTS = ("orders.OrderPlaced", "orders.OrderCompleted", "orders.OrderCancelled")
+REPLAY = (
+    "outbox_replay",
+    "--subscriber",
+    "bus",
+    *[option for event_type in ORDER_EVENTS for option in ("--type", event_type)],
+    "--since",
+    "2000-01-01",
+    "--include-done",
+)
+
+
+def test_the_saga_over_rabbitmq_and_notifications_joining_late(
+    split_deployment, service_databases, tmp_path, smtp_inbox
+):
     require_service(RABBITMQ_URL, "RabbitMQ")
-    api = split_deployment(RABBITMQ_URL)
-    saga_runs(api, service_databases, tmp_path / "logs", smtp_inbox)
+    logs = tmp_path / "logs"
+    api = split_deployment(RABBITMQ_URL, late="notifications")
+    expected = saga_runs(api, service_databases, logs)
+    assert smtp_inbox.messages == []  # nobody was there to send them
+
+    # Notifications arrives: its release step and processes, then the backfill from the shop
+    # service's event store, through the bus. The bus deliveries of those events are done
+    # already, hence --include-done; run twice, the second sends nothing new.
+    split_deployment.join()
+    for _ in range(2):
+        out = split_deployment.manage(*REPLAY)
+        assert f"bus: 0 new deliveries (backfill), {len(expected)} made due again" in out, out
+        wait_until(
+            lambda: (
+                rows(
+                    service_databases["shop"],
+                    "SELECT count(*) FROM outbox_delivery WHERE subscriber = 'bus' "
+                    "AND status <> 'done'",
+                )
+                == [(0,)]
+            ),
+            timeout=120,
+            what=f"the replayed events published; logs in {logs}",
+        )
+    # One order more behind the replayed events: once its emails are out, each service's
+    # consumer has taken in every replayed event before it (a queue delivers in order).
+    last = api.order([{"sku": "MUG-CLASSIC", "quantity": 1}], "tok_visa")
+    wait_until(
+        lambda: api.get(last)["status"] in TERMINAL, timeout=240, what=f"{last}; logs in {logs}"
+    )
+    expected = sorted(
+        [*expected, f"We received your order {last}", f"Your order {last} is on its way"]
+    )
+    emails_sent_once(expected, service_databases, logs, smtp_inbox)
+    # Payments was sent the replayed OrderPlaced events twice more: stored once, charged once.
+    assert rows(
+        service_databases["payments"],
+        "SELECT count(*), count(DISTINCT event_id) FROM outbox_event "
+        "WHERE type = 'orders.OrderPlaced'",
+    ) == [(4, 4)]
+    payments = rows(service_databases["payments"], "SELECT status FROM payments_payment")
+    assert sorted(status for (status,) in payments) == [
+        "captured",
+        "failed",
+        "refunded",
+        "refunded",
+    ]
 
 
 def test_the_saga_over_nats(split_deployment, service_databases, tmp_path, smtp_inbox):
     require_service(NATS_URL, "NATS")
+    logs = tmp_path / "logs"
     api = split_deployment(NATS_URL)
-    saga_runs(api, service_databases, tmp_path / "logs", smtp_inbox)
+    expected = saga_runs(api, service_databases, logs)
+    emails_sent_once(expected, service_databases, logs, smtp_inbox)
