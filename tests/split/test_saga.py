@@ -169,9 +169,12 @@ def split_deployment(tmp_path, service_databases, smtp_inbox):
             die_with_parent=True,
         )
         started["supervisor"] = supervisor
-        started["late"] = [name for name in procfile.processes if late and name.startswith(late)]
+        started["late"] = (
+            late,
+            [p for p in procfile.processes if late and p.startswith(f"{late}-")],
+        )
         processes = [
-            supervisor.start(name) for name in procfile.processes if name not in started["late"]
+            supervisor.start(name) for name in procfile.processes if name not in started["late"][1]
         ]
         supervisor.wait_ready(supervisor.one("web"), timeout=120)
         for process in processes:
@@ -186,9 +189,9 @@ def split_deployment(tmp_path, service_databases, smtp_inbox):
 
     def join() -> None:
         """The late service arrives: its release step, then its processes."""
-        [late] = {name.split("-")[0] for name in started["late"]}
+        late, names = started["late"]
         release(started["env"], f"--service={late}")
-        for process in [started["supervisor"].start(name) for name in started["late"]]:
+        for process in [started["supervisor"].start(name) for name in names]:
             process.check_alive()
 
     start.join = join
