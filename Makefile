@@ -41,8 +41,8 @@ demo: migrate
 run: demo
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" honcho start --port $(PORT) -f Procfile
 
-## The split deployment (Procfile.split): the shop and payments services, each with its own
-## PostgreSQL database and Redis broker, events between them over RabbitMQ. Creates the databases,
+## The split deployment (Procfile.split): the shop, payments and notifications services, each with
+## its own PostgreSQL database and Redis broker, events between them over RabbitMQ. Creates the databases,
 ## runs the release step (migrations, the bus's queues), seeds the demo, then starts every process.
 ## Any of these variables may be set to point it elsewhere (EVENT_BUS_URL=nats://... for NATS).
 SPLIT_ENV = \
@@ -50,9 +50,12 @@ SPLIT_ENV = \
 	PAYMENTS_DATABASE_URL=$${PAYMENTS_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/shop_split_payments} \
 	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0} \
 	PAYMENTS_CELERY_BROKER_URL=$${PAYMENTS_CELERY_BROKER_URL:-redis://127.0.0.1:6379/1} \
+	NOTIFICATIONS_DATABASE_URL=$${NOTIFICATIONS_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/shop_split_notifications} \
+	NOTIFICATIONS_CELERY_BROKER_URL=$${NOTIFICATIONS_CELERY_BROKER_URL:-redis://127.0.0.1:6379/2} \
 	EVENT_BUS_URL=$${EVENT_BUS_URL:-amqp://guest:guest@127.0.0.1:5672/%2F}
 SPLIT_PROCESSES = web worker relay beat consumer payments-worker payments-relay payments-beat \
-	payments-consumer
+	payments-consumer notifications-worker notifications-relay notifications-beat \
+	notifications-consumer
 
 run-split: setup
 	$(SPLIT_ENV) $(PY) scripts/split_databases.py

@@ -1,11 +1,13 @@
 """`make run-split`: create the split deployment's PostgreSQL databases that do not exist yet.
 
 One per service of shop/services.py, named by the service's variable (DATABASE_URL for the shop,
-PAYMENTS_DATABASE_URL for payments). A variable that is unset, or not a PostgreSQL URL, is
-skipped with a notice (SQLite creates its file by itself).
+PAYMENTS_DATABASE_URL for payments, NOTIFICATIONS_DATABASE_URL for notifications). A variable
+that is unset, or not a PostgreSQL URL, is skipped with a notice (SQLite creates its file by
+itself).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/shop_split \\
     PAYMENTS_DATABASE_URL=postgres://postgres@127.0.0.1:5432/shop_split_payments \\
+    NOTIFICATIONS_DATABASE_URL=postgres://postgres@127.0.0.1:5432/shop_split_notifications \\
         .venv/bin/python scripts/split_databases.py
 """
 

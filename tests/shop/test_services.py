@@ -65,6 +65,8 @@ SPLIT_ENV = {
     "PAYMENTS_DATABASE_URL": "postgres://postgres@127.0.0.1:5432/the_payments",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/3",
     "PAYMENTS_CELERY_BROKER_URL": "redis://127.0.0.1:6379/4",
+    "NOTIFICATIONS_DATABASE_URL": "postgres://postgres@127.0.0.1:5432/the_notifications",
+    "NOTIFICATIONS_CELERY_BROKER_URL": "redis://127.0.0.1:6379/5",
 }
 
 
@@ -75,6 +77,7 @@ def test_every_app_belongs_to_exactly_one_service():
     assert all(len(names) == 1 for names in owners.values()), owners
     assert service_of_app("payments").name == "payments"
     assert service_of_app("orders").name == "shop"
+    assert service_of_app("notifications").name == "notifications"
 
 
 def test_an_unknown_service_is_refused_and_none_is_the_monolith(tmp_path):
@@ -107,6 +110,8 @@ def test_what_a_service_consumes_from_another_is_published_to_the_bus():
         }
     )
     assert "orders.OrderPlaced" in crossing and "payments.PaymentCompleted" in crossing
+    # What the notifications service hears of, from the shop service.
+    assert {"orders.OrderCompleted", "orders.OrderCancelled"} <= set(crossing)
     assert [t for t in crossing if not event_externalised(t)] == []
 
 
@@ -146,4 +151,14 @@ def test_the_payments_service_has_its_own_database_and_broker(tmp_path):
     assert got["database"] == "the_payments"
     assert got["broker"] == "redis://127.0.0.1:6379/4"
     assert got["bus_service"] == "payments" and got["bus_local_apps"] == ["payments"]
+    assert got["urls"] == "shop.urls_service"
+
+
+def test_the_notifications_service_has_its_own_database_and_broker(tmp_path):
+    got = shape(tmp_path, SHOP_SERVICE="notifications", **SPLIT_ENV)
+    assert got["apps"] == ["django_celery_beat", "outbox", "notifications", "shop.observability"]
+    assert got["database"] == "the_notifications"
+    assert got["broker"] == "redis://127.0.0.1:6379/5"
+    assert got["bus_service"] == "notifications"
+    assert got["bus_local_apps"] == ["notifications"]
     assert got["urls"] == "shop.urls_service"

@@ -1,10 +1,15 @@
 """The saga is the same on the split deployment (issue 11, item 4): every process of
-Procfile.split started for real (the shop and payments services, a PostgreSQL database each, a
-Redis broker each, events between them over RabbitMQ or NATS JetStream), the REST API driven
-over HTTP, and the orders end as they do in the monolith.
+Procfile.split started for real (the shop, payments and notifications services, a PostgreSQL
+database each, a Redis broker each, events between them over RabbitMQ or NATS JetStream), the REST
+API driven over HTTP, and the orders end as they do in the monolith; the notifications service
+emails the customer once per order event over real SMTP (an aiosmtpd server in this process).
+Over RabbitMQ notifications joins late: released and started after the saga, it catches up
+through the bus (``outbox_replay --subscriber bus`` on the shop service), and payments, which
+is sent the replayed ``OrderPlaced`` too, stores and charges nothing again.
 
 The brokers: a private redis-server of this test's own (the shop's tasks in DB 0, payments' in
-DB 1), and a bus namespace of its own on the machine's RabbitMQ and NATS, deleted afterwards.
+DB 1, notifications' in DB 2), and a bus namespace of its own on the machine's RabbitMQ and NATS,
+deleted afterwards.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from harness.services import RedisServer, free_port
 from shop.services import SERVICES
 from tests.bus.conftest import NATS_URL, RABBITMQ_URL
 from tests.split.conftest import ROOT, postgres_pass, split_env
-from tests.support import require_service, wait_until
+from tests.support import SmtpInbox, require_service, wait_until
 
 pytestmark = [
     pytest.mark.postgres,
@@ -37,6 +42,7 @@ pytestmark = [
     ),
 ]
 TERMINAL = {"completed", "cancelled"}
+CUSTOMER = "demo@example.com"  # seed_demo's customer
 
 
 class Api:
@@ -77,6 +83,24 @@ class Api:
         return body
 
 
+def manage(env: dict, *command: str) -> str:
+    """``manage.py <command>`` in the shop service's shape; returns what it printed."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=ROOT,
+        env={**env, "SHOP_SERVICE": "shop"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def release(env: dict, *options: str) -> None:
+    assert "released:" in manage(env, "release", *options)
+
+
 def rows(url: str, query: str) -> list[tuple]:
     parts = urlparse(url)
     with psycopg.connect(
@@ -86,11 +110,21 @@ def rows(url: str, query: str) -> list[tuple]:
 
 
 @pytest.fixture
-def split_deployment(tmp_path, service_databases):
-    """Start the split deployment on the bus given to ``start(bus_url)``; yields (Api, start)."""
+def smtp_inbox():
+    """The mail server the notifications service sends to (EMAIL_URL=smtp://127.0.0.1:<port>)."""
+    with SmtpInbox() as inbox:
+        yield inbox
+
+
+@pytest.fixture
+def split_deployment(tmp_path, service_databases, smtp_inbox):
+    """Start the split deployment on the bus given to ``start(bus_url)``; yields ``start``.
+
+    ``start(bus_url, late="notifications")`` leaves that service out (its database not migrated,
+    its queue not declared, its processes not started) until ``start.join()``."""
     started: dict = {}
 
-    def start(bus_url: str) -> Api:
+    def start(bus_url: str, late: str | None = None) -> Api:
         namespace = f"test-split-{uuid.uuid4().hex[:8]}"
         (tmp_path / "redis").mkdir()
         redis = RedisServer(port=free_port(), log_folder=tmp_path / "redis")
@@ -103,6 +137,8 @@ def split_deployment(tmp_path, service_databases):
             service_databases,
             CELERY_BROKER_URL=redis.url,
             PAYMENTS_CELERY_BROKER_URL=redis.url.removesuffix("/0") + "/1",
+            NOTIFICATIONS_CELERY_BROKER_URL=redis.url.removesuffix("/0") + "/2",
+            EMAIL_URL=f"smtp://127.0.0.1:{smtp_inbox.port}",
             EVENT_BUS_URL=bus_url,
             EVENT_BUS_NAMESPACE=namespace,
             PORT=str(port),
@@ -110,8 +146,12 @@ def split_deployment(tmp_path, service_databases):
             WORKER_CONCURRENCY="1",
         )
         env["PATH"] = venv_path(env)
+        started["env"] = env
         procfile = Procfile.read(ROOT / "Procfile.split")
-        release_run(procfile, env=env, cwd=ROOT, log=tmp_path / "release.log")
+        if late is None:
+            release_run(procfile, env=env, cwd=ROOT, log=tmp_path / "release.log")
+        else:
+            release(env, *[f"--service={name}" for name in SERVICES if name != late])
         seeded = subprocess.run(
             [sys.executable, "manage.py", "seed_demo"],
             cwd=ROOT,
@@ -129,7 +169,13 @@ def split_deployment(tmp_path, service_databases):
             die_with_parent=True,
         )
         started["supervisor"] = supervisor
-        processes = [supervisor.start(name) for name in procfile.processes]
+        started["late"] = (
+            late,
+            [p for p in procfile.processes if late and p.startswith(f"{late}-")],
+        )
+        processes = [
+            supervisor.start(name) for name in procfile.processes if name not in started["late"][1]
+        ]
         supervisor.wait_ready(supervisor.one("web"), timeout=120)
         for process in processes:
             process.check_alive()
@@ -141,6 +187,15 @@ def split_deployment(tmp_path, service_databases):
         api.token = body["token"]
         return api
 
+    def join() -> None:
+        """The late service arrives: its release step, then its processes."""
+        late, names = started["late"]
+        release(started["env"], f"--service={late}")
+        for process in [started["supervisor"].start(name) for name in names]:
+            process.check_alive()
+
+    start.join = join
+    start.manage = lambda *command: manage(started["env"], *command)
     yield start
     if "supervisor" in started:
         started["supervisor"].shutdown()
@@ -157,7 +212,8 @@ def split_deployment(tmp_path, service_databases):
         adapter.close()
 
 
-def saga_runs(api: Api, databases: dict[str, str], logs) -> None:
+def saga_runs(api: Api, databases: dict[str, str], logs) -> list[str]:
+    """The saga over HTTP; returns the emails the customer is owed, by subject."""
     # The demo catalogue reaches orders as events (inventory's ProductCatalogued), once the
     # shop's relay and worker run.
     wait_until(
@@ -209,15 +265,100 @@ def saga_runs(api: Api, databases: dict[str, str], logs) -> None:
         databases["shop"],
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'payments%'",
     ) == [(0,)]
+    return sorted(
+        [f"We received your order {reference}" for reference in orders]
+        + [f"Your order {paid} is on its way"]
+        + [f"Your order {reference} is cancelled" for reference in orders]
+    )
 
 
-def test_the_saga_over_rabbitmq(split_deployment, service_databases, tmp_path):
+def emails_sent_once(expected: list[str], databases: dict[str, str], logs, inbox) -> None:
+    """The notifications service: one email per order event, each naming its order, over SMTP,
+    each recorded once in its own database."""
+    wait_until(
+        lambda: len(inbox.to(CUSTOMER)) >= len(expected),
+        timeout=240,
+        what=f"the customer's {len(expected)} emails; logs in {logs}",
+    )
+    messages = inbox.to(CUSTOMER)
+    assert sorted(message["Subject"] for message in messages) == expected
+    assert len({message["Message-ID"] for message in messages}) == len(expected)
+    assert len(inbox.messages) == len(expected)  # nobody else was written to
+    sent = rows(
+        databases["notifications"],
+        "SELECT message_id, recipient, status FROM notifications_notification",
+    )
+    assert sorted(sent) == sorted((m["Message-ID"], CUSTOMER, "sent") for m in messages)
+
+
+ORDER_EVENTS = ("orders.OrderPlaced", "orders.OrderCompleted", "orders.OrderCancelled")
+REPLAY = (
+    "outbox_replay",
+    "--subscriber",
+    "bus",
+    *[option for event_type in ORDER_EVENTS for option in ("--type", event_type)],
+    "--since",
+    "2000-01-01",
+    "--include-done",
+)
+
+
+def test_the_saga_over_rabbitmq_and_notifications_joining_late(
+    split_deployment, service_databases, tmp_path, smtp_inbox
+):
     require_service(RABBITMQ_URL, "RabbitMQ")
-    api = split_deployment(RABBITMQ_URL)
-    saga_runs(api, service_databases, tmp_path / "logs")
+    logs = tmp_path / "logs"
+    api = split_deployment(RABBITMQ_URL, late="notifications")
+    expected = saga_runs(api, service_databases, logs)
+    assert smtp_inbox.messages == []  # nobody was there to send them
+
+    # Notifications arrives: its release step and processes, then the backfill from the shop
+    # service's event store, through the bus. The bus deliveries of those events are done
+    # already, hence --include-done; run twice, the second sends nothing new.
+    split_deployment.join()
+    for _ in range(2):
+        out = split_deployment.manage(*REPLAY)
+        assert f"bus: 0 new deliveries (backfill), {len(expected)} made due again" in out, out
+        wait_until(
+            lambda: (
+                rows(
+                    service_databases["shop"],
+                    "SELECT count(*) FROM outbox_delivery WHERE subscriber = 'bus' "
+                    "AND status <> 'done'",
+                )
+                == [(0,)]
+            ),
+            timeout=120,
+            what=f"the replayed events published; logs in {logs}",
+        )
+    # One order more behind the replayed events: once its emails are out, each service's
+    # consumer has taken in every replayed event before it (a queue delivers in order).
+    last = api.order([{"sku": "MUG-CLASSIC", "quantity": 1}], "tok_visa")
+    wait_until(
+        lambda: api.get(last)["status"] in TERMINAL, timeout=240, what=f"{last}; logs in {logs}"
+    )
+    expected = sorted(
+        [*expected, f"We received your order {last}", f"Your order {last} is on its way"]
+    )
+    emails_sent_once(expected, service_databases, logs, smtp_inbox)
+    # Payments was sent the replayed OrderPlaced events twice more: stored once, charged once.
+    assert rows(
+        service_databases["payments"],
+        "SELECT count(*), count(DISTINCT event_id) FROM outbox_event "
+        "WHERE type = 'orders.OrderPlaced'",
+    ) == [(4, 4)]
+    payments = rows(service_databases["payments"], "SELECT status FROM payments_payment")
+    assert sorted(status for (status,) in payments) == [
+        "captured",
+        "failed",
+        "refunded",
+        "refunded",
+    ]
 
 
-def test_the_saga_over_nats(split_deployment, service_databases, tmp_path):
+def test_the_saga_over_nats(split_deployment, service_databases, tmp_path, smtp_inbox):
     require_service(NATS_URL, "NATS")
+    logs = tmp_path / "logs"
     api = split_deployment(NATS_URL)
-    saga_runs(api, service_databases, tmp_path / "logs")
+    expected = saga_runs(api, service_databases, logs)
+    emails_sent_once(expected, service_databases, logs, smtp_inbox)

@@ -12,8 +12,9 @@ import psycopg
 
 from tests.split.conftest import ROOT, split_env
 
-# What the payments service's database may hold besides its own app's tables, and why:
-PAYMENTS_ALSO = {
+# What a service without the web side (payments, notifications) may hold in its database besides
+# its own app's tables, and why:
+SERVICE_ALSO = {
     "outbox_": "its own outbox: events, deliveries, the aggregates' sequences, heartbeats",
     "django_migrations": "Django's record of the migrations applied",
     "django_celery_beat_": "beat's schedule: the relay's safety-net tick and the retention purge "
@@ -46,17 +47,26 @@ def test_each_service_database_holds_only_its_own_tables(tmp_path, service_datab
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "released: shop, payments" in done.stdout
+    assert "released: shop, payments, notifications" in done.stdout
 
     payments = tables(service_databases["payments"])
     assert {"payments_payment", "payments_refund", "outbox_event", "outbox_delivery"} <= payments
     foreign = sorted(
         name
         for name in payments
-        if not name.startswith("payments_") and not name.startswith(tuple(PAYMENTS_ALSO))
+        if not name.startswith("payments_") and not name.startswith(tuple(SERVICE_ALSO))
     )
-    assert foreign == []  # no orders, inventory, shipping, auth, sessions, admin, tokens
+    assert foreign == []  # no orders, inventory, shipping, notifications, auth, sessions, admin
+
+    notifications = tables(service_databases["notifications"])
+    assert {"notifications_notification", "outbox_event", "outbox_delivery"} <= notifications
+    foreign = sorted(
+        name
+        for name in notifications
+        if not name.startswith("notifications_") and not name.startswith(tuple(SERVICE_ALSO))
+    )
+    assert foreign == []  # no orders (it knows them by their events), payments, auth, admin
 
     shop = tables(service_databases["shop"])
     assert {"orders_order", "inventory_product", "shipping_shipment", "outbox_event"} <= shop
-    assert sorted(name for name in shop if name.startswith("payments_")) == []
+    assert sorted(name for name in shop if name.startswith(("payments_", "notifications_"))) == []
