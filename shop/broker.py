@@ -108,6 +108,17 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"Cannot write {file}") from exc
 
+    def queue_bind(self, queue, exchange=None, routing_key="", arguments=None, **kwargs):
+        """The binding reaches the exchange's table file before this process's broker state
+        records it. kombu records it first and writes the file after; the state is shared by the
+        process's threads, so another thread declaring the same binding in between skipped it,
+        published into a table without it, and the message was dropped as unroutable."""
+        exchange = exchange or "amq.direct"
+        if not self.state.has_binding(queue, exchange, routing_key):
+            meta = self.typeof(exchange).prepare_bind(queue, exchange, routing_key, arguments)
+            self._queue_bind(exchange, *meta)
+        super().queue_bind(queue, exchange, routing_key, arguments, **kwargs)
+
     def _queue_bind(self, exchange, routing_key, pattern, queue):
         entry = exchange_queue_t(routing_key or "", pattern or "", queue or "")
         with self._table_locked(exchange) as (file, queues):

@@ -8,11 +8,12 @@ import multiprocessing
 import threading
 import time
 import traceback
+import uuid
 from pathlib import Path
 
 from kombu import Connection, Exchange, Queue
 
-from shop.broker import Transport
+from shop.broker import Channel, Transport
 
 PRODUCERS = 4
 CONSUMERS = 2
@@ -191,3 +192,45 @@ def test_a_polling_consumer_never_reads_a_half_written_message(tmp_path):
     assert not errors
     assert sorted(p["n"] for p in received) == list(range(n))
     assert all(p["ids"] == body["ids"] for p in received)
+
+
+def test_a_thread_that_finds_a_binding_declared_publishes_into_a_table_that_has_it(
+    tmp_path, monkeypatch
+):
+    """kombu records a binding in the process's broker state (shared by its threads) before the
+    binding is in the exchange's table file. A thread that declared the same queue in that gap
+    skipped the binding as done, and its message met a table without it: dropped as unroutable
+    (seen as lost messages in the polling test above, under load). Here the first thread's write
+    of the table is held while a second thread declares and publishes."""
+    options = _options(tmp_path)
+    name = f"late-{uuid.uuid4().hex}"  # the broker state outlives a test: a name of its own
+    entered, release = threading.Event(), threading.Event()
+    original = Channel._queue_bind
+
+    def held(self, *args):
+        if threading.current_thread().name == "declarer":
+            entered.set()
+            release.wait(10)
+        return original(self, *args)
+
+    monkeypatch.setattr(Channel, "_queue_bind", held)
+
+    def declare():
+        with Connection(transport=Transport, transport_options=options) as conn:
+            conn.SimpleQueue(name)
+
+    declarer = threading.Thread(target=declare, name="declarer", daemon=True)
+    declarer.start()
+    try:
+        assert entered.wait(10)
+        with Connection(transport=Transport, transport_options=options) as conn:
+            conn.SimpleQueue(name).put({"n": 1})
+    finally:
+        release.set()
+        declarer.join(10)
+    assert not declarer.is_alive()
+    with Connection(transport=Transport, transport_options=options) as conn:
+        queue = conn.SimpleQueue(name)
+        message = queue.get(timeout=5)
+        message.ack()
+    assert message.payload == {"n": 1}
