@@ -27,7 +27,7 @@ import time
 from urllib.parse import urlparse, urlunparse
 
 from bench import bus_scenarios
-from bench.measure import BenchError, percentile
+from bench.measure import BenchError, handler_latencies, latency_figures, ms, percentile
 from bench.system import BENCH_QUEUE, Bench, ProducerBatch, redis_client
 from harness.processes import Logs, Supervisor
 from harness.procfile import Procfile, release_run
@@ -101,7 +101,6 @@ def _topology_delete(url: str, namespace: str) -> None:
 def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
     from celery import Celery
 
-    from bench.scenarios import _latencies, _latency_figures, _ms
     from shop.celery import app as celery_a
 
     s = bench.sizes
@@ -163,14 +162,14 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
         )
         producers.go()
         (result,) = producers.results(timeout=60 + s.latency_seconds * 3)
-        latencies = _latencies(side, tag, count)
-        figures = _latency_figures(broker, latencies)
+        latencies = handler_latencies(side, tag, count)
+        figures = latency_figures(broker, latencies)
         confirmed = _confirmed_after_commit(bench, tag)
         details = {
             "events": count,
             "rate_target": s.latency_rate,
             "rate_achieved": count / max(result["t_last"] - result["t_first"], 1e-9),
-            "producer_lag_max_ms": _ms(result["lag_max"]),
+            "producer_lag_max_ms": ms(result["lag_max"]),
             "max_ms": max(latencies),
             # A's share: from the commit to A's bus delivery marked done (broker confirmed);
             # the rest is the broker's delivery to B's consumer and B's outbox path.
@@ -196,8 +195,8 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
         )
         idle.go()
         idle.results(timeout=60 + s.idle_events * 2)
-        latencies = _latencies(side, tag, s.idle_events)
-        figures.update(_latency_figures(f"{broker}_idle", latencies))
+        latencies = handler_latencies(side, tag, s.idle_events)
+        figures.update(latency_figures(f"{broker}_idle", latencies))
         details["idle"] = {"events": s.idle_events, "max_ms": max(latencies)}
         return {"figures": figures, "details": details, "checks_ok": ok}
     finally:

@@ -265,3 +265,31 @@ def json_dump(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     tmp.replace(path)
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def latency_figures(prefix: str, latencies_ms: list[float]) -> dict:
+    return {
+        f"{prefix}_p50": percentile(latencies_ms, 50),
+        f"{prefix}_p95": percentile(latencies_ms, 95),
+        f"{prefix}_p99": percentile(latencies_ms, 99),
+    }
+
+
+def handler_latencies(bench, tag: str, count: int) -> list[float]:
+    """Milliseconds from each event's commit to its handler's start, once ``count`` handlers of
+    ``tag`` have started (the commit and start times the producers and handlers record)."""
+    wait_for(
+        lambda: bench.r.hlen(f"bench:start:{tag}") >= count,
+        timeout=60,
+        what=f"{count} handler starts ({tag})",
+        alive=bench.check_alive,
+    )
+    commits = bench.stamps(f"bench:commit:{tag}")
+    starts = bench.starts(tag)
+    if len(commits) != count:
+        raise BenchError(f"{tag}: {len(commits)} commit times for {count} events")
+    return [ms(starts[seq] - commits[seq]) for seq in commits]

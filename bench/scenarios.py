@@ -18,6 +18,9 @@ from bench.measure import (
     CpuWindow,
     PgBackendCpu,
     PgWindow,
+    handler_latencies,
+    latency_figures,
+    ms,
     percentile,
     pss_kb,
     rss_kb,
@@ -89,18 +92,6 @@ class Sizes:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def _ms(seconds: float) -> float:
-    return seconds * 1000.0
-
-
-def _latency_figures(prefix: str, latencies_ms: list[float]) -> dict:
-    return {
-        f"{prefix}_p50": percentile(latencies_ms, 50),
-        f"{prefix}_p95": percentile(latencies_ms, 95),
-        f"{prefix}_p99": percentile(latencies_ms, 99),
-    }
 
 
 def _max_delivery_id() -> int:
@@ -241,8 +232,8 @@ def publish_overhead(bench: Bench, run: int) -> dict:
                 t = time.perf_counter()
                 fn()
                 times[label].append(time.perf_counter() - t)
-    without = _ms(sum(times["without"]) / len(times["without"]))
-    with_ = _ms(sum(times["with"]) / len(times["with"]))
+    without = ms(sum(times["without"]) / len(times["without"]))
+    with_ = ms(sum(times["with"]) / len(times["with"]))
     return {
         "figures": {
             "tx_without_ms": without,
@@ -253,10 +244,10 @@ def publish_overhead(bench: Bench, run: int) -> dict:
         "details": {
             "transactions_each": n,
             "deliveries_per_event": len(subscribers_for("orders.OrderPlaced")),
-            "p50_without_ms": _ms(percentile(times["without"], 50)),
-            "p50_with_ms": _ms(percentile(times["with"], 50)),
-            "p99_without_ms": _ms(percentile(times["without"], 99)),
-            "p99_with_ms": _ms(percentile(times["with"], 99)),
+            "p50_without_ms": ms(percentile(times["without"], 50)),
+            "p50_with_ms": ms(percentile(times["with"], 50)),
+            "p99_without_ms": ms(percentile(times["without"], 99)),
+            "p99_with_ms": ms(percentile(times["with"], 99)),
         },
     }
 
@@ -490,10 +481,10 @@ def _saga_measure(
     for aggregate_id, occurred_at in rows:
         order_id = int(aggregate_id)
         terminal[order_id] = min(terminal.get(order_id, math.inf), occurred_at.timestamp())
-    latencies = [_ms(terminal[i] - placed[i]) for i in ids]
+    latencies = [ms(terminal[i] - placed[i]) for i in ids]
     statuses = dict(Order.objects.filter(pk__in=ids).values_list("status").annotate(n=Count("id")))
     seconds = max(terminal.values()) - started
-    figures = {"rate": len(ids) / seconds, **_latency_figures("lat", latencies)}
+    figures = {"rate": len(ids) / seconds, **latency_figures("lat", latencies)}
     details = {
         "orders": len(ids),
         "seconds": seconds,
@@ -635,20 +626,6 @@ def saga(bench: Bench, run: int) -> dict:
 # --- 5. commit-to-handler latency -------------------------------------------------------------
 
 
-def _latencies(bench: Bench, tag: str, count: int) -> list[float]:
-    wait_for(
-        lambda: bench.r.hlen(f"bench:start:{tag}") >= count,
-        timeout=60,
-        what=f"{count} handler starts ({tag})",
-        alive=bench.check_alive,
-    )
-    commits = bench.stamps(f"bench:commit:{tag}")
-    starts = bench.starts(tag)
-    if len(commits) != count:
-        raise BenchError(f"{tag}: {len(commits)} commit times for {count} events")
-    return [_ms(starts[seq] - commits[seq]) for seq in commits]
-
-
 def commit_to_handler(bench: Bench, run: int) -> dict:
     """From the publishing transaction's commit to the handler's start: at a steady rate,
     then one event at a time on an idle system."""
@@ -670,13 +647,13 @@ def commit_to_handler(bench: Bench, run: int) -> dict:
         with CpuWindow(bench.alive()) as window, PgWindow() as pg:
             batch.go()
             (result,) = batch.results(timeout=60 + s.latency_seconds * 3)
-            latencies = _latencies(bench, tag, count)
-        figures.update(_latency_figures("steady", latencies))
+            latencies = handler_latencies(bench, tag, count)
+        figures.update(latency_figures("steady", latencies))
         details["steady"] = {
             "events": count,
             "rate_target": s.latency_rate,
             "rate_achieved": count / (result["t_last"] - result["t_first"]),
-            "producer_lag_max_ms": _ms(result["lag_max"]),
+            "producer_lag_max_ms": ms(result["lag_max"]),
             "max_ms": max(latencies),
             **pg.per_item(count),
             **window.describe(),
@@ -693,8 +670,8 @@ def commit_to_handler(bench: Bench, run: int) -> dict:
         )
         batch.go()
         batch.results(timeout=60 + s.idle_events * 2)
-        latencies = _latencies(bench, tag, s.idle_events)
-        figures.update(_latency_figures("idle", latencies))
+        latencies = handler_latencies(bench, tag, s.idle_events)
+        figures.update(latency_figures("idle", latencies))
         details["idle"] = {"events": s.idle_events, "max_ms": max(latencies)}
         checks = {"steady": bench.runs(f"steady-{run}") == count}
     return {"figures": figures, "details": details, "checks_ok": all(checks.values())}

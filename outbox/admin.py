@@ -3,7 +3,7 @@ import json
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from outbox.crypto import payload_redact
+from outbox.events import payload_redact
 from outbox.models import DeadLetter, Delivery, Event, Heartbeat
 from outbox.replay import deliveries_replay
 

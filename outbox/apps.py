@@ -17,7 +17,8 @@ class OutboxConfig(AppConfig):
         # the stored events are a database check (outbox.E002).
         from django.core import checks
 
-        from outbox.crypto import cipher, keys_stored_check
+        from outbox.checks import keys_stored_check
+        from outbox.crypto import cipher
 
         cipher()
         checks.register(keys_stored_check, checks.Tags.database)

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from outbox.crypto import payload_open
+from outbox.crypto import REDACTED, is_sealed, payload_open
 from outbox.errors import EventDeclarationError, EventPayloadError, UnknownEventType, UpcastError
 
 _event_types: dict[str, type[DomainEvent]] = {}
@@ -186,6 +186,25 @@ def event_type_get(name: str) -> type[DomainEvent]:
         raise UnknownEventType(
             f"unknown event type {name!r}; known types: {', '.join(sorted(_event_types)) or 'none'}"
         ) from None
+
+
+def payload_redact(event_type: str, payload: Any) -> Any:
+    """What a person may read of a stored payload: sealed values and declared sensitive fields
+    (in clear in rows written before the declaration) are shown as :data:`REDACTED`."""
+    if not isinstance(payload, dict):
+        return payload
+    names = set(sensitive_fields(event_type))
+    return {
+        key: REDACTED if key in names or is_sealed(value) else value
+        for key, value in payload.items()
+    }
+
+
+def sensitive_fields(event_type: str) -> tuple[str, ...]:
+    try:
+        return tuple(event_type_get(event_type).sensitive)
+    except UnknownEventType:
+        return ()
 
 
 def upcaster(event_type: str | type[DomainEvent], *, from_version: int):

@@ -11,7 +11,7 @@ from typing import Any
 from django.db.models import Count, Min, Prefetch
 from django.utils import timezone
 
-from outbox.crypto import payload_redact
+from outbox.events import payload_redact
 from outbox.models import Delivery, Event, Heartbeat
 
 
