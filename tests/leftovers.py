@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,34 @@ def _test_database_names() -> tuple[set[str], set[str]]:
     return {row[0] for row in rows if row[0] == name}, set()
 
 
+def _sqlite_orphans_settle(timeout: float = 10.0) -> list[str]:
+    """The SQLite test database's ``-wal`` and ``-shm`` files outlive the database's removal
+    while some connection to it is still open: a thread's connection not yet garbage-collected,
+    a worker subprocess still exiting. Seen twice in full runs, cause not pinned down (the
+    closing note of 2026-11-30 says so). Garbage is collected and the files are given a bounded
+    wait to go; orphans that stay (the database file itself is gone, so they hold no data) are
+    removed and named in the run's last line. The database file itself is never excused."""
+    import gc
+
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    name = db.get("TEST", {}).get("NAME")
+    if not name or not db["ENGINE"].endswith("sqlite3") or os.path.exists(name):
+        return []
+    orphans = [name + s for s in ("-wal", "-shm")]
+    deadline = time.monotonic() + timeout
+    gc.collect()
+    while any(os.path.exists(f) for f in orphans) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    removed = []
+    for path in orphans:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
 def pytest_configure(config) -> None:
     global _before
     if hasattr(config, "workerinput"):
@@ -152,6 +181,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
             shutil.rmtree(path, ignore_errors=True)
     # --reuse-db keeps the test database on purpose.
     reuse = session.config.getoption("reuse_db", default=False)
+    orphans = [] if reuse else _sqlite_orphans_settle()
     found = leftovers_find(before, prefix=prefix or "\0", check_databases=not reuse)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if found:
@@ -159,6 +189,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         message = "\n".join(["the run left things behind:", *(f"  {line}" for line in found)])
     else:
         message = "nothing left behind: Redis keys, test databases and temporary folders as before"
+        if orphans:
+            message += f" (removed the removed SQLite database's orphan {', '.join(orphans)})"
     if passed:
         # What the run left in its own temporary root is named above; it goes now.
         shutil.rmtree(before.temp_root, ignore_errors=True)
