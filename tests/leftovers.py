@@ -94,8 +94,8 @@ def _test_database_names() -> tuple[set[str], set[str]]:
 def _sqlite_orphans_settle(timeout: float = 10.0) -> list[str]:
     """The SQLite test database's ``-wal`` and ``-shm`` files outlive the database's removal
     while some connection to it is still open: a thread's connection not yet garbage-collected,
-    a worker subprocess still exiting. Seen twice in full runs, cause not pinned down (the
-    closing note of 2026-11-30 says so). Garbage is collected and the files are given a bounded
+    a worker subprocess still exiting. Seen twice in full runs; the cause is not pinned down
+    yet. Garbage is collected and the files are given a bounded
     wait to go; orphans that stay (the database file itself is gone, so they hold no data) are
     removed and named in the run's last line. The database file itself is never excused."""
     import gc
