@@ -57,6 +57,12 @@ class _Side:
         self._bench = bench
         self._supervisors = supervisors
 
+    def producer_env(self) -> dict:
+        """Service A's environment, with the bench's settings module when it has one."""
+        if self._bench.settings_module:
+            return {**self.env, "DJANGO_SETTINGS_MODULE": self._bench.settings_module}
+        return self.env
+
     def starts(self, tag: str) -> dict[int, float]:
         return self._bench.starts(tag)
 

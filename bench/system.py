@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from cryptography.fernet import Fernet
+
 from bench.measure import BenchError
 from harness.processes import Logs, Process, Supervisor, die_with_parent, venv_path
 from harness.procfile import Procfile
@@ -147,6 +149,9 @@ def child_env(
         env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(60))
         env.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
         env.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
+        # Production settings refuse to start without the sensitive fields' key; one of the
+        # run's own, so the figures include sealing and opening them as production does.
+        env.setdefault("EVENT_ENCRYPTION_KEYS", Fernet.generate_key().decode())
     return env
 
 
