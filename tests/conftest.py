@@ -16,10 +16,23 @@ from django.conf import settings
 from shop.celery import app as celery_app
 from tests.support import SmtpInbox, relay_ticker, require_service, running_worker
 
-# No test can hang the suite or keep it from exiting (tests/exit_guard.py says how).
-pytest_plugins = ["tests.exit_guard"]
+# No test can hang the suite or keep it from exiting (tests/exit_guard.py says how), and the run
+# leaves nothing behind (tests/leftovers.py). One list: a second assignment would replace the first.
+pytest_plugins = ["tests.exit_guard", "tests.leftovers"]
 
-pytest_plugins = ["tests.leftovers"]  # the run leaves nothing behind: checked at its end
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, with one step before the test database is dropped: processes a test left
+    running are ended (the exit guard names them), and sessions still open on the database are
+    named and ended (tests/leftovers.py names them), so the drop never fails on them and the run
+    says who held it."""
+    from tests.exit_guard import children_end_now  # imported here: pytest loads them as plugins
+    from tests.leftovers import database_sessions_end
+
+    yield
+    children_end_now()
+    database_sessions_end()
 
 
 @pytest.fixture(scope="session", autouse=True)

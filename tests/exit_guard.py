@@ -31,6 +31,8 @@ import pytest
 
 _stderr_fd: int | None = None
 _exit_status: int = 0
+# Children ended before the session's end (children_end_now), named with the others at its end.
+_ended_early: list[str] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -119,12 +121,19 @@ def _children_end(grace: float) -> list[str]:
     return named
 
 
+def children_end_now() -> None:
+    """End the children still running now, and name them at the session's end: called before
+    the test database is dropped (tests/conftest.py), which a child's connection would block."""
+    _ended_early.extend(_children_end(grace=5.0))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Runs after the session's fixtures are torn down: whatever still runs was left behind."""
     global _exit_status
     grace = _ini_seconds(session.config, "exit_guard_grace_seconds")
-    leftovers = [f"child process {name}" for name in _children_end(grace)]
+    ended = [*_ended_early, *_children_end(grace)]
+    leftovers = [f"child process {name}" for name in ended]
     deadline = time.monotonic() + grace
     for thread in _live_threads():
         thread.join(max(0.0, deadline - time.monotonic()))

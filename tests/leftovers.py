@@ -7,7 +7,8 @@ What the suite creates, it owns by construction, and takes away at the end:
   under that prefix are deleted when the run finishes.
 * temporary folders: the run gets a temporary root of its own (``TMPDIR``, inherited by the
   processes it starts); pytest's ``tmp_path`` folders live in it, and it is removed at the end.
-* databases: pytest-django creates and drops the test database.
+* databases: pytest-django creates and drops the test database; sessions still open on it when it
+  is about to be dropped are named and ended first (database_sessions_end).
 
 Then a check compares with what was there when the run began, and fails the run if a Redis
 key, a test database (or SQLite file) or a temporary folder is left over, naming each one.
@@ -73,22 +74,84 @@ def _test_database_names() -> tuple[set[str], set[str]]:
     if db["ENGINE"].endswith("sqlite3"):
         suffixes = ("", "-wal", "-shm", "-journal")
         return set(), {name + s for s in suffixes if os.path.exists(name + s)}
-    import psycopg
-
     try:
-        with psycopg.connect(
-            host=db["HOST"] or "127.0.0.1",
-            port=db["PORT"] or 5432,
-            user=db["USER"] or "postgres",
-            password=db["PASSWORD"] or None,
-            dbname="postgres",
-            connect_timeout=2,
-            autocommit=True,
-        ) as conn:
+        with _postgres(db) as conn:
             rows = conn.execute("SELECT datname FROM pg_database").fetchall()
     except Exception:
         return set(), set()
     return {row[0] for row in rows if row[0] == name}, set()
+
+
+def _postgres(db: dict):
+    """A connection to the server's maintenance database (never to the test database)."""
+    import psycopg
+
+    return psycopg.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"] or "postgres",
+        password=db["PASSWORD"] or None,
+        dbname="postgres",
+        connect_timeout=2,
+        autocommit=True,
+    )
+
+
+# Sessions found on the test database just before it was dropped (database_sessions_end).
+_sessions_found: list[str] = []
+
+
+def _session_owner(client_port: int | None) -> str:
+    """Which process of this machine holds the session's client end."""
+    import psutil
+
+    if client_port is None:
+        return "a client over a socket file"
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == client_port and conn.pid:
+            if conn.pid == os.getpid():
+                return "this test process (a connection of one of its threads)"
+            try:
+                return f"pid {conn.pid}: {' '.join(psutil.Process(conn.pid).cmdline())[:200]}"
+            except psutil.Error:
+                return f"pid {conn.pid} (gone)"
+    return "a process that has already gone"
+
+
+def database_sessions_end(grace: float = 10.0) -> None:
+    """Before the PostgreSQL test database is dropped: this thread's connections are closed and
+    connections of threads that have ended are collected; a session that is still open after a
+    bounded wait (a backend still ending) is named (the run fails, see pytest_sessionfinish) and
+    terminated, so that the drop itself succeeds and leaves no database behind."""
+    import gc
+
+    from django.db import connections
+
+    db = connections["default"].settings_dict
+    if not db["ENGINE"].endswith("postgresql"):
+        return
+    connections.close_all()
+    gc.collect()
+    query = (
+        "SELECT pid, client_port, application_name, backend_start, state, left(query, 200)"
+        " FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+    )
+    try:
+        with _postgres(db) as conn:
+            deadline = time.monotonic() + grace
+            while (rows := conn.execute(query, [db["NAME"]]).fetchall()) and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.2)
+            for pid, port, application, started, state, last in rows:
+                _sessions_found.append(
+                    f"PostgreSQL session {pid} on the test database, held by "
+                    f"{_session_owner(port)} (application {application!r},"
+                    f" opened {started:%H:%M:%S}, {state}, last statement {last!r})"
+                )
+                conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+    except Exception as exc:  # the drop then fails and the database is named as left behind
+        _sessions_found.append(f"could not look at the test database's sessions: {exc!r}")
 
 
 def _sqlite_orphans_settle(timeout: float = 10.0) -> list[str]:
@@ -144,7 +207,7 @@ def _redis_clean(prefix: str) -> None:
 
 def leftovers_find(before: Snapshot, *, prefix: str, check_databases: bool) -> list[str]:
     """What the run left behind, one line each; empty when the world is as it was."""
-    found = []
+    found = list(_sessions_found)
     new_keys = _redis_keys() - before.redis_keys
     for key in sorted(new_keys):
         if key.startswith(prefix) or not OTHER_RUN_KEY.match(key):

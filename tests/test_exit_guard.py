@@ -95,3 +95,11 @@ def test_a_hang_the_timeout_cannot_interrupt_ends_the_process(tmp_path):
     )
     assert run.returncode != 0, run.stdout + run.stderr
     assert "Timeout" in run.stderr and "test_deaf_to_the_alarm" in run.stderr
+
+
+def test_the_suite_runs_with_both_of_its_guards(request):
+    """tests/conftest.py loads the exit guard and the leftovers check: a second
+    ``pytest_plugins = ...`` once replaced the first, and the suite ran without its exit guard."""
+    manager = request.config.pluginmanager
+    assert manager.has_plugin("tests.exit_guard")
+    assert manager.has_plugin("tests.leftovers")
