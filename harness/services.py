@@ -527,17 +527,14 @@ class RabbitMQNode:
             os.killpg(self.popen.pid, signal.SIGKILL)
         self._group_gone()
 
-    def queues(self) -> dict[str, int] | None:
-        """Messages in each queue, ready and unacknowledged (``rabbitmqctl list_queues``);
+    def ctl(self, *command: str) -> list[list[str]] | None:
+        """``rabbitmqctl <command>`` against this node, its rows split on tabs (no headers);
         None when the node does not answer."""
         ctl = self.binary.parent / "rabbitmqctl"
+        ctl_command = [str(ctl if ctl.exists() else "rabbitmqctl"), "-n", self.node, "-q"]
         try:
             done = subprocess.run(
-                [
-                    str(ctl if ctl.exists() else "rabbitmqctl"),
-                    *("-n", self.node, "-q", "list_queues", "name", "messages"),
-                    "--no-table-headers",
-                ],
+                [*ctl_command, *command, "--no-table-headers"],
                 env=self.env,
                 capture_output=True,
                 text=True,
@@ -548,12 +545,22 @@ class RabbitMQNode:
             return None
         if done.returncode != 0:
             return None
-        found = {}
-        for line in done.stdout.splitlines():
-            name, _, count = line.strip().rpartition("\t")
-            if name and count.isdigit():
-                found[name] = int(count)
-        return found
+        return [line.split("\t") for line in done.stdout.splitlines() if line.strip()]
+
+    def queues(self) -> dict[str, int] | None:
+        """Messages in each queue, ready and unacknowledged; None when the node does not
+        answer. rabbitmqctl's figures are a few seconds old."""
+        rows = self.ctl("list_queues", "name", "messages")
+        if rows is None:
+            return None
+        return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
+
+    def bindings(self, exchange: str) -> set[str] | None:
+        """The routing keys bound to ``exchange``; None when the node does not answer."""
+        rows = self.ctl("list_bindings", "source_name", "routing_key")
+        if rows is None:
+            return None
+        return {row[1] for row in rows if len(row) == 2 and row[0] == exchange}
 
     def close(self) -> None:
         """Stop it for good and remove its folder (its server log is kept in ``log_folder``)."""
@@ -561,7 +568,7 @@ class RabbitMQNode:
         if self.folder is None:
             return
         try:
-            self.terminate()
+            self.kill()  # its data goes with the folder: nothing to shut down cleanly
         finally:
             for log in (self.folder / "log").glob("*.log"):
                 with contextlib.suppress(OSError):
