@@ -127,6 +127,7 @@ class Injector:
     ):
         self.supervisor = supervisor
         self.rabbitmq = rabbitmq
+        self.rabbitmq_restarts = 0
         self.redis = redis
         self.postgres = postgres
         self.postgres_restart_command = postgres_restart_command
@@ -197,13 +198,15 @@ class Injector:
         )
 
     def restart_rabbitmq(self) -> str:
-        """The run's own RabbitMQ node (never the machine's) stopped, cleanly (SIGTERM) or as
-        in a crash (SIGKILL), at random; 0.5-3 s later started again on the same port and data.
+        """The run's own RabbitMQ node (never the machine's) stopped, as in a crash (SIGKILL) or
+        cleanly (SIGTERM), in turn, the crash first; 0.5-3 s later started again on the same
+        port and data.
         The fault lasts until it accepts connections again."""
         if self.rabbitmq is None:
             raise RuntimeError("restart-rabbitmq needs the run's own RabbitMQ node (--split)")
         old = self.rabbitmq.pid
-        if self.rng.random() < 0.5:
+        self.rabbitmq_restarts += 1
+        if self.rabbitmq_restarts % 2:  # the first a crash, so that a short run has one
             self.rabbitmq.kill()
             how = "SIGKILL to"
         else:
