@@ -79,7 +79,7 @@ test: lint
 	$(PY) scripts/test_passes.py
 
 ## Fault injection against the real processes on PostgreSQL + Redis (docs/chaos.md).
-## make chaos ARGS="--orders 5000"
+## make chaos ARGS="--orders 5000"; the split deployment: make chaos ARGS="--split --orders 300"
 chaos: setup
 	$(PY) scripts/chaos.py $(ARGS)
 

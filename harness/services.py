@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import shlex
 import shutil
 import signal
@@ -41,6 +42,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def spawn(command: list[str], *, log: Path, **options) -> subprocess.Popen:
+    """A server as a child in a session (process group) of its own, its output appended to
+    ``log``; ``options`` for Popen (``cwd``, ``env``)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **options,
+        )
+
+
+def kill_group(popen: subprocess.Popen | None) -> None:
+    """SIGKILL to a spawned server's process group; waits for the child."""
+    if popen is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+
+
 class RedisServer:
     """redis-server on 127.0.0.1:<port> without persistence: a restart loses every message."""
 
@@ -60,7 +83,6 @@ class RedisServer:
         if self.closed:
             raise RuntimeError("this run's Redis is shut down")
         self.started += 1
-        log = (self.log_folder / f"redis.{self.started}.log").open("ab")
         command = [
             self.binary,
             "--port",
@@ -74,14 +96,7 @@ class RedisServer:
             "--daemonize",
             "no",
         ]
-        self.popen = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.popen = spawn(command, log=self.log_folder / f"redis.{self.started}.log")
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
@@ -120,10 +135,7 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL: every queued message is gone (nothing is saved)."""
-        if self.popen is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
+        kill_group(self.popen)
 
     def flushall(self) -> str | None:
         return self.command("FLUSHALL")
@@ -376,3 +388,190 @@ def postgres_restart(command: str, server: PostgresServer, timeout: float = 120)
     server.wait_ready(timeout)
     lines = (result.stdout or "").strip().splitlines()
     return lines[-1] if lines else ""
+
+
+def rabbitmq_server_binary() -> Path:
+    """``rabbitmq-server`` itself: ``RABBITMQ_SBINDIR`` if set, else Debian's
+    ``/usr/lib/rabbitmq/bin`` (its ``/usr/sbin`` wrapper switches to the ``rabbitmq`` user and
+    the machine's node), else the one on ``PATH``."""
+    candidates = [os.environ.get("RABBITMQ_SBINDIR"), "/usr/lib/rabbitmq/bin"]
+    for folder in filter(None, candidates):
+        if (Path(folder) / "rabbitmq-server").exists():
+            return Path(folder) / "rabbitmq-server"
+    found = shutil.which("rabbitmq-server")
+    if found is None:
+        raise RuntimeError(
+            "rabbitmq-server is not installed (Debian: apt-get install rabbitmq-server)"
+        )
+    return Path(found)
+
+
+class RabbitMQNode:
+    """A RabbitMQ node of this run's own: its own node name, AMQP and distribution ports on
+    127.0.0.1, its database, logs, configuration, Erlang cookie (``HOME``) and an empty plugin
+    list (no management port) in a temporary folder. Stopped, killed and started again by the
+    run alone (its queues and their messages are kept on disk across restarts); ``close()``
+    stops it and removes the folder, keeping its log. The machine's node is never touched."""
+
+    def __init__(self, *, log_folder: Path, binary: Path | None = None):
+        self.log_folder = log_folder
+        self.binary = binary or rabbitmq_server_binary()
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.node = f"chaos-{os.getpid()}-{secrets.token_hex(3)}@localhost"
+        self.folder: Path | None = None
+        self.popen: subprocess.Popen | None = None
+        self.started = 0
+        self.closed = False
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    @property
+    def env(self) -> dict[str, str]:
+        assert self.folder is not None
+        folder = self.folder
+        return {
+            **os.environ,
+            "HOME": str(folder),  # the Erlang cookie, for the server and rabbitmqctl alike
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(folder / "log"),
+            "RABBITMQ_PID_FILE": str(folder / "rabbitmq.pid"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": str(folder / "plugins-expand"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+            # Not the machine's files: they name its node and its port.
+            "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
+            "RABBITMQ_CONF_ENV_FILE": str(folder / "rabbitmq-env.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(folder / "advanced.config"),
+        }
+
+    def create(self) -> None:
+        """Write its folder and start it; the folder exists (and must be closed) from here on."""
+        self.folder = Path(tempfile.mkdtemp(prefix="shop-rabbitmq-"))
+        (self.folder / "enabled_plugins").write_text("[].\n")
+        (self.folder / "rabbitmq-env.conf").write_text("")
+        (self.folder / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n"
+            # Queue lengths as rabbitmqctl reports them are at most this old (5 s by default).
+            "collect_statistics_interval = 500\n"
+        )
+        self.start()
+
+    def start(self, timeout: float = 90) -> None:
+        if self.closed:
+            raise RuntimeError("this run's RabbitMQ node is shut down")
+        self.started += 1
+        self.popen = spawn(
+            [str(self.binary)],
+            log=self.log_folder / f"rabbitmq.{self.started}.log",
+            cwd=self.folder,
+            env=self.env,
+        )
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until it accepts AMQP connections (its listener starts last, once it booted)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"rabbitmq-server exited with {self.popen.returncode}; see "
+                    f"{self.log_folder}/rabbitmq.{self.started}.log"
+                )
+            with contextlib.suppress(OSError):
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rabbitmq-server on port {self.port} did not answer")
+            time.sleep(0.2)
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def kill(self) -> None:
+        """SIGKILL to the node's process group (a crash; what it confirmed is on disk)."""
+        if self.popen is not None:
+            kill_group(self.popen)
+            self._group_gone()
+
+    def _group_gone(self, timeout: float = 15) -> None:
+        """Until no process of its group is left (beam.smp outlives its shell by a moment and
+        holds the ports until then)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.popen.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+    def terminate(self, grace: float = 30) -> None:
+        """SIGTERM: a clean shutdown (connections closed, queues written); SIGKILL after
+        ``grace`` seconds."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        # Its Erlang helpers (erl_child_setup, inet_gethost) share the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self._group_gone()
+
+    def ctl(self, *command: str) -> list[list[str]] | None:
+        """``rabbitmqctl <command>`` against this node, its rows split on tabs (no headers);
+        None when the node does not answer."""
+        ctl = self.binary.parent / "rabbitmqctl"
+        ctl_command = [str(ctl if ctl.exists() else "rabbitmqctl"), "-n", self.node, "-q"]
+        try:
+            done = subprocess.run(
+                [*ctl_command, *command, "--no-table-headers"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if done.returncode != 0:
+            return None
+        return [line.split("\t") for line in done.stdout.splitlines() if line.strip()]
+
+    def queues(self) -> dict[str, int] | None:
+        """Messages in each queue, ready and unacknowledged; None when the node does not
+        answer. rabbitmqctl's figures are a few seconds old."""
+        rows = self.ctl("list_queues", "name", "messages")
+        if rows is None:
+            return None
+        return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
+
+    def bindings(self, exchange: str) -> set[str] | None:
+        """The routing keys bound to ``exchange``; None when the node does not answer."""
+        rows = self.ctl("list_bindings", "source_name", "routing_key")
+        if rows is None:
+            return None
+        return {row[1] for row in rows if len(row) == 2 and row[0] == exchange}
+
+    def close(self) -> None:
+        """Stop it for good and remove its folder (its server log is kept in ``log_folder``)."""
+        self.closed = True
+        if self.folder is None:
+            return
+        try:
+            self.kill()  # its data goes with the folder: nothing to shut down cleanly
+        finally:
+            for log in (self.folder / "log").glob("*.log"):
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(log, self.log_folder / f"rabbitmq-server.{log.name}")
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None

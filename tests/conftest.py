@@ -13,8 +13,9 @@ import uuid
 import pytest
 from django.conf import settings
 
+from harness.smtp import SmtpInbox
 from shop.celery import app as celery_app
-from tests.support import SmtpInbox, relay_ticker, require_service, running_worker
+from tests.support import relay_ticker, require_service, running_worker
 
 # No test can hang the suite or keep it from exiting (tests/exit_guard.py says how), and the run
 # leaves nothing behind (tests/leftovers.py). One list: a second assignment would replace the first.

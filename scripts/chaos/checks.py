@@ -70,28 +70,44 @@ def _quiet_state(acked_ids: set[str]) -> dict:
 
 
 def wait_quiet(
-    acked_ids: set[str], *, timeout: float, describe: Callable[[], str] | None = None
+    acked_ids: set[str],
+    *,
+    timeout: float,
+    describe: Callable[[], str] | None = None,
+    state: Callable[[], dict] | None = None,
+    settle: float = 0.0,
 ) -> Quiet:
     """Until every order is completed or cancelled, every acknowledged order exists, and no
-    delivery is pending (dead letters do not count: they wait for an operator)."""
+    delivery is pending (dead letters do not count: they wait for an operator).
+
+    ``state``: more to wait for (a count per item, all 0 when quiet), such as the split
+    deployment's other databases and its bus; ``settle``: it must stay quiet this long (a count
+    that is only sampled now and then, such as a broker's queue lengths), and it was reached
+    when it first got quiet."""
     deadline = time.monotonic() + timeout
     next_report = time.monotonic() + 10
-    state: dict = {}
+    current: dict = {}
+    quiet_since: float | None = None
     while True:
         try:
-            state = _quiet_state(acked_ids)
+            current = _quiet_state(acked_ids)
+            if state is not None:
+                current.update(state())
         except DatabaseError as exc:  # PostgreSQL restarting: ask again
-            state = {"database": str(exc).strip().splitlines()[0]}
+            current = {"database": str(exc).strip().splitlines()[0]}
             connection.close()
+        if any(current.values()):
+            quiet_since = None
         else:
-            if not any(state.values()):
-                return Quiet(reached=True, at=time.monotonic(), state=state)
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= settle:
+                return Quiet(reached=True, at=quiet_since, state=current)
         if time.monotonic() > deadline:
-            return Quiet(reached=False, at=time.monotonic(), state=state)
+            return Quiet(reached=False, at=time.monotonic(), state=current)
         if time.monotonic() > next_report:
             next_report += 10
             extra = f", {describe()}" if describe else ""
-            say("waiting for quiet: " + ", ".join(f"{k} {v}" for k, v in state.items()) + extra)
+            say("waiting for quiet: " + ", ".join(f"{k} {v}" for k, v in current.items()) + extra)
         time.sleep(0.5)
 
 
@@ -178,6 +194,7 @@ def check(
     initial_stock: dict[str, int],
     at_rest: bool = True,
     cancels: list[CancelAnswer] = (),
+    outboxes: dict[str, str] | None = None,
 ) -> None:
     """Every invariant of the saga, from each app's own tables, as steps in the summary's order.
 
@@ -185,6 +202,9 @@ def check(
     Completion (every order ended, refunds match, stock adds up, no delivery pending) only
     holds at rest: when the run did not get quiet, those rows are shown but not judged, and the
     one violation is that it did not get quiet.
+
+    ``outboxes``: {database alias: its name in the summary} of every outbox to check (the split
+    deployment's services each have one); default: the one database.
     """
     world = World.read(acks, at_rest, cancels)
     _check_acknowledged(report, world)
@@ -195,7 +215,8 @@ def check(
     _check_stock(report, world, initial_stock)
     _check_reservations(report, world)
     _check_shipments(report, world)
-    _check_outbox(report, world)
+    for using, name in (outboxes or {"default": ""}).items():
+        _check_outbox(report, world, using=using, name=name)
 
 
 def _check_acknowledged(report: Report, w: World) -> None:
@@ -530,63 +551,89 @@ def _check_shipments(report: Report, w: World) -> None:
         )
 
 
-def _check_outbox(report: Report, w: World) -> None:
-    """The outbox: nothing pending at rest, no dead letter; retries shown by error."""
+def _check_outbox(report: Report, w: World, *, using: str = "default", name: str = "") -> None:
+    """The outbox (of the database ``using``, called ``name`` in the rows): nothing pending at
+    rest, no dead letter; retries shown by error."""
     rest = w.rest
-    by_status = Counter(Delivery.objects.values_list("status", flat=True))
+    of = f" ({name})" if name else ""
+    deliveries = Delivery.objects.using(using)
+    by_status = Counter(deliveries.values_list("status", flat=True))
     pending, dead = by_status[Delivery.Status.PENDING], by_status[Delivery.Status.DEAD]
     report.row(
-        "deliveries done / pending / dead",
+        f"deliveries done / pending / dead{of}",
         f"{by_status[Delivery.Status.DONE]} / {pending} / {dead}",
         dead == 0 and rest(pending == 0),
     )
-    for letter in Delivery.objects.filter(status=Delivery.Status.DEAD)[:5]:
+    for letter in deliveries.filter(status=Delivery.Status.DEAD)[:5]:
         report.violations.append(
-            f"dead letter {letter.pk} ({letter.subscriber}, {letter.attempts} attempts): "
+            f"dead letter{of} {letter.pk} ({letter.subscriber}, {letter.attempts} attempts): "
             f"{letter.last_error.splitlines()[0] if letter.last_error else ''}"
         )
-    retried = Delivery.objects.filter(attempts__gt=1)
+    retried = deliveries.filter(attempts__gt=1)
     errors = Counter(
         (error.splitlines()[0][:70] if error else "(no error recorded)")
         for error in retried.values_list("last_error", flat=True)
     )
-    report.row("deliveries that needed more than one attempt", retried.count())
+    report.row(f"deliveries that needed more than one attempt{of}", retried.count())
     for error, n in errors.most_common(4):
         report.rows.append((f"  {n} x", error, None))
 
 
-def check_counting(*, report: Report, at_rest: bool = True) -> None:
+def check_counting(
+    *,
+    report: Report,
+    at_rest: bool = True,
+    using: str = "default",
+    apps: tuple[str, ...] | None = None,
+    name: str = "",
+) -> None:
     """Exactly-once measured: each event in the store has exactly one counted effect per
     counting subscriber of its type (chaos/countingapp). Twice is a violation at any moment;
-    none only at rest (the delivery may still be on its way)."""
+    none only at rest (the delivery may still be on its way).
+
+    ``using``: the database (alias) to read, called ``name`` in the rows; ``apps``: only the
+    events these apps publish (a service of the split deployment counts its own apps' events;
+    the others it stores are those it received)."""
     from outbox.registry import subscribers_all
 
-    counting = {s.name: s.event_type for s in subscribers_all() if s.name.startswith("chaos.")}
+    counting = {
+        s.name: s.event_type
+        for s in subscribers_all()
+        if s.name.startswith("chaos.") and (apps is None or s.event_type.split(".")[0] in apps)
+    }
     if not counting:  # a check that cannot fail proves nothing
         report.row("counting subscribers", "none installed (SHOP_CHAOS_APPS unset?)", False)
         return
     from chaos.countingapp.models import CountedRun  # installed, so importable
 
     by_type: dict[str, list[str]] = {}
-    for name, event_type in counting.items():
-        by_type.setdefault(event_type, []).append(name)
+    for subscriber, event_type in counting.items():
+        by_type.setdefault(event_type, []).append(subscriber)
     expected = {
-        (str(event_id), name)
-        for event_id, event_type in Event.objects.values_list("event_id", "type")
-        for name in by_type.get(event_type, ())
+        (str(event_id), subscriber)
+        for event_id, event_type in Event.objects.using(using).values_list("event_id", "type")
+        for subscriber in by_type.get(event_type, ())
     }
     counted = Counter(
-        (str(event_id), name)
-        for event_id, name in CountedRun.objects.values_list("event_id", "subscriber")
+        (str(event_id), subscriber)
+        for event_id, subscriber in CountedRun.objects.using(using).values_list(
+            "event_id", "subscriber"
+        )
     )
-    counting_verdict(report=report, expected=expected, counted=counted, at_rest=at_rest)
+    counting_verdict(report=report, expected=expected, counted=counted, at_rest=at_rest, name=name)
 
 
 def counting_verdict(
-    *, report: Report, expected: set[tuple[str, str]], counted: Counter, at_rest: bool = True
+    *,
+    report: Report,
+    expected: set[tuple[str, str]],
+    counted: Counter,
+    at_rest: bool = True,
+    name: str = "",
 ) -> None:
     """The rows for ``check_counting``: ``expected`` (event id, subscriber) pairs against the
-    ``counted`` runs of each pair."""
+    ``counted`` runs of each pair (in the database called ``name``)."""
+    of = f" ({name})" if name else ""
     twice = sorted(
         f"{name} x{n} for {event_id}" for (event_id, name), n in counted.items() if n > 1
     )
@@ -595,17 +642,17 @@ def counting_verdict(
     once = sum(1 for pair in expected if counted[pair] == 1)
     subscribers = len({name.rsplit(".", 2)[0] for _, name in expected})
     report.row(
-        f"counted effects: (event, counting subscriber) pairs exactly once ({subscribers} "
+        f"counted effects{of}: (event, counting subscriber) pairs exactly once ({subscribers} "
         "subscribers)",
         f"{once} of {len(expected)}",
         not twice and not stray and rest_or_none(not missing, at_rest),
     )
     report.row("  counted twice or more (a handler's effect repeated)", len(twice), not twice)
     report.row("  never counted", len(missing), rest_or_none(not missing, at_rest))
-    report.must(not twice, f"effects counted twice: {_examples(twice)}")
-    report.must(not stray, f"effects counted for no stored event: {_examples(stray)}")
+    report.must(not twice, f"effects counted twice{of}: {_examples(twice)}")
+    report.must(not stray, f"effects counted for no stored event{of}: {_examples(stray)}")
     if at_rest:
-        report.must(not missing, f"effects never counted: {_examples(missing)}")
+        report.must(not missing, f"effects never counted{of}: {_examples(missing)}")
 
 
 def hung_during(

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from chaos.clock import say, since_start
 from harness.latency_proxy import LatencyProxy
 from harness.processes import Supervisor
-from harness.services import PostgresCluster, PostgresServer, RedisServer, postgres_restart
+from harness.services import (
+    PostgresCluster,
+    PostgresServer,
+    RabbitMQNode,
+    RedisServer,
+    postgres_restart,
+)
 
 KILL_WORKER = "kill-worker"
 KILL_WORKER_CHILD = "kill-worker-child"
@@ -44,6 +50,13 @@ KINDS = (
     SLOW_POSTGRES,
 )
 DATABASE_KINDS = (RESTART_POSTGRES, CRASH_POSTGRES, SLOW_POSTGRES)
+# The split deployment's (--split): the payments service's consumer and worker killed, the
+# run's RabbitMQ node restarted. Its default plan is these and kill-relay-beat (the shop's relay
+# and beat); every kind above works there too.
+KILL_PAYMENTS = "kill-payments"
+RESTART_RABBITMQ = "restart-rabbitmq"
+SPLIT_KINDS = (KILL_PAYMENTS, RESTART_RABBITMQ)
+SPLIT_DEFAULT = (KILL_PAYMENTS, RESTART_RABBITMQ, KILL_RELAY_BEAT)
 # Only the run's private cluster may crash, or restart more than once.
 NEEDS_PRIVATE_CLUSTER = frozenset({CRASH_POSTGRES})
 ONCE = frozenset({FLUSH_REDIS})
@@ -110,8 +123,11 @@ class Injector:
         rng: random.Random,
         cluster: PostgresCluster | None = None,
         proxy: LatencyProxy | None = None,
+        rabbitmq: RabbitMQNode | None = None,
     ):
         self.supervisor = supervisor
+        self.rabbitmq = rabbitmq
+        self.rabbitmq_restarts = 0
         self.redis = redis
         self.postgres = postgres
         self.postgres_restart_command = postgres_restart_command
@@ -128,6 +144,8 @@ class Injector:
             RESTART_POSTGRES: self.restart_postgres,
             CRASH_POSTGRES: self.crash_postgres,
             SLOW_POSTGRES: self.slow_postgres,
+            KILL_PAYMENTS: self.kill_payments,
+            RESTART_RABBITMQ: self.restart_rabbitmq,
         }
 
     def _pause(self, low: float, high: float) -> float:
@@ -162,6 +180,44 @@ class Injector:
         new_relay, new_beat = self.supervisor.start("relay"), self.supervisor.start("beat")
         return (
             f"SIGKILL to {relay} and {beat}; {pause:.1f}s later started {new_relay} and {new_beat}"
+        )
+
+    def kill_payments(self) -> str:
+        """The payments service loses its bus consumer and its worker at once (SIGKILL to both
+        process groups, the worker's pool with it); 0.5-3 s later both start again."""
+        consumer = self.supervisor.one("payments-consumer")
+        worker = self.rng.choice(self.supervisor.current["payments-worker"])
+        self.supervisor.kill(consumer)
+        self.supervisor.kill(worker)
+        pause = self._pause(0.5, 3.0)
+        new_consumer = self.supervisor.start("payments-consumer")
+        new_worker = self.supervisor.start("payments-worker")
+        return (
+            f"SIGKILL to {consumer} and {worker}; {pause:.1f}s later started {new_consumer} and "
+            f"{new_worker}"
+        )
+
+    def restart_rabbitmq(self) -> str:
+        """The run's own RabbitMQ node (never the machine's) stopped, as in a crash (SIGKILL) or
+        cleanly (SIGTERM), in turn, the crash first; 0.5-3 s later started again on the same
+        port and data.
+        The fault lasts until it accepts connections again."""
+        if self.rabbitmq is None:
+            raise RuntimeError("restart-rabbitmq needs the run's own RabbitMQ node (--split)")
+        old = self.rabbitmq.pid
+        self.rabbitmq_restarts += 1
+        if self.rabbitmq_restarts % 2:  # the first a crash, so that a short run has one
+            self.rabbitmq.kill()
+            how = "SIGKILL to"
+        else:
+            self.rabbitmq.terminate()
+            how = "SIGTERM (clean shutdown) to"
+        pause = self._pause(0.5, 3.0)
+        started = time.monotonic()
+        self.rabbitmq.start()
+        return (
+            f"{how} the RabbitMQ node (pid {old}); {pause:.1f}s later started pid "
+            f"{self.rabbitmq.pid}, accepting connections after {time.monotonic() - started:.1f}s"
         )
 
     def restart_redis(self) -> str:

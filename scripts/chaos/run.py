@@ -27,6 +27,8 @@ from chaos.faults import (
     RESTART_POSTGRES,
     RESTART_WEB,
     SLOW_POSTGRES,
+    SPLIT_DEFAULT,
+    SPLIT_KINDS,
     FaultThread,
     Injector,
     fault_plan,
@@ -105,6 +107,13 @@ def _load_options(group) -> None:
 
 
 def _process_options(group) -> None:
+    group.add_argument(
+        "--split",
+        action="store_true",
+        help="the split deployment (Procfile.split): the shop, payments and notifications "
+        "services, a database each, events over a RabbitMQ node of the run's own, mail to an "
+        "SMTP server in this process; faults by default: " + ", ".join(SPLIT_DEFAULT),
+    )
     group.add_argument("--workers", type=int, default=2, help="worker processes (2)")
     group.add_argument(
         "--worker-concurrency", type=int, default=2, help="pool processes per worker (2)"
@@ -125,7 +134,8 @@ def _fault_options(group) -> None:
     group.add_argument(
         "--faults",
         help=f"fault kinds, comma-separated, each happens at least once (default: all of "
-        f"{', '.join(KINDS)}; with --postgres-url: {', '.join(SHARED_SERVER_FAULTS)})",
+        f"{', '.join(KINDS)}; with --postgres-url: {', '.join(SHARED_SERVER_FAULTS)}; with "
+        f"--split: {', '.join(SPLIT_DEFAULT)}, and any of these)",
     )
     group.add_argument(
         "--fault-every",
@@ -176,11 +186,15 @@ def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Check the options against each other and fill in the defaults that depend on others."""
     private = not args.postgres_url
     if args.faults is None:
-        args.faults = ",".join(KINDS if private else SHARED_SERVER_FAULTS)
+        args.faults = ",".join(
+            SPLIT_DEFAULT if args.split else KINDS if private else SHARED_SERVER_FAULTS
+        )
     args.faults = [kind.strip() for kind in args.faults.split(",") if kind.strip()]
-    unknown = set(args.faults) - set(KINDS)
+    unknown = set(args.faults) - set(KINDS) - set(SPLIT_KINDS)
     if unknown:
         parser.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
+    if not args.split and set(args.faults) & set(SPLIT_KINDS):
+        parser.error(f"{', '.join(SPLIT_KINDS)} go with --split")
     if not private and NEEDS_PRIVATE_CLUSTER & set(args.faults):
         parser.error(f"{', '.join(sorted(NEEDS_PRIVATE_CLUSTER))} needs the private cluster")
     if private and (args.restart_postgres or args.keep):
@@ -222,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as cleanup:
             try:
-                code = Run(args, run_id, run_dir, seed, cleanup, summary).go()
+                mode = Run
+                if args.split:
+                    from chaos.split import SplitRun as mode
+                code = mode(args, run_id, run_dir, seed, cleanup, summary).go()
             finally:
                 # Nothing interrupts the clean-up: half of it would leave processes behind.
                 signal.alarm(0)
@@ -323,56 +340,21 @@ class Run:
     # --- set-up ---------------------------------------------------------------------------------
 
     def go(self) -> int:
-        args = self.args
         if not shutil.which("redis-server"):
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.cluster: PostgresCluster | None = None
-        if args.postgres_url:
-            self.postgres = PostgresServer.from_url(args.postgres_url)
-            self.postgres.wait_ready(10)
-        else:
-            self.cluster = PostgresCluster(log_folder=self.logs_dir)
-            self.cleanup.callback(self._cluster_close)
-            self.cluster.create()
-            self.postgres = self.cluster.server
-            say(
-                f"started a private PostgreSQL cluster ({self.cluster.bindir}) in "
-                f"{self.cluster.folder} on port {self.cluster.port}"
-            )
-        self.database = Database(self.postgres, f"shop_chaos_{secrets.token_hex(4)}")
-        if args.keep:
-            self.cleanup.callback(say, f"database {self.database.name} is kept (--keep)")
-        else:
-            self.cleanup.callback(self._database_drop)
-        self.database.create()
-        self.summary["database"] = self.database.name
-        say(f"created database {self.database.name} on {self.postgres.host}:{self.postgres.port}")
-
-        # Every process reaches PostgreSQL through the latency proxy (slow-postgres); this
-        # process, the observer, reads the database directly.
-        self.proxy = LatencyProxy(
-            upstream_host=self.postgres.host, upstream_port=self.postgres.port
-        )
-        self.proxy.start()
-        self.cleanup.callback(self.proxy.stop)
-        proxied = PostgresServer(
-            host="127.0.0.1",
-            port=self.proxy.port,
-            user=self.postgres.user,
-            password=self.postgres.password,
-        )
-        self.processes_database_url = proxied.url(self.database.name)
-        say(f"latency proxy on port {self.proxy.port} for every process")
-
+        self._postgres_start()
+        self._databases_create()
+        self._proxy_start()
         self.redis = RedisServer(port=free_port(), log_folder=self.logs_dir)
         self.cleanup.callback(self.redis.stop)
         self.redis.start()
         say(f"started redis-server pid {self.redis.pid} on port {self.redis.port}")
+        self._services_start()
 
         self.web_port = free_port()
         self.env = self._environment()
-        self.procfile = Procfile.read(REPO / "Procfile")
-        self.procfile.require(*ROLES)
+        self.procfile = Procfile.read(REPO / self.PROCFILE)
+        self.procfile.require(*self.ROLES)
         release_run(self.procfile, env=self.env, cwd=REPO, log=self.logs_dir / "migrate.log")
         say("migrated")
         self._django_setup()
@@ -389,16 +371,83 @@ class Run:
             say=say,
         )
         self.cleanup.callback(self.supervisor.shutdown)
-        started = [self.supervisor.start("web")]
-        started += [self.supervisor.start("worker") for _ in range(args.workers)]
-        started += [self.supervisor.start("relay"), self.supervisor.start("beat")]
+        started = self._processes_start()
         self.supervisor.watch()
         say("started " + ", ".join(map(repr, started)) + f"; web on port {self.web_port}")
 
         self.http = Http(self.web_port)
-        self.supervisor.wait_ready(started[0])
+        self.supervisor.wait_ready(self.supervisor.one("web"))
         initial_stock = self._catalogue_create(staff_token)
         return self._storm_and_check(customers, initial_stock)
+
+    # Overridden by the split mode (chaos.split): the Procfile, its roles, the services.
+    PROCFILE = "Procfile"
+    ROLES = ROLES
+    rabbitmq = None  # the split mode's RabbitMQ node
+    OBSERVER_SETTINGS = "shop.settings"  # the driver's, to read the run's database(s)
+    # How long quiet must last: 0 here, where every count is read from the database itself.
+    QUIET_SETTLE = 0.0
+
+    def _quiet_more(self) -> dict:
+        """What else quiet waits for, beyond the database's orders and deliveries."""
+        return {}
+
+    def _postgres_start(self) -> None:
+        self.cluster: PostgresCluster | None = None
+        if self.args.postgres_url:
+            self.postgres = PostgresServer.from_url(self.args.postgres_url)
+            self.postgres.wait_ready(10)
+        else:
+            self.cluster = PostgresCluster(log_folder=self.logs_dir)
+            self.cleanup.callback(self._cluster_close)
+            self.cluster.create()
+            self.postgres = self.cluster.server
+            say(
+                f"started a private PostgreSQL cluster ({self.cluster.bindir}) in "
+                f"{self.cluster.folder} on port {self.cluster.port}"
+            )
+
+    def _database_create(self, name: str) -> Database:
+        """A database of the run's own on the server, dropped at the end (unless --keep)."""
+        database = Database(self.postgres, name)
+        if self.args.keep:
+            self.cleanup.callback(say, f"database {database.name} is kept (--keep)")
+        else:
+            self.cleanup.callback(self._database_drop, database)
+        database.create()
+        say(f"created database {database.name} on {self.postgres.host}:{self.postgres.port}")
+        return database
+
+    def _databases_create(self) -> None:
+        self.database = self._database_create(f"shop_chaos_{secrets.token_hex(4)}")
+        self.summary["database"] = self.database.name
+
+    def _proxy_start(self) -> None:
+        """Every process reaches PostgreSQL through the latency proxy (slow-postgres); this
+        process, the observer, reads the databases directly."""
+        self.proxy = LatencyProxy(
+            upstream_host=self.postgres.host, upstream_port=self.postgres.port
+        )
+        self.proxy.start()
+        self.cleanup.callback(self.proxy.stop)
+        self.proxied = PostgresServer(
+            host="127.0.0.1",
+            port=self.proxy.port,
+            user=self.postgres.user,
+            password=self.postgres.password,
+        )
+        self.processes_database_url = self.proxied.url(self.database.name)
+        say(f"latency proxy on port {self.proxy.port} for every process")
+
+    def _services_start(self) -> None:
+        """More services the processes need (the split mode's RabbitMQ node and mail server)."""
+
+    def _processes_start(self) -> list:
+        """Every process of the run, once (the web first)."""
+        started = [self.supervisor.start("web")]
+        started += [self.supervisor.start("worker") for _ in range(self.args.workers)]
+        started += [self.supervisor.start("relay"), self.supervisor.start("beat")]
+        return started
 
     def _environment(self) -> dict:
         env = dict(os.environ)
@@ -449,19 +498,20 @@ class Run:
             os.environ.pop(name, None)
         os.environ.update({k: v for k, v in self.env.items() if k != "PATH"})
         os.environ["DATABASE_URL"] = self.database.url  # not through the proxy
+        os.environ["DJANGO_SETTINGS_MODULE"] = self.OBSERVER_SETTINGS
         os.environ["DATABASE_CONN_MAX_AGE"] = "0"
         import django
 
         django.setup()
 
-    def _database_drop(self) -> None:
+    def _database_drop(self, database: Database) -> None:
         from django.conf import settings
         from django.db import connections
 
         if settings.configured:
             connections.close_all()
-        self.database.drop()
-        say(f"dropped database {self.database.name}")
+        database.drop()
+        say(f"dropped database {database.name}")
 
     def _cluster_close(self) -> None:
         self.cluster.close()
@@ -478,8 +528,13 @@ class Run:
         unusable = make_password(None)
         staff = User.objects.create(username="chaos-staff", password=unusable, is_staff=True)
         staff.groups.add(Group.objects.get(name="catalogue manager"))  # writes the catalogue
+        # Each with an address: the notifications app writes to it (checked in --split).
         users = User.objects.bulk_create(
-            User(username=f"chaos-customer-{n}", password=unusable)
+            User(
+                username=f"chaos-customer-{n}",
+                email=f"chaos-customer-{n}@example.com",
+                password=unusable,
+            )
             for n in range(max(5, min(50, self.args.orders // 20)))
         )
         tokens = [AuthToken.objects.create(user=user)[1] for user in [staff, *users]]
@@ -517,7 +572,11 @@ class Run:
         storm = self._storm(customers, initial_stock)
         say(f"waiting for quiet (at most {self.args.quiet_timeout:.0f}s)")
         quiet = wait_quiet(
-            storm.acked_ids, timeout=self.args.quiet_timeout, describe=storm.watch.describe
+            storm.acked_ids,
+            timeout=self.args.quiet_timeout,
+            describe=storm.watch.describe,
+            state=self._quiet_more,
+            settle=self.QUIET_SETTLE,
         )
         report = self._judge(storm, quiet, initial_stock)
         self._print(report)
@@ -566,6 +625,7 @@ class Run:
                 rng=self.rng,
                 cluster=self.cluster,
                 proxy=self.proxy,
+                rabbitmq=self.rabbitmq,
             ),
             progress=load.progress,
             stop=stop,
@@ -598,7 +658,7 @@ class Run:
 
     def _judge(self, storm: Storm, quiet, initial_stock: dict[str, int]):
         """Every check, as the summary's rows in order."""
-        from chaos.checks import Report, check, check_api, check_counting
+        from chaos.checks import Report, check, check_api
 
         load, watch = storm.load, storm.watch
         report = Report()
@@ -615,11 +675,13 @@ class Run:
             initial_stock=initial_stock,
             at_rest=quiet.reached,
             cancels=list(load.cancels.values()),
+            outboxes=self._outboxes(),
         )
-        check_counting(report=report, at_rest=quiet.reached)
+        self._check_counting(report, at_rest=quiet.reached)
         check_api(
             report=report, acks=acks, http=self.http, sample_size=self.args.api_sample, rng=self.rng
         )
+        self._judge_more(report, storm, quiet)
         report.row(
             "broker messages queued: peak / at the end",
             f"{watch.peak} (at {watch.peak_at:.0f}s) / {self.redis.queued(watch.queues)}",
@@ -641,6 +703,18 @@ class Run:
         for note in exits:
             report.notes.append(note)
         return report
+
+    def _outboxes(self) -> dict[str, str] | None:
+        """The databases whose outbox the checks read ({alias: name}; None: the one)."""
+        return None
+
+    def _check_counting(self, report, *, at_rest: bool) -> None:
+        from chaos.checks import check_counting
+
+        check_counting(report=report, at_rest=at_rest)
+
+    def _judge_more(self, report, storm: Storm, quiet) -> None:
+        """The split mode's own checks (its mail, its bus)."""
 
     def _summarise(self, storm: Storm, quiet, report) -> None:
         """summary.json's content (written by main, whatever happens)."""

@@ -28,10 +28,11 @@ import pytest
 from harness.processes import Logs, Supervisor, venv_path
 from harness.procfile import Procfile, release_run
 from harness.services import RedisServer, free_port
+from harness.smtp import SmtpInbox
 from shop.services import SERVICES
 from tests.bus.conftest import NATS_URL, RABBITMQ_URL
 from tests.split.conftest import ROOT, postgres_pass, split_env
-from tests.support import SmtpInbox, require_service, wait_until
+from tests.support import require_service, wait_until
 
 pytestmark = [
     pytest.mark.postgres,

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import amqp
+import kombu.exceptions
 from kombu import Connection, Consumer, Exchange, Queue, binding
 
 from outbox.bus import wire
@@ -307,7 +308,13 @@ class RabbitMQAdapter:
                                 conn.heartbeat_check()
                                 if on_idle:
                                     on_idle()
-            except (OSError, amqp.exceptions.AMQPError, *self._connection_errors) as exc:
+            # A refused (re)connection comes as kombu's own OperationalError, no OSError.
+            except (
+                OSError,
+                amqp.exceptions.AMQPError,
+                kombu.exceptions.OperationalError,
+                *self._connection_errors,
+            ) as exc:
                 if stop.is_set():
                     return
                 logger.warning("RabbitMQ connection lost (%s); reconnecting in %.1fs", exc, delay)
