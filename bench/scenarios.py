@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, fields, replace
 
-from bench import bus_latency, bus_scenarios
+from bench import bus_latency, bus_scenarios, saga_split
 from bench.measure import (
     BenchError,
     CpuWindow,
@@ -603,4 +603,6 @@ SCENARIOS = {
     "bus": bus_scenarios.externalisation_rate,
     # Commit on one service to the handler on another, across the bus (bench/bus_latency.py).
     "bus_latency": bus_latency.cross_database_latency,
+    # The saga on the split deployment, beside the monolith's (bench/saga_split.py).
+    "saga_split": saga_split.split_saga,
 }
