@@ -28,7 +28,7 @@ from urllib.parse import urlparse, urlunparse
 
 from bench import bus_scenarios
 from bench.measure import BenchError, handler_latencies, latency_figures, ms, percentile
-from bench.system import BENCH_QUEUE, Bench, ProducerBatch, redis_client
+from bench.system import BENCH_QUEUE, Bench, ProducerBatch, ServiceSide, redis_client
 from harness.processes import Logs, Supervisor
 from harness.procfile import Procfile, release_run
 from harness.services import Database, PostgresServer
@@ -45,36 +45,6 @@ def consumer_redis_url(bench_redis_url: str) -> str:
     parts = urlparse(bench_redis_url)
     db = int((parts.path or "/0").strip("/") or 0)
     return urlunparse(parts._replace(path=f"/{(db + 1) % 16}"))
-
-
-class _Side:
-    """What a ProducerBatch needs of the bench, with service A's environment (bus on)."""
-
-    def __init__(self, bench: Bench, env: dict, supervisors: list[Supervisor]):
-        self.env = env
-        self.log_dir = bench.log_dir
-        self.r = bench.r
-        self._bench = bench
-        self._supervisors = supervisors
-
-    def producer_env(self) -> dict:
-        """Service A's environment, with the bench's settings module when it has one."""
-        if self._bench.settings_module:
-            return {**self.env, "DJANGO_SETTINGS_MODULE": self._bench.settings_module}
-        return self.env
-
-    def starts(self, tag: str) -> dict[int, float]:
-        return self._bench.starts(tag)
-
-    def stamps(self, key: str) -> dict[int, float]:
-        return self._bench.stamps(key)
-
-    def check_alive(self) -> None:
-        try:
-            for supervisor in self._supervisors:
-                supervisor.check_alive()
-        except Exception as exc:
-            raise BenchError(str(exc)) from None
 
 
 def _supervisor(bench: Bench, env: dict, logs: str, celery_app) -> Supervisor:
@@ -94,12 +64,13 @@ def _supervisor(bench: Bench, env: dict, logs: str, celery_app) -> Supervisor:
     )
 
 
-def _topology_delete(url: str, namespace: str) -> None:
+def topology_delete(url: str, namespace: str, services: list[str]) -> None:
+    """The namespace's exchanges, queues and streams on the broker, these services' included."""
     from outbox.bus.adapters import adapter_for
 
     adapter = adapter_for(url, namespace=namespace)
     try:
-        adapter.topology_delete(services=[SERVICE_B])
+        adapter.topology_delete(services=services)
     finally:
         adapter.close()
 
@@ -137,7 +108,7 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
     celery_b.conf.broker_read_url = celery_b.conf.broker_write_url = b_redis
     a = _supervisor(bench, env_a, f"logs/{broker}-a", celery_a)
     b = _supervisor(bench, env_b, f"logs/{broker}-b", celery_b)
-    side = _Side(bench, env_a, [a, b])
+    side = ServiceSide(bench, env_a, [a, b])
     database_b.create()
     try:
         release_run(
@@ -212,7 +183,7 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
             b.shutdown()
         database_b.drop()
         b_client.flushdb()
-        _topology_delete(url, namespace)
+        topology_delete(url, namespace, [SERVICE_B])
 
 
 def _confirmed_after_commit(bench: Bench, tag: str) -> list[float]:
@@ -226,7 +197,7 @@ def _confirmed_after_commit(bench: Bench, tag: str) -> list[float]:
     return [1000.0 * (done.timestamp() - commits[seq]) for seq, done in rows if seq in commits]
 
 
-def _wait_starts(side: _Side, tag: str, count: int) -> None:
+def _wait_starts(side: ServiceSide, tag: str, count: int) -> None:
     from bench.measure import wait_for
 
     wait_for(

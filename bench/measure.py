@@ -21,6 +21,10 @@ import psutil
 
 from harness.processes import Process
 
+# application_name of the bench's own connections to the service databases of the split
+# deployment (bench/saga_split.py), which PgBackendCpu leaves out.
+BENCH_APPLICATION = "shop-bench"
+
 
 class BenchError(Exception):
     """A scenario could not produce its figures (a timeout, a process that died, lost work)."""
@@ -90,15 +94,26 @@ class CpuWindow:
         }
 
 
+def _databases_clause(databases: list[str] | None) -> tuple[str, list]:
+    """``datname = ...`` for the benchmark's database, or for each of ``databases`` (the split
+    deployment's services: the views are the server's, readable from any database)."""
+    if databases is None:
+        return "datname = current_database()", []
+    return "datname = ANY(%s)", [list(databases)]
+
+
 class PgWindow:
-    """PostgreSQL's own counters for the benchmark database over a window: new sessions
-    (connections opened) and commits. Read a moment after the window, since backends report
-    their counters at most once a second."""
+    """PostgreSQL's own counters for the benchmark database (or ``databases``, summed) over a
+    window: new sessions (connections opened) and commits. Read a moment after the window,
+    since backends report their counters at most once a second."""
 
     QUERY = (
-        "SELECT sessions, xact_commit, xact_rollback FROM pg_stat_database "
-        "WHERE datname = current_database()"
+        "SELECT sum(sessions), sum(xact_commit), sum(xact_rollback) FROM pg_stat_database "
+        "WHERE {where}"
     )
+
+    def __init__(self, databases: list[str] | None = None):
+        self.databases = databases
 
     def __enter__(self) -> PgWindow:
         self.start = self._read()
@@ -110,10 +125,11 @@ class PgWindow:
     def _read(self) -> tuple:
         from django.db import connection
 
+        where, params = _databases_clause(self.databases)
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_stat_clear_snapshot()")
-            cursor.execute(self.QUERY)
-            return cursor.fetchone()
+            cursor.execute(self.QUERY.format(where=where), params)
+            return tuple(int(v or 0) for v in cursor.fetchone())
 
     def per_item(self, items: int) -> dict:
         time.sleep(max(0.0, 1.2 - (time.monotonic() - self.ended)))
@@ -127,7 +143,8 @@ class PgWindow:
 
 
 class PgBackendCpu:
-    """CPU time of the PostgreSQL backends serving the benchmark database over a window, read
+    """CPU time of the PostgreSQL backends serving the benchmark database (or each of
+    ``databases``) over a window, read
     from their pids (pg_stat_activity) with psutil: sampled every ``interval`` seconds by a
     thread of its own, so that a backend that ends inside the window (a producer's) still
     counts up to its last sample. A backend first seen inside the window counts from 0 (its
@@ -135,12 +152,14 @@ class PgBackendCpu:
     Only meaningful when PostgreSQL runs on this machine."""
 
     QUERY = (
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND pid <> %s"
+        "SELECT pid FROM pg_stat_activity WHERE {where} "
+        "AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND pid <> %s "
+        f"AND application_name <> '{BENCH_APPLICATION}'"
     )
 
-    def __init__(self, interval: float = 0.25):
+    def __init__(self, interval: float = 0.25, databases: list[str] | None = None):
         self.interval = interval
+        self.databases = databases
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._pids: set[int] = set()
@@ -161,7 +180,8 @@ class PgBackendCpu:
         return self
 
     def _sample(self, cursor, *, first: bool) -> None:
-        cursor.execute(self.QUERY, [self._own])
+        where, params = _databases_clause(self.databases)
+        cursor.execute(self.QUERY.format(where=where), [*params, self._own])
         pids = {pid for (pid,) in cursor.fetchall()}
         for pid in pids | self._pids:
             with contextlib.suppress(psutil.Error):

@@ -92,6 +92,29 @@ FIGURES = [
     ("bus_latency", "nats_idle_p50", "NATS idle, single event: p50", "ms", None),
     ("bus_latency", "nats_idle_p99", "NATS idle: p99", "ms", None),
 ]
+# The saga on the split deployment (bench/saga_split.py), per broker: the monolith's figures
+# (scenario 4's service burst and paced run) and CPU per order by service.
+_SPLIT_FIGURES = [
+    ("service_rate", "orders/s to terminal ({saga_service})", "/s"),
+    ("service_lat_p50", "burst: place->terminal p50", "ms"),
+    ("service_lat_p99", "burst: p99", "ms"),
+    ("paced_lat_p50", "@{saga_paced_rate:g}/s: p50", "ms"),
+    ("paced_lat_p99", "@{saga_paced_rate:g}/s: p99", "ms"),
+    ("service_cpu_total_ms", "burst: CPU per order, all processes", "ms"),
+    ("service_cpu_shop_ms", "burst: CPU per order, shop service", "ms"),
+    ("service_cpu_payments_ms", "burst: CPU per order, payments service", "ms"),
+    ("service_cpu_notifications_ms", "burst: CPU per order, notifications service", "ms"),
+    ("service_cpu_producer_ms", "burst: CPU per order, producers", "ms"),
+    ("service_cpu_postgres_ms", "burst: CPU per order, PostgreSQL (3 databases)", "ms"),
+    ("service_commits_per_order", "burst: PostgreSQL commits per order (3 databases)", ""),
+]
+_BROKER_NAMES = {"rabbitmq": "RabbitMQ", "nats": "NATS"}
+SPLIT_KEYS = [key for key, _label, _unit in _SPLIT_FIGURES]
+FIGURES += [
+    ("saga_split", f"{broker}_{key}", f"{name} {label}", unit, None)
+    for broker, name in _BROKER_NAMES.items()
+    for key, label, unit in _SPLIT_FIGURES
+]
 SCENARIO_TITLES = {
     "publish": "1 publish",
     "relay": "2 relay",
@@ -101,6 +124,7 @@ SCENARIO_TITLES = {
     "memory": "6 memory",
     "bus": "7 bus externalisation",
     "bus_latency": "8 bus cross-database latency",
+    "saga_split": "9 saga, split deployment",
 }
 
 
@@ -206,9 +230,14 @@ def aggregate(results: dict, sizes) -> list[dict]:
     names = dataclasses.asdict(sizes)
     rows = []
     for scenario, key, label, unit, target in FIGURES:
-        runs = [r["figures"].get(key) for r in results.get(scenario, {}).get("runs", [])]
+        measured = results.get(scenario, {}).get("runs", [])
         if scenario not in results:
             continue
+        if measured and all(key not in r["figures"] for r in measured):
+            # Not measured by choice (BENCH_SPLIT_BROKERS left a broker out); a figure that could
+            # not be measured is there as None, and shows as "-".
+            continue
+        runs = [r["figures"].get(key) for r in measured]
         stats = summary([v for v in runs if v is not None])
         met = None
         if target is not None and stats["median"] is not None:
@@ -233,7 +262,8 @@ def fmt(value, unit: str) -> str:
     if value is None:
         return "-"
     if unit == "/s":
-        return f"{value:,.0f}"
+        # A loaded machine's saga runs a few orders a second: whole numbers would hide the ratio.
+        return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
     if unit == "x":
         return f"{value:.2f}"
     if unit == "":

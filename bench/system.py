@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from cryptography.fernet import Fernet
 
-from bench.measure import BenchError
+from bench.measure import BenchError, wait_for_count
 from harness.processes import Logs, Process, Supervisor, die_with_parent, venv_path
 from harness.procfile import Procfile
 from harness.services import PostgresServer, free_port
@@ -201,6 +201,9 @@ class Bench:
         self.web_workers = web_workers
         self.counting = False
         self.settings_module: str | None = None  # --ab: the B settings, while B runs
+        # The databases whose PostgreSQL counters and backends a measurement reads: None, the
+        # bench's own (the split deployment's side names its services' databases).
+        self.databases: list[str] | None = None
 
     def _env_for(self, name: str) -> dict:
         return {
@@ -228,6 +231,19 @@ class Bench:
             if tables:
                 names = ", ".join(f'"{t}"' for t in tables)
                 cursor.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+    def settle(self, timeout: float) -> None:
+        """Until no delivery is pending: the work an order caused is all done."""
+        from outbox.models import Delivery
+
+        wait_for_count(
+            lambda: -Delivery.objects.filter(status="pending").count(),
+            0,
+            what="every delivery done (pending count)",
+            stall=timeout,
+            interval=0.2,
+            alive=self.check_alive,
+        )
 
     # --- processes -----------------------------------------------------------------------------
 
@@ -339,6 +355,51 @@ class Bench:
         # Sequence numbers and order ids are whole numbers; an order placed over HTTP is
         # known by its public reference (ORD-...), which the scenario maps to its id.
         return {int(k) if k.isdigit() else k: float(v) for k, v in self.r.hgetall(key).items()}
+
+
+class ServiceSide:
+    """What the scenarios' helpers need of the bench (producers, the records in its Redis,
+    processes' CPU and liveness), for processes that run with an environment other than the
+    bench's: another service's (bench/bus_latency.py) or the split deployment's
+    (bench/saga_split.py), each started by a supervisor of its own."""
+
+    def __init__(self, bench: Bench, env: dict, supervisors: list[Supervisor]):
+        self.env = env
+        self.log_dir = bench.log_dir
+        self.r = bench.r
+        self.sizes = bench.sizes
+        self.producers = bench.producers
+        self.databases = bench.databases
+        self._bench = bench
+        self.supervisors = supervisors
+
+    def producer_env(self) -> dict:
+        """This side's environment, with the bench's settings module when it has one."""
+        if self._bench.settings_module:
+            return {**self.env, "DJANGO_SETTINGS_MODULE": self._bench.settings_module}
+        return self.env
+
+    def producers_run(self, kind: str, *, total: int, n: int, tag: str, **spec) -> ProducerBatch:
+        return ProducerBatch(self, kind, total=total, n=n, tag=tag, **spec)
+
+    def starts(self, tag: str) -> dict[int, float]:
+        return self._bench.starts(tag)
+
+    def runs(self, tag: str) -> int:
+        return self._bench.runs(tag)
+
+    def stamps(self, key: str) -> dict[int, float]:
+        return self._bench.stamps(key)
+
+    def alive(self) -> list[Process]:
+        return [process for supervisor in self.supervisors for process in supervisor.running()]
+
+    def check_alive(self) -> None:
+        try:
+            for supervisor in self.supervisors:
+                supervisor.check_alive()
+        except Exception as exc:
+            raise BenchError(str(exc)) from None
 
 
 class ProducerBatch:
