@@ -45,8 +45,9 @@ AMQP_PREFIX = ce_amqp.CE_PREFIX_UNDERSCORE
 # What the HTTP binding leaves unescaped in a header value: printable ASCII but space, '"', '%'.
 HTTP_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 TRACE_HEADERS = ("traceparent", "tracestate")
-# A value with none of these needs no percent-encoding (quote() would return it unchanged, at
-# several times the cost of this search): ids, types, times, subjects, traceparent.
+# A value with none of these needs no percent-encoding (quote() would return it unchanged):
+# ids, types, times, subjects, traceparent. A small saving: for an event's ten header values,
+# 8.3 µs with quote() for each, 5.6 µs with this search first (timed alone, best of 30).
 _NEEDS_QUOTING = re.compile(r'[^\x21-\x7e]|["%]')
 
 
