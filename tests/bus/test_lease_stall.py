@@ -204,3 +204,40 @@ def test_a_worker_meeting_another_claims_stale_lock_runs_its_delivery_without_wa
     for pk in leased_first:
         assert delivery_handle(delivery_id=pk) == "done"
     assert runs_per_event(events) == exactly_once(events)
+
+
+@fault_test
+def test_a_bus_task_steps_aside_for_a_lock_held_past_the_wait_and_publishes_the_rest(
+    rabbitmq_bus, bus_namespace, settings
+):
+    """A duplicate at work (a lock held longer than LOCK_WAIT_SECONDS) keeps its row: the task
+    gives up on it after the wait, publishes the others of its batch, and the skipped row is
+    still pending for whoever holds it."""
+    settings.OUTBOX = {**settings.OUTBOX, "LOCK_WAIT_SECONDS": 0.2}
+    with transaction.atomic():
+        for n in range(3):
+            publish(ThingHappened(thing_id=f"held-{n}"))
+    Delivery.objects.exclude(subscriber=BUS_SUBSCRIBER).delete()
+    ids = sorted(Delivery.objects.filter(subscriber=BUS_SUBSCRIBER).values_list("id", flat=True))
+    held, locked, release = ids[0], threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                Delivery.objects.select_for_update().get(pk=held)
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        outcome = publishing.bus_deliveries_publish(delivery_ids=ids)
+    finally:
+        release.set()
+        holder.join(30)
+    assert outcome == {"done": 2, "retry": 0, "dead": 0, "skipped": 1}
+    assert Delivery.objects.get(pk=held).status == "pending"
+    assert set(Delivery.objects.filter(status="done").values_list("id", flat=True)) == set(ids[1:])
