@@ -32,7 +32,7 @@ from outbox.models import Delivery
 from outbox.relay import deliveries_claim
 from tests.bus.conftest import fault_test
 from tests.outbox.crashing import COUNTERS, counted_publish, exactly_once, runs_per_event
-from tests.races.helpers import skip_unless_postgres
+from tests.races.helpers import delivery_row_locked, skip_unless_postgres
 from tests.testapp.events import ThingHappened
 
 pytestmark = [pytest.mark.django_db(transaction=True), skip_unless_postgres()]
@@ -219,25 +219,8 @@ def test_a_bus_task_steps_aside_for_a_lock_held_past_the_wait_and_publishes_the_
             publish(ThingHappened(thing_id=f"held-{n}"))
     Delivery.objects.exclude(subscriber=BUS_SUBSCRIBER).delete()
     ids = sorted(Delivery.objects.filter(subscriber=BUS_SUBSCRIBER).values_list("id", flat=True))
-    held, locked, release = ids[0], threading.Event(), threading.Event()
-
-    def hold() -> None:
-        try:
-            with transaction.atomic():
-                Delivery.objects.select_for_update().get(pk=held)
-                locked.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert locked.wait(30)
+    with delivery_row_locked(ids[0], timeout=30):  # a duplicate at work
         outcome = publishing.bus_deliveries_publish(delivery_ids=ids)
-    finally:
-        release.set()
-        holder.join(30)
     assert outcome == {"done": 2, "retry": 0, "dead": 0, "skipped": 1}
-    assert Delivery.objects.get(pk=held).status == "pending"
+    assert Delivery.objects.get(pk=ids[0]).status == "pending"
     assert set(Delivery.objects.filter(status="done").values_list("id", flat=True)) == set(ids[1:])
