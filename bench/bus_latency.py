@@ -142,6 +142,7 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
         latencies = handler_latencies(side, tag, count)
         figures = latency_figures(broker, latencies)
         confirmed = _confirmed_after_commit(bench, tag)
+        stored = _stored_on_b_after_commit(bench, database_b.url, tag)
         details = {
             "events": count,
             "rate_target": s.latency_rate,
@@ -152,6 +153,10 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
             # the rest is the broker's delivery to B's consumer and B's outbox path.
             "a_confirmed_p50_ms": percentile(confirmed, 50),
             "a_confirmed_p99_ms": percentile(confirmed, 99),
+            # To B's consumer's commit (the event and its delivery stored in B's database):
+            # from there to the handler is B's relay, its Celery hop and its worker.
+            "b_stored_p50_ms": percentile(stored, 50),
+            "b_stored_p99_ms": percentile(stored, 99),
             "namespace": namespace,
             "consumer_broker": b_redis,
             "handler_runs": bench.runs(tag),
@@ -195,6 +200,22 @@ def _confirmed_after_commit(bench: Bench, tag: str) -> list[float]:
         subscriber="bus", status="done", event__type="bench.RemotePing", event__payload__tag=tag
     ).values_list("event__payload__ping_id", "completed_at")
     return [1000.0 * (done.timestamp() - commits[seq]) for seq, done in rows if seq in commits]
+
+
+def _stored_on_b_after_commit(bench: Bench, database_url: str, tag: str) -> list[float]:
+    """Per event of ``tag``: ms from its commit on A to its delivery created on B (the
+    consumer's transaction; ``created_at`` is the consumer's clock, the same machine's)."""
+    import psycopg
+
+    commits = bench.stamps(f"bench:commit:{tag}")
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT (e.payload->>'ping_id')::int, d.created_at FROM outbox_delivery d "
+            "JOIN outbox_event e ON e.position = d.event_id "
+            "WHERE e.type = 'bench.RemotePing' AND e.payload->>'tag' = %s",
+            [tag],
+        ).fetchall()
+    return [1000.0 * (at.timestamp() - commits[seq]) for seq, at in rows if seq in commits]
 
 
 def _wait_starts(side: ServiceSide, tag: str, count: int) -> None:

@@ -14,6 +14,10 @@ DEFAULTS = {
     # Retry n waits about min(cap, base * 2**(n-1)) seconds, with jitter in [50%, 100%].
     "BACKOFF_BASE_SECONDS": 1.0,
     "BACKOFF_CAP_SECONDS": 300.0,
+    # A worker or bus task whose delivery is locked by another transaction waits this long for
+    # the lock before stepping aside (PostgreSQL): a relay's claim may hold a row it did not
+    # take until its statement ends, and skipping it at once would leave it a whole lease.
+    "LOCK_WAIT_SECONDS": 0.5,
     # Deliveries claimed per relay round trip.
     "RELAY_BATCH_SIZE": 500,
     # Deliveries per broker message (a worker process handles one message at a time).
@@ -39,6 +43,7 @@ class OutboxSettings:
     MAX_ATTEMPTS: int
     BACKOFF_BASE_SECONDS: float
     BACKOFF_CAP_SECONDS: float
+    LOCK_WAIT_SECONDS: float
     RELAY_BATCH_SIZE: int
     DISPATCH_CHUNK_SIZE: int
     RELAY_MAX_SECONDS: float

@@ -339,7 +339,9 @@ def _pending_lock(delivery_id: int) -> Delivery | None:
         )
     # The same query, written once (outbox/sql.py): compiling it through the ORM was about a
     # third of the CPU a worker spent per delivery.
-    return sql.delivery_pending_lock(connection, delivery_id)
+    return sql.delivery_pending_lock(
+        connection, delivery_id, wait_seconds=outbox_settings().LOCK_WAIT_SECONDS
+    )
 
 
 def _done_save(delivery: Delivery) -> None:

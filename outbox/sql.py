@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 
 from outbox.models import AggregateSequence, Delivery, Event
 
@@ -55,12 +55,24 @@ def aggregate_sequences_take(connection, counts: dict[str, int]) -> dict[str, in
 # --- the worker ---------------------------------------------------------------------------------
 
 
-def delivery_pending_lock(connection, delivery_id: int) -> Delivery | None:
-    """The pending delivery ``delivery_id``, past its backoff, with its event, locked (SKIP
-    LOCKED); every column of both models, so both are complete."""
+def delivery_pending_lock(
+    connection, delivery_id: int, *, wait_seconds: float = 0.0
+) -> Delivery | None:
+    """The pending delivery ``delivery_id``, past its backoff, with its event, locked; every
+    column of both models, so both are complete.
+
+    ``SKIP LOCKED`` first; a delivery it skips is asked for once more waiting up to
+    ``wait_seconds`` for the lock (``locked_waiting``), so that a row another relay's claim
+    locked without taking it (its statement still running) is not mistaken for a duplicate at
+    work and left to wait a lease."""
+    params = [delivery_id, Delivery.Status.PENDING]
     with connection.cursor() as cursor:
-        cursor.execute(_PENDING_LOCK_SQL, [delivery_id, Delivery.Status.PENDING])
+        cursor.execute(_PENDING_LOCK_SKIP_SQL, params)
         found = cursor.fetchone()
+    if found is None and wait_seconds > 0:
+        found = next(
+            iter(locked_waiting(connection, _PENDING_LOCK_SQL, params, wait_seconds)), None
+        )
     if found is None:
         return None
     split = len(_DELIVERY_CONVERTERS)
@@ -107,13 +119,51 @@ _PENDING_LOCK_SQL = (
     f"AND {columns(Delivery, ['status'], alias='d')} = %s "
     f"AND ({columns(Delivery, ['backoff_until'], alias='d')} IS NULL "
     f"OR {columns(Delivery, ['backoff_until'], alias='d')} <= statement_timestamp()) "
-    "FOR UPDATE OF d SKIP LOCKED"
+    "FOR UPDATE OF d"
 )
+_PENDING_LOCK_SKIP_SQL = _PENDING_LOCK_SQL + " SKIP LOCKED"
 _DONE_SQL = (
     f"UPDATE {table(Delivery)} "
     f"SET ({columns(Delivery, ['status', 'attempts', 'completed_at', 'updated_at'])}) "
     f"= (%s, %s, %s, %s) WHERE {columns(Delivery, ['id'])} = %s"
 )
+
+
+def locked_waiting(connection, statement: str, params, wait_seconds: float) -> list[tuple]:
+    """The rows of a locking ``statement`` (``FOR UPDATE``, no ``SKIP LOCKED``), waiting up to
+    ``wait_seconds`` for a lock another transaction holds; ``[]`` if it is still held then.
+
+    Why a task sent for a row waits instead of skipping it: on PostgreSQL, a relay's claim
+    whose statement began before another claim leased the row still reaches it, locks its
+    newest version, finds it no longer due, leaves it out of its result, and keeps the lock
+    until its statement ends (docs/outbox.md, "Claim"). ``SKIP LOCKED`` alone cannot tell that
+    lock from a duplicate at work, and the row would wait a whole lease. Waiting re-checks the
+    statement's conditions on the row once the lock is released (READ COMMITTED), so a row a
+    real duplicate finished meanwhile is still not returned. Runs in a savepoint: a lock still
+    held at the deadline (a duplicate's long run), or a deadlock between two duplicates each
+    waiting for a row the other holds, leaves the caller's transaction as it was.
+    """
+    try:
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            # The caller's lock_timeout read before it is changed, and put back after.
+            cursor.execute(_LOCK_TIMEOUT_SQL, [f"{int(wait_seconds * 1000)}ms"])
+            [(previous, _)] = cursor.fetchall()
+            cursor.execute(statement, params)
+            rows = cursor.fetchall()
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
+            return rows
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) in _LOCK_GIVEN_UP:
+            return []
+        raise
+
+
+_LOCK_TIMEOUT_SQL = (
+    "WITH old AS MATERIALIZED (SELECT current_setting('lock_timeout') AS value) "
+    "SELECT value, set_config('lock_timeout', %s, true) FROM old"
+)
+# lock_not_available (lock_timeout), deadlock_detected
+_LOCK_GIVEN_UP = {"55P03", "40P01"}
 
 
 # --- the relay ----------------------------------------------------------------------------------
@@ -165,29 +215,51 @@ BUS_BATCH_COLUMNS = [
 ]
 
 
-def bus_batch_lock(connection, ids: list[int], *, subscriber: str) -> list[tuple]:
-    """PostgreSQL: lock the still-pending bus deliveries among ``ids`` (``SKIP LOCKED``) and
-    read what their messages need, in event order: one statement, the ids one array
-    parameter (a list of 500 placeholders costs more to send than the rows to read)."""
+def bus_batch_lock(
+    connection, ids: list[int], *, subscriber: str, wait_seconds: float = 0.0
+) -> list[tuple]:
+    """PostgreSQL: lock the still-pending bus deliveries among ``ids`` and read what their
+    messages need, in event order: one statement, the ids one array parameter (a list of 500
+    placeholders costs more to send than the rows to read).
+
+    ``SKIP LOCKED`` first (a duplicate message or a second worker steps aside); the ids it
+    skipped are asked for once more, waiting up to ``wait_seconds`` for their locks
+    (``locked_waiting``: a row another relay's claim locked without taking it is published
+    now, not a lease later)."""
+    params = [list(ids), subscriber, Delivery.Status.PENDING]
+    with connection.cursor() as cursor:
+        cursor.execute(_BUS_BATCH_SKIP_SQL, params)
+        rows = cursor.fetchall()
+    missing = set(ids) - {row[0] for row in rows}
+    if missing and wait_seconds > 0:
+        params[0] = sorted(missing)
+        more = locked_waiting(connection, _BUS_BATCH_SQL, params, wait_seconds)
+        if more:
+            rows = sorted([*rows, *more], key=lambda row: row[-1])
+    # Django reads jsonb as text and leaves decoding to the field; so does this.
+    return [(*row[:7], _json(row[7]), *row[8:10], _json(row[10])) for row in rows]
+
+
+def _bus_batch_sql() -> str:
     models = {"d": Delivery, "e": Event}
     selected = ", ".join(
         columns(models[alias], [name], alias=alias) for alias, name in BUS_BATCH_COLUMNS
     )
-    statement = f"""
-        SELECT {selected}
+    # The event's position last: the order of the rows, also when two statements' are merged.
+    event = columns(Delivery, ["event"], alias="d")
+    return f"""
+        SELECT {selected}, {event}
         FROM {table(Delivery)} AS d JOIN {table(Event)} AS e
-          ON {columns(Event, ["position"], alias="e")} = {columns(Delivery, ["event"], alias="d")}
+          ON {columns(Event, ["position"], alias="e")} = {event}
         WHERE {columns(Delivery, ["id"], alias="d")} = ANY(%s)
           AND {columns(Delivery, ["subscriber"], alias="d")} = %s
           AND {columns(Delivery, ["status"], alias="d")} = %s
-        ORDER BY {columns(Delivery, ["event"], alias="d")}
-        FOR UPDATE OF d SKIP LOCKED
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(statement, (list(ids), subscriber, Delivery.Status.PENDING))
-        rows = cursor.fetchall()
-    # Django reads jsonb as text and leaves decoding to the field; so does this.
-    return [(*row[:7], _json(row[7]), *row[8:10], _json(row[10])) for row in rows]
+        ORDER BY {event}
+        FOR UPDATE OF d"""
+
+
+_BUS_BATCH_SQL = _bus_batch_sql()
+_BUS_BATCH_SKIP_SQL = _BUS_BATCH_SQL + " SKIP LOCKED"
 
 
 def _json(value):

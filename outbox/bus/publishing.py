@@ -120,10 +120,17 @@ def bus_deliveries_publish(*, delivery_ids: list[int]) -> dict[str, int]:
 
 def _batch_lock(delivery_ids: list[int]) -> list[tuple]:
     """Lock the still-pending bus deliveries among ``delivery_ids`` (``SKIP LOCKED``: a
-    duplicate message or a second worker steps aside) and read, in event order, what their
-    messages need: plain tuples (``sql.BUS_BATCH_COLUMNS``), no model instances."""
+    duplicate message or a second worker steps aside; on PostgreSQL a skipped one is asked for
+    again, waiting ``LOCK_WAIT_SECONDS`` for its lock, see ``sql.locked_waiting``) and read,
+    in event order, what their messages need: plain tuples (``sql.BUS_BATCH_COLUMNS``), no
+    model instances."""
     if connection.vendor == "postgresql":
-        return sql.bus_batch_lock(connection, delivery_ids, subscriber=BUS_SUBSCRIBER)
+        return sql.bus_batch_lock(
+            connection,
+            delivery_ids,
+            subscriber=BUS_SUBSCRIBER,
+            wait_seconds=outbox_settings().LOCK_WAIT_SECONDS,
+        )
     return list(
         Delivery.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(pk__in=delivery_ids, subscriber=BUS_SUBSCRIBER, status=Delivery.Status.PENDING)

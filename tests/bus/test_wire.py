@@ -53,8 +53,10 @@ def received(adapter, row: Event) -> ReceivedMessage:
         stored(),
         stored(causation_id=None, headers={}, payload={"thing_id": "t/é 1?", "seq": 0}),
         stored(headers={"traceparent": "00-ab-01", "tracestate": "k=v,w=x"}),
+        # Header values the NATS binding percent-encodes: a space, '"', '%', non-ASCII.
+        stored(headers={"traceparent": "00-ab-01", "tracestate": 'k=v w="100%" é'}),
     ],
-    ids=["full", "bare-non-ascii", "tracestate"],
+    ids=["full", "bare-non-ascii", "tracestate", "tracestate-quoted"],
 )
 def test_what_goes_out_is_byte_for_byte_the_sdks_binary_mode(row):
     """The attributes are written without the SDK, for speed: the messages must be exactly

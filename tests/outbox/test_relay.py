@@ -16,6 +16,7 @@ from outbox.models import Delivery
 from outbox.registry import subscriber_get
 from outbox.relay import FALLBACK_QUEUE, deliveries_claim, deliveries_dispatch
 from outbox.transport import transport_get
+from tests.races.helpers import delivery_row_locked
 from tests.testapp.events import FlakyThing, OrderedThing, RoutedThing, ThingHappened
 
 
@@ -164,28 +165,13 @@ def test_a_claim_skips_rows_another_relay_holds_instead_of_waiting_for_them():
     held, free = (
         e.deliveries.get() for e in publish_now([FlakyThing(thing_id=str(i)) for i in (1, 2)])
     )
-    locked, release = threading.Event(), threading.Event()
-
-    def other_relay():
-        try:
-            with transaction.atomic():
-                Delivery.objects.select_for_update().get(pk=held.pk)
-                locked.set()
-                release.wait(60)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=other_relay)
-    thread.start()
     try:
-        assert locked.wait(60)
-        with connection.cursor() as cursor:
-            # Were the claim to wait for the held row, it would fail here instead of hanging.
-            cursor.execute("SET lock_timeout = '5s'")
-        assert deliveries_claim(limit=10) == [(free.pk, "tests.flaky")]
+        with delivery_row_locked(held.pk):  # another relay's claim, still open
+            with connection.cursor() as cursor:
+                # Were the claim to wait for the held row, it would fail here instead of hanging.
+                cursor.execute("SET lock_timeout = '5s'")
+            assert deliveries_claim(limit=10) == [(free.pk, "tests.flaky")]
     finally:
-        release.set()
-        thread.join(60)
         with connection.cursor() as cursor:
             cursor.execute("RESET lock_timeout")
 

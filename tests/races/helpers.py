@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+
+from outbox.models import Delivery
 
 
 def skip_unless_postgres():
@@ -45,3 +48,28 @@ def run_at_once(calls: list[Callable[[], object]], *, timeout: float = 120) -> l
     if errors:
         raise errors[0]
     return results
+
+
+@contextmanager
+def delivery_row_locked(pk: int, *, timeout: float = 60):
+    """The delivery's row locked by another transaction (a thread's own connection), as a relay
+    or worker at work would hold it, until the block ends."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                Delivery.objects.select_for_update().get(pk=pk)
+                locked.set()
+                release.wait(timeout)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert locked.wait(timeout), "the row was never locked"
+        yield
+    finally:
+        release.set()
+        thread.join(timeout)

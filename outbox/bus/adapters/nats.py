@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_SECONDS = 120.0
 ACK_WAIT_SECONDS = 30.0
+# How long the consumer's pull waits for messages before it counts as an idle poll.
+FETCH_SECONDS = 1.0
 
 
 def _stream_name(namespace: str, suffix: str) -> str:
@@ -288,11 +290,17 @@ class NatsAdapter:
         return await js.pull_subscribe_bind(durable=self.durable(service), stream=self.stream)
 
     async def _fetch(self, subscription, batch: int):
-        import nats.errors
+        """Up to ``batch`` messages; ``[]`` when none came within the pull's second.
 
+        nats-py ends a pull that found nothing with ``nats.errors.TimeoutError``, or, when the
+        server's answer to its no-wait request is late (a loaded machine), with asyncio's own
+        ``TimeoutError``; both are an idle poll. Taken for a failure, the second made the
+        consumer drop its subscription, bind again and back off 0.5-2 s, again and again under
+        load (seen in the cross-database latency benchmark: 12 times in two minutes).
+        """
         try:
-            return await subscription.fetch(batch, timeout=1)
-        except nats.errors.TimeoutError:
+            return await subscription.fetch(batch, timeout=FETCH_SECONDS)
+        except TimeoutError:  # asyncio's (3.11+), and nats.errors.TimeoutError is one too
             return []
 
     async def _settle(self, msg, verdict: Verdict, service: str) -> None:
