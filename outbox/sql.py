@@ -162,11 +162,15 @@ BUS_BATCH_COLUMNS = [
     ("e", "correlation_id"),
     ("e", "causation_id"),
     ("e", "headers"),
+    ("d", "subscriber"),
 ]
 
 
-def bus_batch_lock(connection, ids: list[int], *, subscriber: str) -> list[tuple]:
-    """PostgreSQL: lock the still-pending bus deliveries among ``ids`` (``SKIP LOCKED``) and
+def bus_batch_lock(
+    connection, ids: list[int], *, subscriber: str, replay_prefix: str
+) -> list[tuple]:
+    """PostgreSQL: lock the still-pending bus deliveries among ``ids`` (to ``subscriber``, or a
+    replay to one service: a name starting with ``replay_prefix``; ``SKIP LOCKED``) and
     read what their messages need, in event order: one statement, the ids one array
     parameter (a list of 500 placeholders costs more to send than the rows to read)."""
     models = {"d": Delivery, "e": Event}
@@ -178,16 +182,19 @@ def bus_batch_lock(connection, ids: list[int], *, subscriber: str) -> list[tuple
         FROM {table(Delivery)} AS d JOIN {table(Event)} AS e
           ON {columns(Event, ["position"], alias="e")} = {columns(Delivery, ["event"], alias="d")}
         WHERE {columns(Delivery, ["id"], alias="d")} = ANY(%s)
-          AND {columns(Delivery, ["subscriber"], alias="d")} = %s
+          AND ({columns(Delivery, ["subscriber"], alias="d")} = %s
+               OR {columns(Delivery, ["subscriber"], alias="d")} LIKE %s)
           AND {columns(Delivery, ["status"], alias="d")} = %s
         ORDER BY {columns(Delivery, ["event"], alias="d")}
         FOR UPDATE OF d SKIP LOCKED
     """
     with connection.cursor() as cursor:
-        cursor.execute(statement, (list(ids), subscriber, Delivery.Status.PENDING))
+        cursor.execute(
+            statement, (list(ids), subscriber, f"{replay_prefix}%", Delivery.Status.PENDING)
+        )
         rows = cursor.fetchall()
     # Django reads jsonb as text and leaves decoding to the field; so does this.
-    return [(*row[:7], _json(row[7]), *row[8:10], _json(row[10])) for row in rows]
+    return [(*row[:7], _json(row[7]), *row[8:10], _json(row[10]), *row[11:]) for row in rows]
 
 
 def _json(value):
