@@ -284,3 +284,42 @@ def test_rabbitmq_stopped_mid_run_loses_nothing_and_doubles_nothing(
             )
         ]
         assert seqs == list(range(6))
+
+
+def test_a_consumer_started_while_the_broker_is_away_waits_for_it_and_then_consumes(
+    rabbitmq_bus, other_service
+):
+    """The consumer reaches RabbitMQ through a proxy whose upstream is away at first (every
+    connection closed at once, as a broker that is down or restarting), then the real broker:
+    it keeps trying instead of exiting, and once the broker is there it declares its queue and
+    takes the events in. (The shared broker itself is never stopped.)"""
+    from urllib.parse import urlparse
+
+    from harness.latency_proxy import LatencyProxy
+    from harness.services import free_port
+
+    broker = urlparse(RABBITMQ_URL)
+    proxy = LatencyProxy(upstream_host="127.0.0.1", upstream_port=free_port())
+    port = proxy.start()
+    try:
+        other = other_service(RABBITMQ_URL.replace(f":{broker.port}/", f":{port}/"))
+        process = other.start()
+        # Each round tries twice (kombu's one retry): four refusals are a second round, after
+        # the first failed.
+        wait_until(
+            lambda: proxy.stats.refused >= 4, timeout=60, what="four attempts to connect refused"
+        )
+        assert process.poll() is None, other.log.read_text()
+        proxy.upstream = (broker.hostname, broker.port)  # the broker is back
+        wait_until(
+            lambda: bus_adapter().service_types(service="downstream", event_types=[]) is not None,
+            timeout=60,
+            what=f"the consumer's queue declared; log in {other.log}",
+        )
+        with transaction.atomic():
+            publish(ThingHappened(thing_id="after", seq=0))
+        assert bus_deliveries_publish(delivery_ids=bus_ids())["done"] == 1
+        wait_until(lambda: len(other.events()) == 1, timeout=60, what="the event downstream")
+    finally:
+        other.stop()
+        proxy.stop()

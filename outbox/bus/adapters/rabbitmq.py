@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import amqp
+import kombu.exceptions
 from kombu import Connection, Consumer, Exchange, Queue, binding
 
 from outbox.bus import wire
@@ -377,7 +378,14 @@ class RabbitMQAdapter:
                                 conn.heartbeat_check()
                                 if on_idle:
                                     on_idle()
-            except (OSError, amqp.exceptions.AMQPError, *self._connection_errors) as exc:
+            # kombu's ensure_connection wraps a refused or dropped connection in its own
+            # OperationalError: a broker that is away when the consumer starts.
+            except (
+                OSError,
+                amqp.exceptions.AMQPError,
+                kombu.exceptions.OperationalError,
+                *self._connection_errors,
+            ) as exc:
                 if stop.is_set():
                     return
                 logger.warning("RabbitMQ connection lost (%s); reconnecting in %.1fs", exc, delay)
