@@ -10,8 +10,10 @@ from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from outbox.bus.target import bus_delivery, bus_replay_target
-from outbox.errors import UnknownSubscriber
+from outbox.bus.conf import bus_settings
+from outbox.bus.target import bus_delivery, bus_replay_target, replay_subscriber
+from outbox.errors import OutboxError, UnknownSubscriber
+from outbox.events import event_types_all
 from outbox.models import Delivery, Event
 from outbox.publisher import delivery_new
 from outbox.registry import Subscriber, subscriber_get, subscribers_all
@@ -23,6 +25,11 @@ class ReplayResult:
     created: int
     reset: int
     skipped: int
+
+
+class ReplayRefused(OutboxError):
+    """A replay that cannot be addressed as asked (an unknown service, none of the chosen types
+    taken); nothing was changed."""
 
 
 def deliveries_replay(deliveries: QuerySet[Delivery]) -> int:
@@ -79,6 +86,10 @@ def events_replay(
     else:
         sub = subscriber_get(subscriber)
         events = events.filter(type=sub.event_type)
+    return _deliver_again(sub, events, include_done=include_done)
+
+
+def _deliver_again(sub: Subscriber, events: QuerySet[Event], *, include_done: bool) -> ReplayResult:
     now = timezone.now()
     with transaction.atomic():
         existing = Delivery.objects.filter(subscriber=sub.name, event__in=events)
@@ -96,12 +107,16 @@ def events_replay(
     return ReplayResult(created=len(new), reset=reset, skipped=skipped)
 
 
+def _app(sub: Subscriber) -> str:
+    return sub.handler.__module__.split(".")[0]
+
+
 def subscribers_of_app(app: str) -> list[Subscriber]:
     """The subscribers whose handlers an app declares (its ``handlers`` module), by name;
     raises UnknownSubscriber when it declares none."""
-    found = [s for s in subscribers_all() if s.handler.__module__.split(".")[0] == app]
+    found = [s for s in subscribers_all() if _app(s) == app]
     if not found:
-        apps = sorted({s.handler.__module__.split(".")[0] for s in subscribers_all()})
+        apps = sorted({_app(s) for s in subscribers_all()})
         raise UnknownSubscriber(f"app {app!r} has no subscribers; apps that do: {', '.join(apps)}")
     return found
 
@@ -117,6 +132,83 @@ def app_backfill(
         sub.name: events_replay(subscriber=sub.name, events=events, include_done=include_done)
         for sub in subscribers_of_app(app)
     }
+
+
+@dataclass(frozen=True)
+class ServiceReplay:
+    # "local": the service's apps are installed here (the monolith), their subscribers are
+    # delivered to directly; "bus": published to that service alone through the bus.
+    route: str
+    # The chosen types the service takes, and those it does not (left out).
+    types: list[str]
+    left_out: list[str]
+    results: dict[str, ReplayResult]
+
+
+def service_replay_plan(*, service: str, types: list[str] | None) -> tuple[str, list, list, list]:
+    """Where a replay to ``service`` of ``types`` (None: every type it takes) goes, checked
+    before anything is written: (route, targets, types taken, types left out); targets are
+    local subscribers, or the one bus replay subscriber. Raises ReplayRefused."""
+    conf = bus_settings()
+    services = dict(conf.SERVICES or {})
+    apps = services.get(service)
+    if apps is None and service == conf.SERVICE:
+        apps = sorted(conf.local_apps())
+    if apps is not None:
+        local = [sub for sub in subscribers_all() if _app(sub) in apps]
+        if local:  # its apps are installed here: the monolith, or this very service
+            offered = sorted({sub.event_type for sub in local})
+            chosen = offered if types is None else types
+            targets = [sub for sub in local if sub.event_type in chosen]
+            if not targets:
+                raise ReplayRefused(
+                    f"service {service!r} takes none of {', '.join(chosen)}; "
+                    f"it takes {', '.join(offered)}"
+                )
+            taken = sorted({sub.event_type for sub in targets})
+            return "local", targets, taken, [t for t in chosen if t not in taken]
+    known = sorted({*services, conf.SERVICE})
+    if not conf.enabled:
+        raise ReplayRefused(
+            f"service {service!r}: its apps are not installed here and there is no bus "
+            f"(EVENT_BUS_URL) to reach it; services of this deployment: {', '.join(known)}"
+        )
+    from outbox.bus.publishing import bus_adapter
+
+    chosen = types if types is not None else [cls.event_type for cls in event_types_all()]
+    taken = bus_adapter().service_types(service=service, event_types=chosen)
+    if taken is None:
+        raise ReplayRefused(
+            f"no service {service!r} on the bus: nothing is declared under that name (its "
+            f"release step, `manage.py release --service {service}`, declares it); services "
+            f"of this deployment: {', '.join(known)}"
+        )
+    if not taken:
+        raise ReplayRefused(
+            f"service {service!r} takes none of {', '.join(chosen)} from the bus (its queue or "
+            "durable consumer is declared for other types; declared by an older release, it "
+            f"needs its release step again: `manage.py release --service {service}`)"
+        )
+    return "bus", [replay_subscriber(service)], taken, [t for t in chosen if t not in taken]
+
+
+def service_replay(
+    *, service: str, events: QuerySet[Event], types: list[str] | None, include_done: bool = False
+) -> ServiceReplay:
+    """Deliver ``events`` of ``types`` (None: every type it takes) to one service and no other.
+
+    In the monolith (the service's apps installed here) its subscribers get the events as by
+    :func:`app_backfill`. Otherwise they are published to that service alone through the bus
+    (its replay exchange or subject), each as a delivery record to ``bus:<service>``: retries,
+    backoff and dead letters as for any delivery. Events it already has a done delivery for are
+    left alone unless ``include_done``; the service's inbox dedupes on the event id anyway."""
+    route, targets, taken, left_out = service_replay_plan(service=service, types=types)
+    results = {}
+    with transaction.atomic():
+        for sub in targets:
+            chosen = events.filter(type__in=taken if route == "bus" else [sub.event_type])
+            results[sub.name] = _deliver_again(sub, chosen, include_done=include_done)
+    return ServiceReplay(route=route, types=taken, left_out=left_out, results=results)
 
 
 def correlation_dead_replay(*, correlation_id) -> int:

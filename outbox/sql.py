@@ -212,21 +212,23 @@ BUS_BATCH_COLUMNS = [
     ("e", "correlation_id"),
     ("e", "causation_id"),
     ("e", "headers"),
+    ("d", "subscriber"),
 ]
 
 
 def bus_batch_lock(
-    connection, ids: list[int], *, subscriber: str, wait_seconds: float = 0.0
+    connection, ids: list[int], *, subscriber: str, replay_prefix: str, wait_seconds: float = 0.0
 ) -> list[tuple]:
-    """PostgreSQL: lock the still-pending bus deliveries among ``ids`` and read what their
-    messages need, in event order: one statement, the ids one array parameter (a list of 500
+    """PostgreSQL: lock the still-pending bus deliveries among ``ids`` (to ``subscriber``, or a
+    replay to one service: a name starting with ``replay_prefix``) and read what their messages
+    need, in event order: one statement, the ids one array parameter (a list of 500
     placeholders costs more to send than the rows to read).
 
     ``SKIP LOCKED`` first (a duplicate message or a second worker steps aside); the ids it
     skipped are asked for once more, waiting up to ``wait_seconds`` for their locks
     (``locked_waiting``: a row another relay's claim locked without taking it is published
     now, not a lease later)."""
-    params = [list(ids), subscriber, Delivery.Status.PENDING]
+    params = [list(ids), subscriber, f"{replay_prefix}%", Delivery.Status.PENDING]
     with connection.cursor() as cursor:
         cursor.execute(_BUS_BATCH_SKIP_SQL, params)
         rows = cursor.fetchall()
@@ -236,8 +238,9 @@ def bus_batch_lock(
         more = locked_waiting(connection, _BUS_BATCH_SQL, params, wait_seconds)
         if more:
             rows = sorted([*rows, *more], key=lambda row: row[-1])
-    # Django reads jsonb as text and leaves decoding to the field; so does this.
-    return [(*row[:7], _json(row[7]), *row[8:10], _json(row[10])) for row in rows]
+    # Django reads jsonb as text and leaves decoding to the field; so does this. The event's
+    # position (last, for the order) is not one of BUS_BATCH_COLUMNS.
+    return [(*row[:7], _json(row[7]), *row[8:10], _json(row[10]), *row[11:-1]) for row in rows]
 
 
 def _bus_batch_sql() -> str:
@@ -252,7 +255,8 @@ def _bus_batch_sql() -> str:
         FROM {table(Delivery)} AS d JOIN {table(Event)} AS e
           ON {columns(Event, ["position"], alias="e")} = {event}
         WHERE {columns(Delivery, ["id"], alias="d")} = ANY(%s)
-          AND {columns(Delivery, ["subscriber"], alias="d")} = %s
+          AND ({columns(Delivery, ["subscriber"], alias="d")} = %s
+               OR {columns(Delivery, ["subscriber"], alias="d")} LIKE %s)
           AND {columns(Delivery, ["status"], alias="d")} = %s
         ORDER BY {event}
         FOR UPDATE OF d"""

@@ -14,7 +14,7 @@ import dj_email_url
 from django.core.exceptions import ImproperlyConfigured
 
 from outbox.ops import RELAY_QUEUE
-from shop.services import LOCAL_APPS, UnknownService, service_get
+from shop.services import LOCAL_APPS, SERVICES, UnknownService, service_get
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("SHOP_VAR_DIR", BASE_DIR / "var"))
@@ -311,6 +311,8 @@ EVENT_BUS = {
     "NAMESPACE": os.environ.get("EVENT_BUS_NAMESPACE", "shop"),
     "EXTERNALISE_ALL": env_bool("EVENT_BUS_EXTERNALISE_ALL", False),
     "ACK_WAIT_SECONDS": env_float("EVENT_BUS_ACK_WAIT_SECONDS", 30.0),
+    # outbox_replay --to-service: which apps each service of the split installs.
+    "SERVICES": {name: list(service.apps) for name, service in SERVICES.items()},
     "LOCAL_APPS": list(SERVICE.apps)
     if SERVICE is not None
     else [a.strip() for a in os.environ.get("EVENT_BUS_LOCAL_APPS", "").split(",") if a.strip()]

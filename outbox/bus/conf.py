@@ -19,6 +19,11 @@ DEFAULTS = {
     # Apps whose events this service publishes itself (None: every installed app). Their
     # events are never consumed from the bus: they are already in the local event store.
     "LOCAL_APPS": None,
+    # The deployment's services and the apps each installs ({"payments": ["payments"], ...}),
+    # for a replay addressed to one service (``outbox_replay --to-service``): a service whose
+    # apps are installed here is replayed to locally (the monolith), any other through the bus.
+    # None: this service alone is known by its apps.
+    "SERVICES": None,
     # The bus target keeps each aggregate's events in order (one in flight per aggregate).
     "ORDERED": True,
     # Bus deliveries sent to the broker per batch (one confirm round trip).
@@ -45,6 +50,7 @@ class BusSettings:
     NAMESPACE: str
     EXTERNALISE_ALL: bool
     LOCAL_APPS: list[str] | None
+    SERVICES: dict[str, list[str]] | None
     ORDERED: bool
     BATCH_SIZE: int
     CONFIRM_TIMEOUT: float

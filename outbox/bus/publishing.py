@@ -20,7 +20,7 @@ import time
 from functools import cache
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from outbox import sql
@@ -28,7 +28,7 @@ from outbox.bus import metrics
 from outbox.bus.adapters import adapter_for
 from outbox.bus.adapters.base import BusAdapter, OutgoingMessage
 from outbox.bus.conf import bus_settings
-from outbox.bus.target import BUS_SUBSCRIBER
+from outbox.bus.target import BUS_SUBSCRIBER, REPLAY_PREFIX, replay_service
 from outbox.bus.wire import event_attributes
 from outbox.conf import outbox_settings
 from outbox.handling import backoff_delay
@@ -62,7 +62,20 @@ def bus_deliveries_publish(*, delivery_ids: list[int]) -> dict[str, int]:
         if not rows:
             return outcomes
         messages = []
-        for _pk, _attempts, key, event_id, type_, version, at, payload, corr, cause, hdrs in rows:
+        for (
+            _pk,
+            _attempts,
+            key,
+            event_id,
+            type_,
+            version,
+            at,
+            payload,
+            corr,
+            cause,
+            hdrs,
+            to,
+        ) in rows:
             headers, content_type, body = adapter.encode(
                 event_attributes(
                     service=conf.SERVICE,
@@ -85,10 +98,11 @@ def bus_deliveries_publish(*, delivery_ids: list[int]) -> dict[str, int]:
                     headers=headers,
                     content_type=content_type,
                     body=body,
+                    service=replay_service(to),
                 )
             )
         started = time.perf_counter()
-        results = adapter.publish_batch(messages, timeout=conf.CONFIRM_TIMEOUT)
+        results = _publish_by_target(adapter, messages, timeout=conf.CONFIRM_TIMEOUT)
         seconds = time.perf_counter() - started
         now = timezone.now()
         confirmed = [row[0] for row, error in zip(rows, results, strict=True) if error is None]
@@ -118,6 +132,23 @@ def bus_deliveries_publish(*, delivery_ids: list[int]) -> dict[str, int]:
     return outcomes
 
 
+def _publish_by_target(
+    adapter: BusAdapter, messages: list[OutgoingMessage], *, timeout: float
+) -> list[Exception | None]:
+    """Publish ``messages``, one confirmed batch per target: the bus's topic, and each service
+    a replay is addressed to. A target the broker refuses (a replay to a service whose queue
+    is gone) fails its own messages only, never the ordinary events beside them."""
+    groups: dict[str | None, list[int]] = {}
+    for index, message in enumerate(messages):
+        groups.setdefault(message.service, []).append(index)
+    results: list[Exception | None] = [None] * len(messages)
+    for indexes in groups.values():
+        outcome = adapter.publish_batch([messages[i] for i in indexes], timeout=timeout)
+        for index, result in zip(indexes, outcome, strict=True):
+            results[index] = result
+    return results
+
+
 def _batch_lock(delivery_ids: list[int]) -> list[tuple]:
     """Lock the still-pending bus deliveries among ``delivery_ids`` (``SKIP LOCKED``: a
     duplicate message or a second worker steps aside; on PostgreSQL a skipped one is asked for
@@ -129,11 +160,13 @@ def _batch_lock(delivery_ids: list[int]) -> list[tuple]:
             connection,
             delivery_ids,
             subscriber=BUS_SUBSCRIBER,
+            replay_prefix=REPLAY_PREFIX,
             wait_seconds=outbox_settings().LOCK_WAIT_SECONDS,
         )
     return list(
         Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(pk__in=delivery_ids, subscriber=BUS_SUBSCRIBER, status=Delivery.Status.PENDING)
+        .filter(pk__in=delivery_ids, status=Delivery.Status.PENDING)
+        .filter(Q(subscriber=BUS_SUBSCRIBER) | Q(subscriber__startswith=REPLAY_PREFIX))
         .order_by("event_id")
         .values_list(
             *(name if alias == "d" else f"event__{name}" for alias, name in sql.BUS_BATCH_COLUMNS)

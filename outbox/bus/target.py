@@ -17,6 +17,9 @@ from outbox.queues import BUS_QUEUE
 from outbox.registry import Subscriber
 
 BUS_SUBSCRIBER = "bus"
+# A replay addressed to one consuming service: the subscriber ``bus:<service>`` (its own
+# delivery records, published to that service's queue or replay subject alone).
+REPLAY_PREFIX = f"{BUS_SUBSCRIBER}:"
 
 
 class NotABusHandler(OutboxError):
@@ -68,7 +71,33 @@ def bus_targets_for(event_type: str) -> list[Subscriber]:
 
 
 def bus_delivery(subscriber: str) -> bool:
-    return subscriber == BUS_SUBSCRIBER
+    """Whether deliveries to ``subscriber`` are published to the bus (``bus``, or a replay to
+    one service, ``bus:<service>``)."""
+    return subscriber == BUS_SUBSCRIBER or subscriber.startswith(REPLAY_PREFIX)
+
+
+def replay_subscriber_name(service: str) -> str:
+    return f"{REPLAY_PREFIX}{service}"
+
+
+def replay_service(subscriber: str) -> str | None:
+    """The service a bus delivery is addressed to alone; None for the ordinary ``bus``."""
+    return subscriber.removeprefix(REPLAY_PREFIX) if subscriber.startswith(REPLAY_PREFIX) else None
+
+
+def replay_subscriber(service: str) -> Subscriber:
+    """The bus as a replay's subscriber for one consuming ``service``: its deliveries are
+    published straight to that service (RabbitMQ: its replay exchange, bound to its queue
+    alone; NATS: its replay subject, which only its durable consumer takes), never to the
+    topic every service listens to. Ordered per aggregate, like the bus."""
+    return Subscriber(
+        name=replay_subscriber_name(service),
+        event_class=DomainEvent,
+        handler=_direct,
+        queue=BUS_QUEUE,
+        ordered=bus_settings().ORDERED,
+        max_attempts=None,
+    )
 
 
 def bus_batches(ids: list[int]) -> list[list[int]]:

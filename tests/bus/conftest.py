@@ -23,6 +23,8 @@ NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 ROOT = Path(__file__).resolve().parents[2]
 CONSUME = ["manage.py", "bus_consume"]
+# The consuming services the bus tests start (OtherService names), their topology deleted after.
+SERVICES = ["downstream", "bystander"]
 
 
 # The fault tests (a consumer killed, a broker restarted) take tens of seconds each: they run
@@ -54,7 +56,7 @@ def rabbitmq_bus(settings, bus_namespace):
     from outbox.bus.adapters.rabbitmq import RabbitMQAdapter
 
     RabbitMQAdapter(RABBITMQ_URL, namespace=bus_namespace).topology_delete(
-        services=["shop", "downstream"]
+        services=["shop", *SERVICES]
     )
 
 
@@ -77,7 +79,7 @@ def _nats_bus(settings, namespace: str, url: str):
 
     adapter = NatsAdapter(url, namespace=namespace)
     try:
-        adapter.topology_delete(services=["shop", "downstream"])
+        adapter.topology_delete(services=["shop", *SERVICES])
     finally:
         adapter.close()
 
@@ -86,8 +88,9 @@ class OtherService:
     """A second service: its own SQLite database, its own broker folder, consuming the test
     app's events (``tests.*``) from the bus with ``manage.py bus_consume``."""
 
-    def __init__(self, folder: Path, *, bus_url: str, namespace: str):
+    def __init__(self, folder: Path, *, bus_url: str, namespace: str, name: str = "downstream"):
         self.folder = folder
+        self.name = name
         self.db = folder / "other.sqlite3"
         self.env = {
             **os.environ,
@@ -98,7 +101,7 @@ class OtherService:
             "SHOP_TEST_APPS": "1",
             "EVENT_BUS_URL": bus_url,
             "EVENT_BUS_NAMESPACE": namespace,
-            "EVENT_BUS_SERVICE": "downstream",
+            "EVENT_BUS_SERVICE": name,
             # A killed consumer's message comes back after seconds, not the default 30.
             "EVENT_BUS_ACK_WAIT_SECONDS": "3",
             # The shop's apps are "elsewhere": this service consumes the test app's events.
@@ -141,6 +144,30 @@ class OtherService:
     def events(self) -> list[tuple]:
         return self.query("SELECT event_id, type, aggregate_id FROM outbox_event ORDER BY position")
 
+    def received(self) -> dict[str, float]:
+        """What its consumer settled, by outcome (stored, duplicate, ignored, dead, retry)."""
+        return {
+            outcome: value
+            for (_, outcome), value in bus_received(self.env["PROMETHEUS_MULTIPROC_DIR"]).items()
+        }
+
+
+def bus_received(folder) -> dict[tuple[str, str], float]:
+    """What the consumers whose metrics are in ``folder`` (their PROMETHEUS_MULTIPROC_DIR)
+    settled, by (service, outcome): stored, duplicate, ignored, dead, retry."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(folder))
+    return {
+        (sample.labels["service"], sample.labels["outcome"]): sample.value
+        for family in registry.collect()
+        if family.name == "outbox_bus_received"
+        for sample in family.samples
+        if sample.name == "outbox_bus_received_total"
+    }
+
 
 @pytest.fixture(scope="session")
 def other_service_template(tmp_path_factory):
@@ -153,8 +180,10 @@ def other_service_template(tmp_path_factory):
 
 @pytest.fixture
 def other_service(tmp_path, other_service_template, bus_namespace):
-    def make(bus_url: str) -> OtherService:
-        service = OtherService(tmp_path, bus_url=bus_url, namespace=bus_namespace)
+    def make(bus_url: str, name: str = "downstream") -> OtherService:
+        folder = tmp_path if name == "downstream" else tmp_path / name
+        folder.mkdir(exist_ok=True)
+        service = OtherService(folder, bus_url=bus_url, namespace=bus_namespace, name=name)
         service.db.write_bytes(other_service_template.read_bytes())
         made.append(service)
         return service

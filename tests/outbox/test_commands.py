@@ -134,6 +134,9 @@ def test_replay_by_event_id():
         (["--subscriber", "tests.record_a"], "choose events with"),
         (["--subscriber", "tests.record_a", "--event", "nope"], "is not an event id"),
         (["--subscriber", "tests.record_a", "--since", "yesterday"], "not an ISO 8601"),
+        (["--to-service", "notifications", "--app", "orders"], "give one of"),
+        (["--to-service", "notifications", "--dead"], "--dead --subscriber bus:notifications"),
+        (["--to-service", "notifications"], "choose events with"),
     ],
 )
 def test_replay_bad_arguments_are_clear_errors(args, message):
@@ -208,3 +211,53 @@ def test_a_backfill_for_an_ordered_subscriber_keeps_each_aggregates_order(
     assert delivery_handle(delivery_id=first_t.pk) == "done"
     # t's second event now comes up, whatever u's first one (still leased) is doing.
     assert claim() == [("late-t", 2)]
+
+
+def test_a_replay_to_one_service_in_the_monolith_is_local_and_reaches_its_subscribers_alone(
+    settings,
+):
+    """``--to-service notifications`` where its app is installed (the monolith, no bus): its
+    subscribers get the chosen events, no other subscriber (nor the bus) gets anything."""
+    settings.EVENT_BUS_URL = ""
+    with transaction.atomic():
+        publish(ThingHappened(thing_id="one"))
+    Delivery.objects.filter(subscriber__startswith="notifications.").delete()
+    before = sorted(Delivery.objects.values_list("id", "status", "attempts"))
+    out = run(
+        "outbox_replay",
+        "--to-service",
+        "notifications",
+        "--type",
+        "orders.OrderPlaced",
+        "--type",
+        "tests.ThingHappened",
+        "--since",
+        "2000-01-01",
+    )
+    assert "replaying orders.OrderPlaced to service notifications locally" in out
+    assert "left out (service notifications does not take them): tests.ThingHappened" in out
+    assert "notifications.notification_on_order_placed: 0 new deliveries" in out
+    assert sorted(Delivery.objects.values_list("id", "status", "attempts")) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--to-service", "nobody"], "its apps are not installed here and there is no bus"),
+        (
+            ["--to-service", "notifications", "--type", "tests.ThingHappened"],
+            "service 'notifications' takes none of tests.ThingHappened; it takes "
+            "orders.OrderCancelled, orders.OrderCompleted, orders.OrderPlaced",
+        ),
+    ],
+)
+def test_a_replay_to_an_unknown_service_or_one_that_takes_none_of_the_types_changes_nothing(
+    settings, args, message
+):
+    settings.EVENT_BUS_URL = ""
+    with transaction.atomic():
+        publish(ThingHappened(thing_id="one"))
+    before = sorted(Delivery.objects.values_list("id", "subscriber", "status"))
+    with pytest.raises(CommandError, match=message):
+        call_command("outbox_replay", *args, "--since", "2000-01-01")
+    assert sorted(Delivery.objects.values_list("id", "subscriber", "status")) == before

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e
 
 ALICE = "alice@example.com"
 NOTIFIED = ("orders.OrderPlaced", "orders.OrderCompleted", "orders.OrderCancelled")
+REPLAY = ("outbox_replay", "--to-service", "notifications", "--since", "2000-01-01")
 
 
 def test_a_completed_order_is_two_emails_placed_then_completed(
@@ -74,7 +75,9 @@ def test_backfill_sends_each_customer_of_past_orders_one_email_per_event_and_not
     before = sorted(Delivery.objects.values_list("id", "subscriber", "status", "attempts"))
 
     out = io.StringIO()
-    call_command("outbox_replay", "--app", "notifications", "--since", "2000-01-01", stdout=out)
+    # The documented command (docs/operations.md): to the notifications service, locally here.
+    call_command(*REPLAY, stdout=out)
+    assert "to service notifications locally" in out.getvalue()
     assert "notifications.notification_on_order_placed: 2 new deliveries" in out.getvalue()
     assert "notifications.notification_on_order_completed: 1 new deliveries" in out.getvalue()
     assert "notifications.notification_on_order_cancelled: 1 new deliveries" in out.getvalue()
@@ -93,7 +96,7 @@ def test_backfill_sends_each_customer_of_past_orders_one_email_per_event_and_not
 
     # Again: nothing new is created, nothing is sent.
     out = io.StringIO()
-    call_command("outbox_replay", "--app", "notifications", "--since", "2000-01-01", stdout=out)
+    call_command(*REPLAY, stdout=out)
     assert out.getvalue().count(": 0 new deliveries (backfill), 0 made due again") == 3
     settle([completed, declined])
     assert len(smtp_server.messages) == 4

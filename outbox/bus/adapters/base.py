@@ -9,6 +9,9 @@ Three operations, each mapped to what the broker does natively:
 - ``publish_batch``: send many messages and wait until the broker has taken responsibility for
   each (RabbitMQ publisher confirms, JetStream publish acks): one round trip for the batch, not
   one per message. Returns, per message, ``None`` (confirmed) or the error.
+- ``service_types``: of the given event types, those one consuming service's queue or durable
+  consumer takes, as the service itself declared them (None: nothing declared under that
+  name). A replay to one service (``OutgoingMessage.service``) is published to it alone.
 - ``consume``: hand each message to a callback and settle it as the callback says: ``ACK``
   (stored, or a duplicate), ``DEAD`` (malformed: to the dead-letter exchange or subject, never
   back into the queue) or ``RETRY`` (this side failed, e.g. its database: redeliver later).
@@ -46,6 +49,9 @@ class OutgoingMessage:
     headers: dict
     content_type: str
     body: bytes
+    # A replay addressed to this one consuming service alone (None: the topic every service
+    # that handles the type listens to).
+    service: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class BusAdapter(Protocol):
         prefetch: int,
         on_idle: Callable[[], None] | None = None,
     ) -> None: ...
+
+    def service_types(self, *, service: str, event_types: Sequence[str]) -> list[str] | None: ...
 
     def stats(self, *, service: str) -> ConsumerStats: ...
 

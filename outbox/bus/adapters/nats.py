@@ -10,6 +10,14 @@ turned into underscores):
   filtered to the subjects of the types its subscribers handle (one filter subject, or several
   on NATS 2.10+; an older server gets ``<ns>.events.>`` and the consumer acks the other types
   without storing them).
+- a replay addressed to one service (``outbox_replay --to-service``) is published to
+  ``<ns>.events.replay.<service>.<type>``, a subject only that service's durable consumer
+  filters on, with ``Nats-Msg-Id`` = ``<event id>:replay:<service>``: a replay of an event
+  published minutes ago is not dropped as a duplicate of it (the consumer's inbox still
+  deduplicates on the event id). The consumer's description names the types it takes
+  (``takes <type> <type> ...``): how the publishing side learns them. On a pre-2.10 server, whose
+  wide filter shows every consumer every subject, a consumer acks another service's replay
+  subjects without storing them, as it does other types.
 - stream ``<NS>_DEAD`` over ``<ns>.dead.>``: a message a consumer cannot take is copied to
   ``<ns>.dead.<service>`` (with a ``Shop-Dead-Reason`` header) and then acknowledged.
 
@@ -37,6 +45,7 @@ from outbox.bus.adapters.base import (
 logger = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_SECONDS = 120.0
+DESCRIPTION_PREFIX = "takes "
 ACK_WAIT_SECONDS = 30.0
 # How long the consumer's pull waits for messages before it counts as an idle poll.
 FETCH_SECONDS = 1.0
@@ -62,6 +71,12 @@ class NatsAdapter:
 
     def subject(self, event_type: str) -> str:
         return f"{self.namespace}.events.{event_type}"
+
+    def replay_subject(self, service: str, event_type: str) -> str:
+        return f"{self.namespace}.events.replay.{service}.{event_type}"
+
+    def replay_msg_id(self, event_id: str, service: str) -> str:
+        return f"{event_id}:replay:{service}"
 
     def dead_subject(self, service: str) -> str:
         return f"{self.namespace}.dead.{service}"
@@ -137,18 +152,24 @@ class NatsAdapter:
         self._declared = True
         if service is None or not event_types:
             return
+        types = sorted(set(event_types))
         config = ConsumerConfig(
             durable_name=self.durable(service),
+            description=f"{DESCRIPTION_PREFIX}{' '.join(types)}",
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
             max_ack_pending=1000,
-            **self._filter(event_types),
+            **self._filter(self._subjects(service, types)),
         )
         await js.add_consumer(self.stream, config)
 
-    def _filter(self, event_types: Sequence[str]) -> dict:
-        subjects = [self.subject(t) for t in sorted(set(event_types))]
+    def _subjects(self, service: str, event_types: Sequence[str]) -> list[str]:
+        """What ``service``'s consumer takes: its types, and its replay subject of each."""
+        types = sorted(set(event_types))
+        return [self.subject(t) for t in types] + [self.replay_subject(service, t) for t in types]
+
+    def _filter(self, subjects: list[str]) -> dict:
         if len(subjects) == 1:
             return {"filter_subject": subjects[0]}
         version = tuple(
@@ -197,11 +218,16 @@ class NatsAdapter:
             await self._declare(None, ())
         futures = []
         for message in messages:
+            if message.service:  # a replay: that service's consumer alone
+                subject = self.replay_subject(message.service, message.event_type)
+                msg_id = self.replay_msg_id(message.event_id, message.service)
+            else:
+                subject, msg_id = self.subject(message.event_type), message.event_id
             futures.append(
                 await js.publish_async(
-                    self.subject(message.event_type),
+                    subject,
                     message.body,
-                    headers={**message.headers, "Nats-Msg-Id": message.event_id},
+                    headers={**message.headers, "Nats-Msg-Id": msg_id},
                     # No stall timeout: nats-py would wrap every message's wait for a slot
                     # in a task of its own. A batch within the client's 4,000 unacknowledged
                     # messages never waits; a larger one waits for acks, bounded by the
@@ -247,7 +273,7 @@ class NatsAdapter:
         prefetch: int,
         on_idle: Callable[[], None] | None = None,
     ) -> None:
-        wanted = {self.subject(t) for t in event_types}
+        wanted = set(self._subjects(service, event_types))
         subscription = None
         delay = 0.5
         while not stop.is_set():
@@ -315,6 +341,26 @@ class NatsAdapter:
             await msg.ack()
         else:
             await msg.nak(delay=1.0)
+
+    def service_types(self, *, service: str, event_types: Sequence[str]) -> list[str] | None:
+        """Of ``event_types``, those ``service``'s durable consumer takes (its description,
+        written when it was declared); None when it has none."""
+
+        async def info():
+            import nats.js.errors
+
+            js = await self._connect()
+            try:
+                return await js.consumer_info(self.stream, self.durable(service))
+            except nats.js.errors.NotFoundError:
+                return None
+
+        consumer = self._run(info())
+        if consumer is None:
+            return None
+        description = consumer.config.description or ""
+        taken = set(description.removeprefix(DESCRIPTION_PREFIX).split())
+        return [t for t in event_types if t in taken]
 
     def stats(self, *, service: str) -> ConsumerStats:
         async def info():

@@ -8,6 +8,11 @@ Topology (``<ns>`` is EVENT_BUS's NAMESPACE):
 - ``<ns>.<service>``: each consuming service's durable quorum queue, bound to exactly the types
   its subscribers handle. Messages it rejects go to ``<ns>.dead`` (topic) with the service's
   name as routing key, into the quorum queue ``<ns>.<service>.dead``.
+- ``<ns>.replay.<service>.<type>``: per consuming service and type it handles, a durable fanout
+  exchange bound to that service's queue alone. A replay addressed to one service
+  (``outbox_replay --to-service``) is published there (mandatory: a message nothing takes comes
+  back and counts as failed), so no other service receives it; that the exchange exists is how
+  the publishing side learns which types the service takes.
 
 Publishing uses publisher confirms on one channel: every message of a batch is written, then
 the confirms are read until each delivery tag is acked (or nacked), so a batch costs one round
@@ -46,6 +51,10 @@ WRITE_CHUNK_BYTES = 256 * 1024
 
 
 class Nacked(Exception):
+    pass
+
+
+class Unroutable(Exception):
     pass
 
 
@@ -122,10 +131,17 @@ class RabbitMQAdapter:
             queue_arguments=QUORUM,
         )
 
+    def replay_exchange(self, service: str, event_type: str) -> Exchange:
+        return Exchange(
+            f"{self.namespace}.replay.{service}.{event_type}", type="fanout", durable=True
+        )
+
     def _service_queue(self, service: str, event_types: Sequence[str]) -> Queue:
+        types = sorted(set(event_types))
         return Queue(
             self.queue_name(service),
-            bindings=[binding(self.events, routing_key=t) for t in sorted(set(event_types))],
+            bindings=[binding(self.events, routing_key=t) for t in types]
+            + [binding(self.replay_exchange(service, t), routing_key="") for t in types],
             durable=True,
             queue_arguments={
                 **QUORUM,
@@ -149,13 +165,47 @@ class RabbitMQAdapter:
             if event_types:
                 self._service_queue(service, event_types)(channel).declare()
 
-    def topology_delete(self, *, services: Sequence[str]) -> None:
-        """Remove everything this namespace declared (tests, decommissioning)."""
+    def service_types(self, *, service: str, event_types: Sequence[str]) -> list[str] | None:
+        """Of ``event_types``, those whose replay exchange for ``service`` exists (declared with
+        the service's queue, from its own subscribers); None when it has no queue."""
+        with Connection(self.url, connect_timeout=5) as conn:
+            conn.ensure_connection(max_retries=1)
+            if not self._exists(conn, "queue", self.queue_name(service)):
+                return None
+            return [
+                t
+                for t in event_types
+                if self._exists(conn, "exchange", self.replay_exchange(service, t).name)
+            ]
+
+    @staticmethod
+    def _exists(conn, kind: str, name: str) -> bool:
+        # A passive declare of what does not exist closes the channel: one channel per probe.
+        channel = conn.channel()
+        try:
+            if kind == "queue":
+                channel.queue_declare(name, passive=True)
+            else:
+                channel.exchange_declare(name, "fanout", passive=True)
+        except amqp.exceptions.NotFound:
+            return False
+        with contextlib.suppress(Exception):
+            channel.close()
+        return True
+
+    def topology_delete(self, *, services: Sequence[str], event_types: Sequence[str] = ()) -> None:
+        """Remove everything this namespace declared (tests, decommissioning); the replay
+        exchanges of ``event_types`` (default: every registered type)."""
+        from outbox.events import event_types_all
+
+        types = event_types or [cls.event_type for cls in event_types_all()]
         with Connection(self.url, connect_timeout=5) as conn:
             channel = conn.default_channel
             for service in services:
                 for name in (self.queue_name(service), f"{self.queue_name(service)}.dead"):
                     channel.queue_delete(name)
+                for event_type in types:
+                    channel.exchange_delete(self.replay_exchange(service, event_type).name)
             channel.queue_delete(f"{self.namespace}.unroutable")
             for exchange in (self.events, self.dead, self.unroutable):
                 channel.exchange_delete(exchange.name)
@@ -181,6 +231,13 @@ class RabbitMQAdapter:
             channel.confirm_select()
             channel._shop_seq = 0
             channel._shop_pending = {}
+            channel._shop_returned = set()
+            # A mandatory replay message no queue took comes back before its confirm.
+            channel.events["basic_return"].add(
+                lambda exc, exchange, routing_key, message: channel._shop_returned.add(
+                    message.properties.get("message_id")
+                )
+            )
             channel.events["basic_ack"].add(lambda tag, multiple: self._settle(tag, multiple))
             channel.events["basic_nack"].add(
                 lambda tag, multiple: self._settle(tag, multiple, Nacked("nacked by RabbitMQ"))
@@ -207,6 +264,7 @@ class RabbitMQAdapter:
         with self._lock:
             try:
                 channel = self._publishing_channel()
+                channel._shop_returned.clear()
                 slots = []
                 with _coalesced_writes(channel.connection):
                     self._write_batch(channel, messages, slots)
@@ -217,7 +275,13 @@ class RabbitMQAdapter:
                     except TimeoutError:
                         break
                 results = [
-                    slot[1] if slot[2] else TimeoutError(f"no confirm within {timeout}s")
+                    (
+                        Unroutable(f"no queue of service {slot[0].service} took it")
+                        if slot[0].service and slot[0].event_id in channel._shop_returned
+                        else slot[1]
+                    )
+                    if slot[2]
+                    else TimeoutError(f"no confirm within {timeout}s")
                     for slot in slots
                 ]
                 if channel._shop_pending:
@@ -235,6 +299,11 @@ class RabbitMQAdapter:
             slot = [message, None, False]
             channel._shop_pending[channel._shop_seq] = slot
             slots.append(slot)
+            if message.service:
+                # A replay: that service's queue alone, through its replay exchange.
+                exchange = self.replay_exchange(message.service, message.event_type).name
+            else:
+                exchange = self.events.name
             channel.basic_publish(
                 amqp.Message(
                     message.body,
@@ -243,8 +312,9 @@ class RabbitMQAdapter:
                     delivery_mode=2,
                     message_id=message.event_id,
                 ),
-                exchange=self.events.name,
+                exchange=exchange,
                 routing_key=message.event_type,
+                mandatory=bool(message.service),
             )
 
     def _reset(self) -> None:
@@ -308,7 +378,8 @@ class RabbitMQAdapter:
                                 conn.heartbeat_check()
                                 if on_idle:
                                     on_idle()
-            # A refused (re)connection comes as kombu's own OperationalError, no OSError.
+            # kombu's ensure_connection wraps a refused or dropped connection in its own
+            # OperationalError: a broker that is away when the consumer starts.
             except (
                 OSError,
                 amqp.exceptions.AMQPError,

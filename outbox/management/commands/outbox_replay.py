@@ -10,7 +10,14 @@ from outbox.errors import UnknownEventType, UnknownSubscriber
 from outbox.events import event_type_get
 from outbox.models import Delivery, Event
 from outbox.registry import subscriber_get
-from outbox.replay import app_backfill, deliveries_replay, events_replay, subscribers_of_app
+from outbox.replay import (
+    ReplayRefused,
+    app_backfill,
+    deliveries_replay,
+    events_replay,
+    service_replay,
+    subscribers_of_app,
+)
 
 
 def _uuid(value: str) -> uuid.UUID:
@@ -44,7 +51,9 @@ class Command(BaseCommand):
         "deliveries are left alone unless --include-done. --subscriber bus sends externalised "
         "events to the event bus (EVENT_BUS_URL) again, e.g. for a service that joins late. "
         "--app instead of --subscriber: every subscriber of that app (backfill of an app "
-        "deployed after the events), no other."
+        "deployed after the events), no other. --to-service: to one service of the deployment "
+        "and no other (a service that joins late): locally when its apps are installed here "
+        "(the monolith), else through the bus to its queue or durable consumer alone."
     )
 
     def add_arguments(self, parser):
@@ -52,6 +61,11 @@ class Command(BaseCommand):
         parser.add_argument("--subscriber", help="the subscriber to deliver to")
         parser.add_argument(
             "--app", help="deliver to every subscriber of this app (e.g. notifications)"
+        )
+        parser.add_argument(
+            "--to-service",
+            help="deliver to this service alone (e.g. notifications): locally in the monolith, "
+            "through the bus in the split deployment",
         )
         parser.add_argument("--event", action="append", default=[], help="event id (repeatable)")
         parser.add_argument(
@@ -67,9 +81,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
-        name, app = opts["subscriber"], opts["app"]
-        if name and app:
-            raise CommandError("give --subscriber or --app, not both")
+        name, app, service = opts["subscriber"], opts["app"], opts["to_service"]
+        if len([given for given in (name, app, service) if given]) > 1:
+            raise CommandError("give one of --subscriber, --app or --to-service")
+        if service and opts["dead"]:
+            raise CommandError(
+                "--to-service chooses events to send; for the dead letters of a replay to a "
+                f"service, use --dead --subscriber bus:{service}"
+            )
         try:
             if name:
                 if bus_delivery(name):
@@ -89,8 +108,10 @@ class Command(BaseCommand):
             count = deliveries_replay(dead)
             self.stdout.write(f"replaying {count} dead letters")
             return
-        if not (name or app):
-            raise CommandError("give --dead, or --subscriber or --app with the events to deliver")
+        if not (name or app or service):
+            raise CommandError(
+                "give --dead, or --subscriber, --app or --to-service with the events to deliver"
+            )
         since, until = _when(opts["since"], "--since"), _when(opts["until"], "--until")
         if not (opts["event"] or opts["type"] or since or until):
             raise CommandError("choose events with --event, --type, --since or --until")
@@ -108,6 +129,9 @@ class Command(BaseCommand):
             events = events.filter(occurred_at__gte=since)
         if until:
             events = events.filter(occurred_at__lt=until)
+        if service:
+            self._to_service(service, events, opts)
+            return
         if app:
             results = app_backfill(app=app, events=events, include_done=opts["include_done"])
         else:
@@ -117,6 +141,26 @@ class Command(BaseCommand):
                 )
             }
         for subscriber, result in results.items():
+            self.stdout.write(
+                f"{subscriber}: {result.created} new deliveries (backfill), {result.reset} made "
+                f"due again, {result.skipped} already done and left alone"
+            )
+
+    def _to_service(self, service: str, events, opts) -> None:
+        types = opts["type"] or None
+        try:
+            done = service_replay(
+                service=service, events=events, types=types, include_done=opts["include_done"]
+            )
+        except ReplayRefused as exc:
+            raise CommandError(str(exc)) from None
+        where = "locally" if done.route == "local" else "through the bus, to it alone"
+        self.stdout.write(f"replaying {', '.join(done.types)} to service {service} {where}")
+        if done.left_out:
+            self.stdout.write(
+                f"left out (service {service} does not take them): {', '.join(done.left_out)}"
+            )
+        for subscriber, result in done.results.items():
             self.stdout.write(
                 f"{subscriber}: {result.created} new deliveries (backfill), {result.reset} made "
                 f"due again, {result.skipped} already done and left alone"
