@@ -94,15 +94,16 @@ def publish_many(
                     occurred_at=now,
                 )
             )
-        _sequences_assign(connection, rows)
         targets = [
             (row, sub)
             for row in rows
             for sub in (*subscribers_for(row.type), *bus_targets_for(row.type))
         ]
         if connection.vendor == "postgresql":
+            # Sequence numbers, events and deliveries: one statement.
             sql.events_insert(connection, rows, targets, now=now)
         else:
+            _sequences_assign(connection, rows)
             # One INSERT per table for the whole call; bulk_create sets ``position``.
             Event.objects.using(using).bulk_create(rows)
             deliveries = [delivery_new(row, sub, now=now) for row, sub in targets]

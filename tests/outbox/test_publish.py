@@ -143,3 +143,39 @@ def test_subscribing_to_an_unknown_event_type_is_a_clear_error():
         subscribe("tests.NoSuchThing")
     with pytest.raises(UnknownEventType, match="is not a DomainEvent subclass"):
         subscribe(dict)
+
+
+def test_events_are_numbered_per_aggregate_in_publishing_order_with_their_deliveries():
+    """Several events of two aggregates in one call, then one more: each aggregate's events get
+    1, 2, 3, ... in the order they were published, and every delivery carries its event's."""
+    with transaction.atomic():
+        rows = publish_many(
+            [
+                ThingHappened(thing_id="a", seq=1),
+                ThingHappened(thing_id="b", seq=1),
+                ThingHappened(thing_id="a", seq=2),
+                ThingHappened(thing_id="a", seq=3),
+                ThingHappened(thing_id="b", seq=2),
+            ]
+        )
+    assert [row.sequence for row in rows] == [1, 1, 2, 3, 2]
+    with transaction.atomic():
+        publish_many([ThingHappened(thing_id="b", seq=3), ThingHappened(thing_id="a", seq=4)])
+    numbered = [
+        (aggregate_id, payload["seq"], sequence)
+        for aggregate_id, payload, sequence in Event.objects.order_by("position").values_list(
+            "aggregate_id", "payload", "sequence"
+        )
+    ]
+    assert numbered == [
+        ("a", 1, 1),
+        ("b", 1, 1),
+        ("a", 2, 2),
+        ("a", 3, 3),
+        ("b", 2, 2),
+        ("b", 3, 3),
+        ("a", 4, 4),
+    ]
+    for event in Event.objects.all():
+        assert {d.sequence for d in event.deliveries.all()} == {event.sequence}
+        assert {d.aggregate_key for d in event.deliveries.all()} == {f"thing:{event.aggregate_id}"}
