@@ -7,7 +7,7 @@ subscribers' queues it serves, and runs them in the same task, one after the oth
 first, so an order's saga runs to its end in one worker process).
 
 Nothing about the guarantees changes, because the claim is the relay's (outbox/relay.py,
-``deliveries_claim``): the same lease on each delivery, the same ``SKIP LOCKED``, the same rule
+``deliveries_claim_of``): the same lease on each delivery, the same ``SKIP LOCKED``, the same rule
 for ordered subscribers (a delivery with an undone predecessor is not claimed). A relay that
 claimed a delivery first keeps it (the worker's claim skips it), and a worker killed after its
 claim leaves leased deliveries that the relay dispatches again when the lease runs out, as for
@@ -29,13 +29,11 @@ from __future__ import annotations
 import logging
 import time
 
-from django.db.models import Q
-
 from outbox import metrics
 from outbox.conf import outbox_settings
 from outbox.context import Continuing, continuing
 from outbox.handling import delivery_handle
-from outbox.relay import deliveries_claim
+from outbox.relay import deliveries_claim_of
 from outbox.wake import relay_wake
 
 logger = logging.getLogger(__name__)
@@ -87,12 +85,10 @@ def _continuation_claim(current: Continuing, *, claim: bool) -> list[int]:
     wanted = current.deliveries
     claimed: list[int] = []
     if claim and wanted:
-        among = Q(
-            event_id__in={position for position, _ in wanted},
-            subscriber__in={name for _, name in wanted},
-        )
+        events = {position for position, _ in wanted}
+        subscribers = {name for _, name in wanted}
         try:
-            claimed = [pk for pk, _ in deliveries_claim(limit=len(wanted), among=among)]
+            claimed = [pk for pk, _ in deliveries_claim_of(events=events, subscribers=subscribers)]
         except Exception:
             logger.warning("continuation claim failed; the relay dispatches", exc_info=True)
     if claimed and metrics.enabled:

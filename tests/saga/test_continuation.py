@@ -140,6 +140,31 @@ def test_a_task_past_its_time_or_with_continuation_off_leaves_the_next_step_to_t
     assert wakes == [woken_by]
 
 
+def test_the_claim_takes_an_ordered_delivery_only_after_its_predecessor_is_done():
+    from django.db import transaction
+
+    from outbox import publish
+    from outbox.handling import delivery_handle
+    from outbox.relay import deliveries_claim_of
+    from tests.testapp.events import OrderedThing
+
+    with transaction.atomic():
+        first = publish(OrderedThing(thing_id="t", seq=1))
+    with transaction.atomic():
+        second = publish(OrderedThing(thing_id="t", seq=2))
+    events = {first.position, second.position}
+    name = first.deliveries.get().subscriber
+
+    claimed = deliveries_claim_of(events=events, subscribers={name})
+
+    assert [pk for pk, _ in claimed] == [first.deliveries.get().pk]
+    assert delivery_handle(delivery_id=claimed[0][0]) == "done"
+    later = deliveries_claim_of(events=events, subscribers={name})
+    assert [pk for pk, _ in later] == [second.deliveries.get().pk]
+    # Claimed once: a second claim finds it leased.
+    assert deliveries_claim_of(events=events, subscribers={name}) == []
+
+
 class Killed(BaseException):
     """The worker process dying in the middle of a task (nothing of it runs on)."""
 
