@@ -48,10 +48,6 @@ def queues_served_set(queues) -> None:
     _queues = frozenset(queues)
 
 
-def queues_served() -> frozenset[str]:
-    return _queues
-
-
 def deliveries_run(delivery_ids: list[int]) -> None:
     """Handle a message's deliveries, each in its own transaction and independently, and after
     each one the deliveries its run committed for this worker's queues (within the bounds)."""

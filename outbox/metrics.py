@@ -66,8 +66,8 @@ class _Metrics:
         )
         self.continued = p.Counter(
             "outbox_deliveries_continued",
-            "Deliveries a worker claimed and ran straight after the run that committed their "
-            "event, without the relay (outbox/continuation.py).",
+            "Deliveries a worker claimed, to run them itself, right after the run that committed "
+            "their event, without the relay (outbox/continuation.py).",
         )
         self._children: dict[tuple, object] = {}
 
