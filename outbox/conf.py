@@ -28,6 +28,12 @@ DEFAULTS = {
     # rest first: under load each run then claims many commits, and each message carries
     # several ids. A wake-up after a quiet spell (or beat's tick) is never held back.
     "RELAY_GATHER_SECONDS": 0.01,
+    # Continuation (outbox/continuation.py): a worker claims and runs the deliveries its own
+    # runs commit for its queues, at most this many steps deep and this long after the task
+    # began; past that they are the relay's.
+    "CONTINUATION": True,
+    "CONTINUATION_MAX_DEPTH": 10,
+    "CONTINUATION_MAX_SECONDS": 2.0,
     # Events whose deliveries are all done are deleted after this many days (0: keep forever).
     "RETENTION_DAYS": 30,
     # A relay or beat heartbeat older than this is reported stale (outbox_status, /readyz).
@@ -48,6 +54,9 @@ class OutboxSettings:
     DISPATCH_CHUNK_SIZE: int
     RELAY_MAX_SECONDS: float
     RELAY_GATHER_SECONDS: float
+    CONTINUATION: bool
+    CONTINUATION_MAX_DEPTH: int
+    CONTINUATION_MAX_SECONDS: float
     RETENTION_DAYS: int
     HEARTBEAT_STALE_SECONDS: float
 

@@ -64,6 +64,11 @@ class _Metrics:
             "Deliveries per non-empty claim (at most RELAY_BATCH_SIZE).",
             buckets=RELAY_BATCH_BUCKETS,
         )
+        self.continued = p.Counter(
+            "outbox_deliveries_continued",
+            "Deliveries a worker claimed, to run them itself, right after the run that committed "
+            "their event, without the relay (outbox/continuation.py).",
+        )
         self._children: dict[tuple, object] = {}
 
     def child(self, family, *labels):
@@ -113,6 +118,10 @@ def delivery_finished(subscriber: str, outcome: str, seconds: float | None = Non
 def relay_claimed(count: int) -> None:
     if count:
         _get().relay_batch.observe(count)
+
+
+def deliveries_continued(count: int) -> None:
+    _get().continued.inc(count)
 
 
 def relay_finished(result: str) -> None:

@@ -13,11 +13,12 @@ from django.utils import timezone
 
 from outbox import metrics, sql
 from outbox.bus.target import bus_targets_for
-from outbox.context import handling_current
+from outbox.context import continuing_current, handling_current
 from outbox.crypto import payload_seal
 from outbox.errors import NotInTransaction, UnknownEventType
 from outbox.events import DomainEvent
 from outbox.models import Delivery, Event
+from outbox.queues import BUS_QUEUE, RELAY_QUEUE
 from outbox.registry import subscribers_for
 from outbox.tracing import publish_span, publish_span_describe, trace_headers
 from outbox.wake import relay_wake
@@ -108,7 +109,7 @@ def publish_many(
             Event.objects.using(using).bulk_create(rows)
             deliveries = [delivery_new(row, sub, now=now) for row, sub in targets]
             Delivery.objects.using(using).bulk_create(deliveries)
-        if targets:
+        if targets and not _left_to_continuation(targets, using):
             _wake_relay_on_commit(connection, using)
         publish_span_describe(span, rows)
     if metrics.enabled:
@@ -137,6 +138,26 @@ def _sequences_assign(connection, rows: list[Event]) -> None:
     for row in reversed(rows):
         row.sequence = last[row.aggregate_key]
         last[row.aggregate_key] -= 1
+
+
+def _left_to_continuation(targets: list, using: str) -> bool:
+    """Inside a delivery's run on a worker that continues (outbox/continuation.py): note the
+    deliveries whose subscribers the worker serves; True when that is all of them, so the
+    relay's wake-up is left to the worker, which claims and runs them once the run commits (and
+    wakes the relay itself for any it did not claim)."""
+    current = continuing_current()
+    if current is None or using != DEFAULT_DB_ALIAS or handling_current() is None:
+        return False
+    served = [
+        (row.position, sub.name)
+        for row, sub in targets
+        if sub.queue in current.queues and sub.queue not in (BUS_QUEUE, RELAY_QUEUE)
+    ]
+    current.deliveries += served
+    if len(served) < len(targets):
+        return False
+    current.wake_owed = True
+    return True
 
 
 def _wake_relay_on_commit(connection, using: str) -> None:

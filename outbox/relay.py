@@ -47,8 +47,20 @@ _last_busy_run_started = 0.0
 _last_heartbeat: dict[str, float] = {}
 
 
-def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
+def deliveries_claim_of(*, events: set[int], subscribers: set[str]) -> list[tuple[int, str]]:
+    """Claim, as :func:`deliveries_claim` does, the due deliveries of ``events`` (positions) to
+    ``subscribers``: a worker's continuation claims those its run has just committed
+    (outbox/continuation.py)."""
+    if connection.vendor == "postgresql":
+        with transaction.atomic():
+            return sql.deliveries_claim_of(connection, events, subscribers, conf=outbox_settings())
+    among = Q(event_id__in=events, subscriber__in=subscribers)
+    return deliveries_claim(limit=len(events) * len(subscribers), among=among)
+
+
+def deliveries_claim(*, limit: int, among: Q | None = None) -> list[tuple[int, str]]:
     """Claim up to ``limit`` due deliveries for one lease; returns (id, subscriber) pairs.
+    ``among`` narrows the claim to some deliveries (:func:`deliveries_claim_of`).
 
     The lease doubles with every dispatch since the delivery's last attempt (capped at
     2**LEASE_MAX_DOUBLINGS leases): when workers fall behind, a delivery still queued in the
@@ -65,6 +77,7 @@ def deliveries_claim(*, limit: int) -> list[tuple[int, str]]:
     ).exclude(status=Delivery.Status.DONE)
     due = (
         Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+        .filter(among or Q())
         .filter(Q(ordered=False) | ~Exists(earlier_undone))
         .order_by("next_attempt_at")
         .select_for_update(skip_locked=True, of=("self",))

@@ -176,6 +176,19 @@ def deliveries_claim(connection, picked, *, conf) -> list[tuple[int, str]]:
     """PostgreSQL: select, lock and lease in one round trip (``UPDATE … FROM (SELECT … FOR
     UPDATE SKIP LOCKED) … RETURNING``), the lease doubling computed per row."""
     select_sql, select_params = picked.query.sql_with_params()
+    return _claim(connection, select_sql, select_params, conf=conf)
+
+
+def deliveries_claim_of(connection, events, subscribers, *, conf) -> list[tuple[int, str]]:
+    """PostgreSQL: the relay's claim (``deliveries_claim``, the same rules) narrowed to the
+    deliveries of ``events`` (positions) to ``subscribers``, written once: a worker's
+    continuation claims after each step, where compiling the ORM's query cost a share of
+    the step's CPU."""
+    params = [list(events), list(subscribers), Delivery.Status.PENDING, Delivery.Status.DONE]
+    return _claim(connection, _CLAIM_OF_SQL, params, conf=conf)
+
+
+def _claim(connection, select_sql: str, select_params, *, conf) -> list[tuple[int, str]]:
     # MATERIALIZED: the picked rows are selected (and locked) once; as a plain subquery the
     # planner may scan it again for each row it joins, and SKIP LOCKED then picks other rows.
     # ``rank`` keeps the claim's order (most overdue first) through the UPDATE.
@@ -199,6 +212,29 @@ def deliveries_claim(connection, picked, *, conf) -> list[tuple[int, str]]:
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         return [(pk, subscriber) for pk, subscriber in cursor.fetchall()]
+
+
+def _delivery_column(name: str, alias: str) -> str:
+    return columns(Delivery, [name], alias=alias)
+
+
+# Due, pending, and (ordered) no undone earlier delivery of the aggregate to the subscriber: the
+# relay's conditions (outbox/relay.py, deliveries_claim), on the given events and subscribers.
+_CLAIM_OF_SQL = (
+    f"SELECT {_delivery_column('id', 'c')} FROM {table(Delivery)} c "
+    f"WHERE {_delivery_column('event', 'c')} = ANY(%s) "
+    f"AND {_delivery_column('subscriber', 'c')} = ANY(%s) "
+    f"AND {_delivery_column('status', 'c')} = %s "
+    f"AND {_delivery_column('next_attempt_at', 'c')} <= statement_timestamp() "
+    f"AND (NOT {_delivery_column('ordered', 'c')} OR NOT EXISTS ("
+    f"SELECT 1 FROM {table(Delivery)} u "
+    f"WHERE {_delivery_column('subscriber', 'u')} = {_delivery_column('subscriber', 'c')} "
+    f"AND {_delivery_column('aggregate_key', 'u')} = {_delivery_column('aggregate_key', 'c')} "
+    f"AND {_delivery_column('sequence', 'u')} < {_delivery_column('sequence', 'c')} "
+    f"AND {_delivery_column('status', 'u')} <> %s)) "
+    f"ORDER BY {_delivery_column('next_attempt_at', 'c')} "
+    f"FOR UPDATE OF c SKIP LOCKED"
+)
 
 
 # --- the bus ---------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ run twice."""
 import logging
 
 from celery import shared_task
+from celery.signals import worker_init, worker_shutdown
 
-from outbox.handling import delivery_handle
+from outbox.continuation import deliveries_run, queues_served_set
 from outbox.relay import RELAY_QUEUE, heartbeat, relay_run
 from outbox.retention import events_purge
 from outbox.transport import Transport, transport_set
@@ -26,13 +27,23 @@ def relay(woken_at: float | None = None, source: str | None = None) -> int:
 def deliver(delivery_ids: list[int]) -> None:
     """Handle deliveries, each in its own transaction and independently: one that cannot be
     handled (the database failed under it) leaves the others of its message to run, and is
-    dispatched again when its lease runs out. The relay routes this task to the subscriber's
-    queue."""
-    for delivery_id in delivery_ids:
-        try:
-            delivery_handle(delivery_id=delivery_id)
-        except Exception:
-            logger.exception("delivery %s not handled; its lease will bring it back", delivery_id)
+    dispatched again when its lease runs out. After each, the deliveries its run committed for
+    this worker's queues run here too (outbox/continuation.py). The relay routes this task to
+    the subscriber's queue."""
+    deliveries_run(delivery_ids)
+
+
+@worker_init.connect
+def _worker_queues_note(sender, **kwargs) -> None:
+    # The queues the worker consumes from (its --queues, or every declared queue), which its
+    # pool processes inherit: continuation runs only deliveries of these queues.
+    queues = sender.app.amqp.queues
+    queues_served_set(queues.consume_from or queues)
+
+
+@worker_shutdown.connect
+def _worker_queues_forget(sender, **kwargs) -> None:
+    queues_served_set(())
 
 
 @shared_task(name="outbox.bus_publish", ignore_result=True)

@@ -25,6 +25,7 @@ FAMILIES = {
     "outbox_handler_duration_seconds",
     "outbox_relay_runs",
     "outbox_relay_batch_size",
+    "outbox_deliveries_continued",
     "outbox_lag_seconds",
     "outbox_backlog",
     "outbox_dead_letters",
