@@ -68,6 +68,19 @@ def database_service():
         require_service(f"postgres://{db['HOST']}:{db['PORT'] or 5432}", "PostgreSQL")
 
 
+@pytest.fixture(autouse=True)
+def simulated_gateway_forgets():
+    """Every test starts with a simulated gateway that remembers no idempotency key: it keeps
+    them in this process's memory, keyed by order id, and SQLite gives a flushed table's ids
+    again, so a saga test's order 2 was once answered with an earlier test's decline for its
+    order 2 (tests/saga/test_cancellation_e2e.py, seen on SQLite once continuation landed)."""
+    from payments.gateway import simulated_gateway_reset
+
+    simulated_gateway_reset()
+    yield
+    simulated_gateway_reset()
+
+
 @pytest.fixture
 def outbox_fast(settings):
     """Short leases and quick retries so that recovery paths finish in seconds."""
