@@ -23,6 +23,11 @@ leaves three races open, and each is closed here:
   same message. Here a consumer claims a message by renaming it, inside its own folder, to a
   name that is unique and no queue matches; exactly one consumer's rename succeeds.
 
+Message order: kombu names a message file by the time in whole milliseconds, so messages sent
+within one millisecond were taken in random order. Here a name starts with a stamp that strictly
+increases across the messages a thread sends (``_stamp``), zero-padded so that the consumer's sort
+by name is the order of the stamps: a producer's messages are taken in the order it sent them.
+
 ``tests/shop/test_broker.py`` runs several processes declaring queues, publishing and consuming
 at once, and checks that nothing fails, nothing is lost and nothing is taken twice.
 """
@@ -31,13 +36,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import shutil
 import uuid
 from pathlib import Path
 from queue import Empty
-from time import monotonic
+from time import monotonic_ns
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
@@ -45,6 +51,19 @@ from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
 exchange_queue_t = filesystem.exchange_queue_t
+
+_stamp_counter = itertools.count()  # next() on it is atomic: threads never share a number
+
+
+def _stamp() -> str:
+    """The start of a message file's name, compared as a string: greater than every stamp the
+    calling thread made before, and unique across threads and processes.
+
+    The system's monotonic clock in nanoseconds (shared by the processes of a machine; two reads
+    may return the same value), then a counter of this process (which breaks such a tie), then a
+    random part (two processes may stamp the same nanosecond with the same count). Fixed,
+    zero-padded widths, so that comparing two names as strings compares their numbers."""
+    return f"{monotonic_ns():020d}_{next(_stamp_counter):012d}_{uuid.uuid4().hex}"
 
 
 def _write_atomically(path: Path | str, data: bytes) -> None:
@@ -62,7 +81,7 @@ def _write_atomically(path: Path | str, data: bytes) -> None:
 
 class Channel(filesystem.Channel):
     def _put(self, queue, payload, **kwargs):
-        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{_stamp()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         try:
             # "<queue>.msg.<hex>.part" matches no queue's pattern until it is renamed.

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 
 from harness.smtp import SmtpInbox
 from shop.celery import app as celery_app
@@ -59,6 +60,17 @@ def isolated_broker(tmp_path_factory):
             "global_keyprefix": f"test-{os.getpid()}-{uuid.uuid4().hex[:6]}:",
         }
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing():
+    """Passwords this process sets are hashed with MD5: the production hasher (PBKDF2, a million
+    rounds) costs about a second per user created or login on a loaded machine, and no test is
+    about its strength. The production hashers stay listed, so a password a subprocess set (the
+    demo's, seeded by manage.py) is still checked here."""
+    md5 = "django.contrib.auth.hashers.MD5PasswordHasher"
+    with override_settings(PASSWORD_HASHERS=[md5, *settings.PASSWORD_HASHERS]):
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

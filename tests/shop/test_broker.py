@@ -11,6 +11,7 @@ import traceback
 import uuid
 from pathlib import Path
 
+import pytest
 from kombu import Connection, Exchange, Queue
 
 from shop.broker import Channel, Transport
@@ -234,3 +235,22 @@ def test_a_thread_that_finds_a_binding_declared_publishes_into_a_table_that_has_
         message = queue.get(timeout=5)
         message.ack()
     assert message.payload == {"n": 1}
+
+
+def test_a_burst_from_one_producer_is_taken_in_the_order_it_was_sent(tmp_path):
+    """Hundreds of messages sent back to back (several within each millisecond, where names by
+    the millisecond tie and the order was random) come out of the queue in the order they went
+    in."""
+    n = 300
+    with Connection(transport=Transport, transport_options=_options(tmp_path)) as conn:
+        queue = conn.SimpleQueue("burst")
+        for i in range(n):
+            queue.put({"n": i})
+        received = []
+        for _ in range(n):
+            message = queue.get(timeout=5)
+            received.append(message.payload["n"])
+            message.ack()
+        with pytest.raises(queue.Empty):
+            queue.get(timeout=0.1)
+    assert received == list(range(n))
