@@ -15,7 +15,7 @@ SCRIPTS = Path(__file__).resolve().parent
 # The package next to this file (scripts/chaos/), and the project for django.setup().
 sys.path[:0] = [str(SCRIPTS), str(SCRIPTS.parent)]
 
-from chaos.run import main  # noqa: E402
+from chaos.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
