@@ -1,5 +1,7 @@
-"""The chaos tests' marker (``pytest -m "not chaos"`` leaves out their few minutes), and what
-they do when a server binary they need is not installed."""
+"""The chaos tests' marks (the ``chaos`` marker, registered in pyproject.toml: ``pytest -m "not
+chaos"`` leaves out their few minutes), and what they do when a server binary they need is not
+installed. The marker is registered there, not here: ``CHAOS_TEST`` uses it when this file is
+imported, which in a run of the whole suite is after pytest has checked its markers."""
 
 import json
 import shutil
@@ -26,12 +28,6 @@ CHAOS_TEST = [
         reason="runs in the PostgreSQL + Redis pass",
     ),
 ]
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "chaos: the short chaos runs (scripts/chaos.py) against real processes"
-    )
 
 
 def skip_or_fail(message: str) -> None:
