@@ -142,7 +142,7 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
         latencies = handler_latencies(side, tag, count)
         figures = latency_figures(broker, latencies)
         confirmed = _confirmed_after_commit(bench, tag)
-        stored = _stored_on_b_after_commit(bench, database_b.url, tag)
+        stored, stored_per_second = _stored_on_b_after_commit(bench, database_b.url, tag)
         details = {
             "events": count,
             "rate_target": s.latency_rate,
@@ -157,6 +157,9 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
             # from there to the handler is B's relay, its Celery hop and its worker.
             "b_stored_p50_ms": percentile(stored, 50),
             "b_stored_p99_ms": percentile(stored, 99),
+            # Events B's consumer stored in each second from the first commit: below the
+            # producer's rate while it runs, a backlog grows (and drains once A is quiet).
+            "b_stored_per_second": stored_per_second,
             "namespace": namespace,
             "consumer_broker": b_redis,
             "handler_runs": bench.runs(tag),
@@ -202,9 +205,12 @@ def _confirmed_after_commit(bench: Bench, tag: str) -> list[float]:
     return [1000.0 * (done.timestamp() - commits[seq]) for seq, done in rows if seq in commits]
 
 
-def _stored_on_b_after_commit(bench: Bench, database_url: str, tag: str) -> list[float]:
+def _stored_on_b_after_commit(
+    bench: Bench, database_url: str, tag: str
+) -> tuple[list[float], list[int]]:
     """Per event of ``tag``: ms from its commit on A to its delivery created on B (the
-    consumer's transaction; ``created_at`` is the consumer's clock, the same machine's)."""
+    consumer's transaction; ``created_at`` is the consumer's clock, the same machine's); and
+    how many B stored in each whole second since the first commit."""
     import psycopg
 
     commits = bench.stamps(f"bench:commit:{tag}")
@@ -215,7 +221,12 @@ def _stored_on_b_after_commit(bench: Bench, database_url: str, tag: str) -> list
             "WHERE e.type = 'bench.RemotePing' AND e.payload->>'tag' = %s",
             [tag],
         ).fetchall()
-    return [1000.0 * (at.timestamp() - commits[seq]) for seq, at in rows if seq in commits]
+    latencies = [1000.0 * (at.timestamp() - commits[seq]) for seq, at in rows if seq in commits]
+    if not commits or not rows:
+        return latencies, []
+    first = min(commits.values())
+    seconds = [max(0, int(at.timestamp() - first)) for _, at in rows]
+    return latencies, [seconds.count(n) for n in range(max(seconds) + 1)]
 
 
 def _wait_starts(side: ServiceSide, tag: str, count: int) -> None:
