@@ -267,14 +267,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
         "polling_interval": env_float("SHOP_BROKER_POLLING_INTERVAL", 0.05),
     }
-elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    # No acknowledgement emulation (kombu's "unacked" hash: a round trip when a worker takes a
-    # message and another when it acknowledges it): 1 ms of worker CPU per message here
-    # (docs/benchmarks.md). No guarantee rests on it: every task is acknowledged before it runs,
-    # a deliver message lost with a worker comes back through its delivery's lease
-    # (docs/outbox.md), the other tasks are beat's periodic ones, and a worker that stops
-    # cleanly still puts the messages it had reserved back in their queues.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"ack_emulation": False}
+# On Redis kombu's acknowledgement emulation stays on (its default). Off, it saved about 1 ms of
+# worker CPU per message (bench/experiments/no_redis_ack_emulation.py), but a worker that cannot
+# put its reserved messages back at shutdown then pickles them into a file in the temporary
+# folder (kombu's emergency dump), the likely source of two files a clean-clone run of the
+# suite left behind; so not taken.
 if _BROKER_ENV != "CELERY_BROKER_URL":
     # Celery prefers the CELERY_BROKER_URL environment variable to any setting: this process's
     # broker is its service's, whatever the environment holds for the shop.

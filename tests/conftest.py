@@ -54,7 +54,7 @@ def isolated_broker(tmp_path_factory):
         }
     elif url.startswith("redis://"):
         require_service(url, "Redis")
-        # The settings' own options (no acknowledgement emulation) stay: tests run them.
+        # The settings' own options, if any, stay: tests run them.
         celery_app.conf.broker_transport_options = {
             **(celery_app.conf.broker_transport_options or {}),
             "global_keyprefix": f"test-{os.getpid()}-{uuid.uuid4().hex[:6]}:",
