@@ -1,15 +1,22 @@
-"""Taking an event in from the bus: store it with its local deliveries, then acknowledge.
+"""Taking events in from the bus: store them with their local deliveries, then acknowledge.
 
-``bus_event_store`` writes the event into this service's event store (``event_id`` is unique)
-and its deliveries to the local subscribers, in one transaction; the adapter acknowledges the
-broker only after that transaction committed (guarantee 7). A redelivered or republished event
-hits the unique event id: nothing is written and the message is acknowledged as a duplicate.
-From there the ordinary relay and workers run the handlers, upcasters included.
+The adapter hands the consumer every message it already holds, as a batch
+(``bus_messages_receive``); ``bus_events_store`` writes the batch's events into this service's
+event store (``event_id`` is unique) and their deliveries to the local subscribers, in one
+transaction with one relay wake-up on its commit; the adapter acknowledges the broker only
+after that commit (guarantee 7). A redelivered or republished event finds its id taken, in the
+store or earlier in the same batch: nothing is written and the message is acknowledged as a
+duplicate. Each message keeps a verdict of its own: a malformed one is dead-lettered alone,
+never part of the transaction, and if the batch's transaction fails (a racing consumer's
+insert, the database) the batch is stored again one message per transaction
+(``bus_event_store``), so that a failure affects only the message it belongs to. From there
+the ordinary relay and workers run the handlers, upcasters included.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
@@ -73,23 +80,135 @@ def bus_event_store(*, event: IncomingEvent) -> str:
     return "stored"
 
 
+def bus_events_store(*, events: Sequence[IncomingEvent]) -> list[str]:
+    """Store ``events`` (distinct ids, in the broker's order) and their local deliveries in one
+    transaction; returns, per event, ``stored`` or ``duplicate`` (already in the store).
+
+    One query for the ids already stored, one insert of the new events (in the given order, so
+    ``position`` keeps the broker's order within an aggregate) and one of all their deliveries,
+    one commit, one relay wake-up. Raises what the transaction raised (an ``IntegrityError``
+    when another consumer stored one of them meanwhile); nothing is then written.
+    """
+    ids = [event.event_id for event in events]
+    with transaction.atomic():
+        taken = set(Event.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
+        rows = [
+            Event(
+                event_id=event.event_id,
+                type=event.type,
+                version=event.version,
+                aggregate_type=event.aggregate_type,
+                aggregate_id=event.aggregate_id,
+                payload=event.payload,
+                correlation_id=event.correlation_id,
+                causation_id=event.causation_id,
+                headers=event.headers,
+                occurred_at=event.occurred_at,
+            )
+            for event in events
+            if event.event_id not in taken
+        ]
+        if rows:
+            # Both backends return the new positions (PostgreSQL, and SQLite 3.35+ on Django
+            # 5.2): the deliveries need them.
+            Event.objects.bulk_create(rows)
+            now = timezone.now()
+            Delivery.objects.bulk_create(
+                [
+                    delivery_new(row, sub, now=now)
+                    for row in rows
+                    for sub in subscribers_for(row.type)
+                ]
+            )
+            transaction.on_commit(relay_wake)
+    return ["duplicate" if event_id in taken else "stored" for event_id in ids]
+
+
 def bus_message_receive(*, message: ReceivedMessage, adapter: BusAdapter) -> Verdict:
-    """What the consumer does with one message; never raises."""
+    """What the consumer does with one message alone; never raises."""
+    return bus_messages_receive(messages=[message], adapter=adapter)[0]
+
+
+def bus_messages_receive(
+    *, messages: Sequence[ReceivedMessage], adapter: BusAdapter
+) -> list[Verdict]:
+    """What the consumer does with a batch of messages, in the broker's order: a verdict per
+    message; never raises.
+
+    Malformed messages and types this service does not take are settled alone; the others are
+    stored in one transaction (``bus_events_store``). Should that fail, each is stored in a
+    transaction of its own (``bus_event_store``), its failure its own ``RETRY``. A second copy
+    of an event within the batch is a duplicate, acknowledged only once its first copy is
+    stored: were the first retried, the copy is retried too, never acknowledged into nothing.
+    """
     service = bus_settings().SERVICE
-    try:
-        event = adapter.decode(message)
-    except MalformedMessage as exc:
-        logger.error(
-            "bus message dead-lettered: %s (headers %s, %s bytes)",
-            exc,
-            _short(message.headers),
-            len(message.body or b""),
-        )
-        _count(service, "dead")
-        return Verdict.DEAD
-    if event.type not in bus_types_consumed():
-        _count(service, "ignored")
-        return Verdict.ACK
+    consumed = set(bus_types_consumed())
+    verdicts: list[Verdict | None] = [None] * len(messages)
+    batch: list[tuple[int, IncomingEvent]] = []
+    first_copy: dict = {}  # event id -> index of its first message in this batch
+    copies: list[tuple[int, int]] = []  # (index, index of the first copy)
+    for index, message in enumerate(messages):
+        try:
+            event = adapter.decode(message)
+        except MalformedMessage as exc:
+            logger.error(
+                "bus message dead-lettered: %s (headers %s, %s bytes)",
+                exc,
+                _short(message.headers),
+                len(message.body or b""),
+            )
+            _count(service, "dead")
+            verdicts[index] = Verdict.DEAD
+            continue
+        if event.type not in consumed:
+            _count(service, "ignored")
+            verdicts[index] = Verdict.ACK
+            continue
+        if event.event_id in first_copy:
+            copies.append((index, first_copy[event.event_id]))
+            continue
+        first_copy[event.event_id] = index
+        batch.append((index, event))
+    if batch:
+        _batch_store(batch, verdicts, service)
+    for index, first in copies:
+        if verdicts[first] is Verdict.ACK:
+            logger.debug("bus message %s: a second copy in the same batch", index)
+            _count(service, "duplicate")
+            verdicts[index] = Verdict.ACK
+        else:
+            _count(service, "retry")
+            verdicts[index] = Verdict.RETRY
+    return verdicts
+
+
+def _batch_store(
+    batch: list[tuple[int, IncomingEvent]], verdicts: list[Verdict | None], service: str
+) -> None:
+    if len(batch) > 1:
+        try:
+            outcomes = bus_events_store(events=[event for _, event in batch])
+        except Exception as exc:
+            # A racing consumer's insert, or the database: one message per transaction, so
+            # that each gets its own verdict (a database that is down: RETRY for each).
+            logger.warning(
+                "storing a batch of %s bus events failed (%s); storing them one at a time",
+                len(batch),
+                exc,
+            )
+            close_old_connections()  # a broken connection is replaced before the next try
+        else:
+            for (index, event), outcome in zip(batch, outcomes, strict=True):
+                logger.debug("bus event %s %s %s", event.type, event.event_id, outcome)
+                _count(service, outcome)
+                verdicts[index] = Verdict.ACK
+            _stored_batch(service, outcomes.count("stored"))
+            return
+    for index, event in batch:
+        verdicts[index] = _one_store(event, service)
+
+
+def _one_store(event: IncomingEvent, service: str) -> Verdict:
     try:
         outcome = bus_event_store(event=event)
     except Exception:
@@ -99,7 +218,14 @@ def bus_message_receive(*, message: ReceivedMessage, adapter: BusAdapter) -> Ver
         return Verdict.RETRY
     logger.debug("bus event %s %s %s", event.type, event.event_id, outcome)
     _count(service, outcome)
+    if outcome == "stored":
+        _stored_batch(service, 1)
     return Verdict.ACK
+
+
+def _stored_batch(service: str, stored: int) -> None:
+    if stored and metrics.enabled:
+        metrics.bus_stored_batch(service=service, events=stored)
 
 
 def _count(service: str, outcome: str) -> None:

@@ -6,6 +6,8 @@
   confirm.
 - ``outbox_bus_received_total{service,outcome}``: messages a consumer settled: stored,
   duplicate, ignored (not for this service), dead (malformed, dead-lettered), retry.
+- ``outbox_bus_stored_batch_events{service}``: events a consumer stored per transaction (its
+  count is the consumer's storing commits, its sum the events they stored).
 - ``outbox_bus_consumer_lag{service}``: messages waiting for the service's consumer.
 - ``outbox_bus_unroutable{namespace}``: messages the alternate exchange kept (RabbitMQ).
 """
@@ -23,6 +25,7 @@ except ImportError:  # pragma: no cover
 
 enabled = prometheus_client is not None
 
+STORED_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
 CONFIRM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 _families: dict[str, object] = {}
@@ -50,6 +53,12 @@ def _family(name: str):
                 "Messages a consumer settled: stored, duplicate, ignored, dead, retry.",
                 ["service", "outcome"],
             )
+            _families["stored_batch"] = p.Histogram(
+                "outbox_bus_stored_batch_events",
+                "Events a consumer stored per transaction.",
+                ["service"],
+                buckets=STORED_BATCH_BUCKETS,
+            )
             _families["lag"] = p.Gauge(
                 "outbox_bus_consumer_lag",
                 "Messages waiting in the broker for this service's consumer.",
@@ -75,6 +84,10 @@ def bus_published(*, target: str, outcomes: dict[str, int], seconds: float) -> N
 
 def bus_received(*, service: str, outcome: str) -> None:
     _family("received").labels(service, outcome).inc()
+
+
+def bus_stored_batch(*, service: str, events: int) -> None:
+    _family("stored_batch").labels(service).observe(events)
 
 
 def bus_consumer_stats(*, service: str, namespace: str, lag, unroutable) -> None:

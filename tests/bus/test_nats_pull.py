@@ -37,16 +37,16 @@ def test_a_pull_answered_late_is_an_idle_poll_not_a_reconnect(monkeypatch, caplo
     monkeypatch.setattr(NatsAdapter, "_bind", bind)
     received, stop = [], threading.Event()
 
-    def on_message(message):
-        received.append(message.body)
-        return Verdict.ACK
+    def on_batch(messages):
+        received.extend(message.body for message in messages)
+        return [Verdict.ACK] * len(messages)
 
     consumer = threading.Thread(
         target=adapter.consume,
         kwargs=dict(
             service="pull",
             event_types=["tests.Pulled"],
-            on_message=on_message,
+            on_batch=on_batch,
             stop=stop,
             prefetch=10,
         ),

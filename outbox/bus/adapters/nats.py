@@ -51,6 +51,15 @@ ACK_WAIT_SECONDS = 30.0
 FETCH_SECONDS = 1.0
 
 
+def _received(msg) -> ReceivedMessage:
+    return ReceivedMessage(
+        headers=dict(msg.headers or {}),
+        content_type=(msg.headers or {}).get("content-type"),
+        body=msg.data,
+        redelivered=msg.metadata.num_delivered > 1,
+    )
+
+
 def _stream_name(namespace: str, suffix: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9]', '_', namespace).upper()}_{suffix}"
 
@@ -268,7 +277,7 @@ class NatsAdapter:
         *,
         service: str,
         event_types: Sequence[str],
-        on_message: Callable[[ReceivedMessage], Verdict],
+        on_batch: Callable[[Sequence[ReceivedMessage]], Sequence[Verdict]],
         stop: threading.Event,
         prefetch: int,
         on_idle: Callable[[], None] | None = None,
@@ -297,19 +306,16 @@ class NatsAdapter:
                 if on_idle:
                     on_idle()
                 continue
-            for msg in messages:
-                if msg.subject not in wanted:
-                    self._run(msg.ack())  # another service's type (a pre-2.10 wide filter)
-                    continue
-                verdict = on_message(
-                    ReceivedMessage(
-                        headers=dict(msg.headers or {}),
-                        content_type=(msg.headers or {}).get("content-type"),
-                        body=msg.data,
-                        redelivered=msg.metadata.num_delivered > 1,
-                    )
+            # The pull's messages are the batch: what the server had, never waited for.
+            # Another service's types (a pre-2.10 wide filter) are acknowledged unread.
+            taken = [msg for msg in messages if msg.subject in wanted]
+            verdicts = on_batch([_received(msg) for msg in taken]) if taken else []
+            settle = dict(zip(map(id, taken), verdicts, strict=True))
+            self._run(
+                self._batch_settle(
+                    [(msg, settle.get(id(msg), Verdict.ACK)) for msg in messages], service
                 )
-                self._run(self._settle(msg, verdict, service))
+            )
 
     async def _bind(self, service: str):
         js = await self._connect()
@@ -328,6 +334,23 @@ class NatsAdapter:
             return await subscription.fetch(batch, timeout=FETCH_SECONDS)
         except TimeoutError:  # asyncio's (3.11+), and nats.errors.TimeoutError is one too
             return []
+
+    async def _batch_settle(self, settled: list[tuple], service: str) -> None:
+        """Settle a batch after its verdicts (so after the commit that stored it), every
+        message at once; one that fails to settle (a lost connection) is redelivered after
+        ``ack_wait`` and found a duplicate."""
+        results = await asyncio.gather(
+            *(self._settle(msg, verdict, service) for msg, verdict in settled),
+            return_exceptions=True,
+        )
+        for (msg, verdict), result in zip(settled, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.warning(
+                    "NATS: settling message %s (%s) failed: %s",
+                    msg.metadata.sequence.stream,
+                    verdict.value,
+                    result,
+                )
 
     async def _settle(self, msg, verdict: Verdict, service: str) -> None:
         if verdict is Verdict.ACK:

@@ -91,6 +91,26 @@ def _coalesced_writes(connection):
         real(bytes(buffer))
 
 
+def _take_waiting(conn, held: list, limit: int) -> None:
+    """Read whatever the broker has already pushed, up to ``limit`` messages held, without
+    waiting for more: a read with a timeout of 0 ends at the first frame not yet arrived (a
+    message half read is completed by the next read)."""
+    while len(held) < limit:
+        try:
+            conn.drain_events(timeout=0)
+        except TimeoutError:
+            return
+
+
+def _received(message) -> ReceivedMessage:
+    return ReceivedMessage(
+        headers=dict(message.headers or {}),
+        content_type=message.content_type,
+        body=message.body,
+        redelivered=bool(message.delivery_info.get("redelivered")),
+    )
+
+
 class RabbitMQAdapter:
     def __init__(self, url: str, *, namespace: str) -> None:
         self.url = url
@@ -336,7 +356,7 @@ class RabbitMQAdapter:
         *,
         service: str,
         event_types: Sequence[str],
-        on_message: Callable[[ReceivedMessage], Verdict],
+        on_batch: Callable[[Sequence[ReceivedMessage]], Sequence[Verdict]],
         stop: threading.Event,
         prefetch: int,
         on_idle: Callable[[], None] | None = None,
@@ -349,26 +369,10 @@ class RabbitMQAdapter:
                     channel = conn.channel()
                     self._declare(channel, service, event_types)
                     channel.basic_qos(0, prefetch, False)
-
-                    def received(message) -> None:
-                        verdict = on_message(
-                            ReceivedMessage(
-                                headers=dict(message.headers or {}),
-                                content_type=message.content_type,
-                                body=message.body,
-                                redelivered=bool(message.delivery_info.get("redelivered")),
-                            )
-                        )
-                        if verdict is Verdict.ACK:
-                            message.ack()
-                        elif verdict is Verdict.DEAD:
-                            message.reject(requeue=False)  # to <ns>.dead
-                        else:
-                            time.sleep(1.0)  # this side is failing: do not spin on it
-                            message.requeue()
+                    held: list = []  # pushed by the broker, not yet settled
 
                     queue = self._service_queue(service, event_types)(channel)
-                    with Consumer(channel, queues=[queue], on_message=received, no_ack=False):
+                    with Consumer(channel, queues=[queue], on_message=held.append, no_ack=False):
                         logger.info("consuming %s for %s", queue.name, ", ".join(event_types))
                         delay = 0.5
                         while not stop.is_set():
@@ -378,6 +382,11 @@ class RabbitMQAdapter:
                                 conn.heartbeat_check()
                                 if on_idle:
                                     on_idle()
+                                continue
+                            _take_waiting(conn, held, prefetch)
+                            if held:
+                                batch, held[:] = held[:], []
+                                self._batch_settle(batch, on_batch([_received(m) for m in batch]))
             # kombu's ensure_connection wraps a refused or dropped connection in its own
             # OperationalError: a broker that is away when the consumer starts.
             except (
@@ -391,6 +400,30 @@ class RabbitMQAdapter:
                 logger.warning("RabbitMQ connection lost (%s); reconnecting in %.1fs", exc, delay)
                 stop.wait(delay)
                 delay = min(RECONNECT_CAP_SECONDS, delay * 2)
+
+    @staticmethod
+    def _batch_settle(batch: list, verdicts: Sequence[Verdict]) -> None:
+        """Settle a batch after its verdicts (so after the commit that stored it): one
+        ``basic.ack`` with ``multiple`` for the leading run of acknowledged messages (their
+        delivery tags are the lowest this channel has unsettled: every earlier batch was
+        settled), then the rest one by one; those to retry after one pause for the batch."""
+        lead = 0
+        while lead < len(batch) and verdicts[lead] is Verdict.ACK:
+            lead += 1
+        if lead:
+            batch[lead - 1].ack(multiple=lead > 1)
+        retry = []
+        for message, verdict in zip(batch[lead:], verdicts[lead:], strict=True):
+            if verdict is Verdict.ACK:
+                message.ack()
+            elif verdict is Verdict.DEAD:
+                message.reject(requeue=False)  # to <ns>.dead
+            else:
+                retry.append(message)
+        if retry:
+            time.sleep(1.0)  # this side is failing: do not spin on it
+            for message in retry:
+                message.requeue()
 
     def stats(self, *, service: str) -> ConsumerStats:
         with Connection(self.url, connect_timeout=5) as conn:

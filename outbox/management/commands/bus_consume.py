@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from outbox.bus import metrics
 from outbox.bus.adapters import adapter_for
 from outbox.bus.conf import bus_settings
-from outbox.bus.consuming import bus_message_receive, bus_types_consumed, bus_types_unpublished
+from outbox.bus.consuming import bus_messages_receive, bus_types_consumed, bus_types_unpublished
 
 logger = logging.getLogger("outbox.bus.consume")
 STATS_EVERY_SECONDS = 15.0
@@ -17,8 +17,9 @@ STATS_EVERY_SECONDS = 15.0
 class Command(BaseCommand):
     help = (
         "Take this service's events in from the bus (EVENT_BUS_URL): declare its queue or "
-        "durable consumer from the subscriber registry, store each event with its local "
-        "deliveries, acknowledge after the commit. Runs until SIGTERM or SIGINT."
+        "durable consumer from the subscriber registry, store the events it holds with their "
+        "local deliveries, one transaction per batch, acknowledge after the commit. Runs until "
+        "SIGTERM or SIGINT."
     )
 
     def add_arguments(self, parser):
@@ -94,7 +95,7 @@ class Command(BaseCommand):
         adapter.consume(
             service=conf.SERVICE,
             event_types=types,
-            on_message=lambda message: bus_message_receive(message=message, adapter=adapter),
+            on_batch=lambda messages: bus_messages_receive(messages=messages, adapter=adapter),
             stop=stop,
             prefetch=conf.PREFETCH,
             on_idle=idle,
