@@ -137,9 +137,16 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
             stamps_key=f"bench:commit:{tag}",
             event="remote",
         )
+        commits_before = _b_store_commits(env_b["PROMETHEUS_MULTIPROC_DIR"])
         producers.go()
         (result,) = producers.results(timeout=60 + s.latency_seconds * 3)
         latencies = handler_latencies(side, tag, count)
+        commits, stored_events = (
+            after - before
+            for after, before in zip(
+                _b_store_commits(env_b["PROMETHEUS_MULTIPROC_DIR"]), commits_before, strict=True
+            )
+        )
         figures = latency_figures(broker, latencies)
         confirmed = _confirmed_after_commit(bench, tag)
         stored, stored_per_second = _stored_on_b_after_commit(bench, database_b.url, tag)
@@ -160,6 +167,10 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
             # Events B's consumer stored in each second from the first commit: below the
             # producer's rate while it runs, a backlog grows (and drains once A is quiet).
             "b_stored_per_second": stored_per_second,
+            # B's consumer's storing transactions in the steady run, and events per transaction
+            # (outbox_bus_stored_batch_events: the batch it had in hand each time).
+            "b_store_commits": commits,
+            "b_events_per_store_commit": stored_events / commits if commits else None,
             "namespace": namespace,
             "consumer_broker": b_redis,
             "handler_runs": bench.runs(tag),
@@ -192,6 +203,26 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
         database_b.drop()
         b_client.flushdb()
         topology_delete(url, namespace, [SERVICE_B])
+
+
+def _b_store_commits(folder: str) -> tuple[float, float]:
+    """B's consumer's storing transactions so far and the events they stored."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=folder)
+    found = {
+        sample.name: sample.value
+        for family in registry.collect()
+        if family.name == "outbox_bus_stored_batch_events"
+        for sample in family.samples
+        if sample.labels.get("service") == SERVICE_B
+    }
+    return (
+        found.get("outbox_bus_stored_batch_events_count", 0.0),
+        found.get("outbox_bus_stored_batch_events_sum", 0.0),
+    )
 
 
 def _confirmed_after_commit(bench: Bench, tag: str) -> list[float]:
