@@ -167,6 +167,8 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
             # Events B's consumer stored in each second from the first commit: below the
             # producer's rate while it runs, a backlog grows (and drains once A is quiet).
             "b_stored_per_second": stored_per_second,
+            # From B's store on: its relay's claim, then the Celery hop and its worker.
+            **_b_after_store(bench, database_b.url, tag),
             # B's consumer's storing transactions in the steady run, and events per transaction
             # (outbox_bus_stored_batch_events: the batch it had in hand each time).
             "b_store_commits": commits,
@@ -258,6 +260,40 @@ def _stored_on_b_after_commit(
     first = min(commits.values())
     seconds = [max(0, int(at.timestamp() - first)) for _, at in rows]
     return latencies, [seconds.count(n) for n in range(max(seconds) + 1)]
+
+
+def _b_after_store(bench: Bench, database_url: str, tag: str) -> dict:
+    """B's own outbox path, per event of ``tag``: ms from its delivery's creation (the
+    consumer's store) to the relay's claim of it (``dispatched_at``), from that claim to its
+    handler's start, and how many handlers started in each whole second since A's first
+    commit (below the producer's rate while it runs: B's relay and worker fall behind)."""
+    import psycopg
+
+    commits = bench.stamps(f"bench:commit:{tag}")
+    starts = bench.starts(tag)
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT (e.payload->>'ping_id')::int, d.created_at, d.dispatched_at "
+            "FROM outbox_delivery d JOIN outbox_event e ON e.position = d.event_id "
+            "WHERE e.type = 'bench.RemotePing' AND e.payload->>'tag' = %s",
+            [tag],
+        ).fetchall()
+    claimed = [1000.0 * (at.timestamp() - created.timestamp()) for _, created, at in rows if at]
+    to_start = [
+        1000.0 * (starts[seq] - at.timestamp()) for seq, _, at in rows if at and seq in starts
+    ]
+    per_second: list[int] = []
+    if commits and starts:
+        first = min(commits.values())
+        seconds = [max(0, int(t - first)) for t in starts.values()]
+        per_second = [seconds.count(n) for n in range(max(seconds) + 1)]
+    return {
+        "b_store_to_claim_p50_ms": percentile(claimed, 50) if claimed else None,
+        "b_store_to_claim_p99_ms": percentile(claimed, 99) if claimed else None,
+        "b_claim_to_handler_p50_ms": percentile(to_start, 50) if to_start else None,
+        "b_claim_to_handler_p99_ms": percentile(to_start, 99) if to_start else None,
+        "b_handled_per_second": per_second,
+    }
 
 
 def _wait_starts(side: ServiceSide, tag: str, count: int) -> None:
