@@ -16,11 +16,13 @@ the ordinary relay and workers run the handlers, upcasters included.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.utils import timezone
 
+from outbox import sql
 from outbox.bus import metrics
 from outbox.bus.adapters.base import BusAdapter, ReceivedMessage, Verdict
 from outbox.bus.conf import bus_settings
@@ -55,7 +57,9 @@ def bus_event_store(*, event: IncomingEvent) -> str:
         return "duplicate"
     try:
         with transaction.atomic():
+            key = f"{event.aggregate_type}:{event.aggregate_id}"
             row = Event.objects.create(
+                sequence=_sequences_take({key: 1})[key],
                 event_id=event.event_id,
                 type=event.type,
                 version=event.version,
@@ -109,6 +113,7 @@ def bus_events_store(*, events: Sequence[IncomingEvent]) -> list[str]:
             if event.event_id not in taken
         ]
         if rows:
+            _sequences_assign(rows)
             # Both backends return the new positions (PostgreSQL, and SQLite 3.35+ on Django
             # 5.2): the deliveries need them.
             Event.objects.bulk_create(rows)
@@ -122,6 +127,21 @@ def bus_events_store(*, events: Sequence[IncomingEvent]) -> list[str]:
             )
             transaction.on_commit(relay_wake)
     return ["duplicate" if event_id in taken else "stored" for event_id in ids]
+
+
+def _sequences_take(counts: dict[str, int]) -> dict[str, int]:
+    """Sequence numbers within each aggregate for the events taken in, as a publisher numbers
+    its own (``Event.sequence``, outbox/publisher.py): an ordered subscriber here runs one
+    aggregate's events in the broker's order, one at a time. Each key's last number; its row
+    stays locked until the transaction ends."""
+    return sql.aggregate_sequences_take(connection, counts)
+
+
+def _sequences_assign(rows: list[Event]) -> None:
+    last = _sequences_take(Counter(row.aggregate_key for row in rows))
+    for row in reversed(rows):
+        row.sequence = last[row.aggregate_key]
+        last[row.aggregate_key] -= 1
 
 
 def bus_message_receive(*, message: ReceivedMessage, adapter: BusAdapter) -> Verdict:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import pytest
 from django.db import OperationalError, connection
+from django.utils import timezone
 
 from outbox.bus import consuming
 from outbox.bus.adapters.base import Verdict
 from outbox.bus.consuming import bus_event_store, bus_messages_receive
 from outbox.models import Delivery, Event
+from outbox.relay import deliveries_claim
 from tests.bus.test_wire import ADAPTERS, received, spoil, stored
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -107,3 +109,29 @@ def test_an_insert_failing_mid_batch_falls_back_to_one_message_per_transaction(a
     assert events_stored() == [("t-1", n) for n in range(4)]
     assert Delivery.objects.count() == 4 * 3
     assert len(wakes) == 4  # one per transaction of the fallback
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=["alone", "batch"])
+def test_an_ordered_subscriber_takes_consumed_events_in_the_brokers_order(batch, wakes):
+    """Events taken in from the bus are numbered within their aggregate, as a publisher numbers
+    its own: the relay claims an ordered subscriber's next one only once the earlier is done."""
+    adapter = ADAPTERS[0]
+    rows = [
+        stored(type="tests.OrderedThing", payload={"thing_id": "t-1", "seq": n}) for n in range(3)
+    ]
+    messages = [received(adapter, row) for row in rows]
+    for start in range(0, 3, batch):
+        assert bus_messages_receive(messages=messages[start : start + batch], adapter=adapter) == [
+            Verdict.ACK
+        ] * len(messages[start : start + batch])
+
+    claimed = [
+        Delivery.objects.get(id=pk).event.payload["seq"] for pk, _ in deliveries_claim(limit=10)
+    ]
+    assert claimed == [0]
+    Delivery.objects.filter(event__payload__seq=0).update(status=Delivery.Status.DONE)
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    claimed = [
+        Delivery.objects.get(id=pk).event.payload["seq"] for pk, _ in deliveries_claim(limit=10)
+    ]
+    assert claimed == [1]
