@@ -12,16 +12,18 @@ Three operations, each mapped to what the broker does natively:
 - ``service_types``: of the given event types, those one consuming service's queue or durable
   consumer takes, as the service itself declared them (None: nothing declared under that
   name). A replay to one service (``OutgoingMessage.service``) is published to it alone.
-- ``consume``: hand each message to a callback and settle it as the callback says: ``ACK``
-  (stored, or a duplicate), ``DEAD`` (malformed: to the dead-letter exchange or subject, never
-  back into the queue) or ``RETRY`` (this side failed, e.g. its database: redeliver later).
-  Reconnects by itself; returns when ``stop`` is set.
+- ``consume``: hand the messages it already holds (up to ``prefetch``, never waiting for more:
+  one message alone is handed over at once) to a callback as a batch, in the broker's order,
+  and settle each, after the callback returned, as its verdict says: ``ACK`` (stored, or a
+  duplicate), ``DEAD`` (malformed: to the dead-letter exchange or subject, never back into the
+  queue) or ``RETRY`` (this side failed, e.g. its database: redeliver later). Reconnects by
+  itself; returns when ``stop`` is set.
 
 Kafka fits the same shape: a topic per namespace (or per app), the message key = the
 ``partition_key`` (the aggregate key, so one aggregate's events share a partition and keep their
 order), ``publish_batch`` = produce with ``acks=all`` and flush, ``consume`` = a consumer group
-named after the service committing offsets after the callback, ``DEAD`` = produce to a
-dead-letter topic then commit.
+named after the service, each ``poll``'s messages a batch, committing offsets after the
+callback, ``DEAD`` = produce to a dead-letter topic then commit.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class BusAdapter(Protocol):
         *,
         service: str,
         event_types: Sequence[str],
-        on_message: Callable[[ReceivedMessage], Verdict],
+        on_batch: Callable[[Sequence[ReceivedMessage]], Sequence[Verdict]],
         stop: threading.Event,
         prefetch: int,
         on_idle: Callable[[], None] | None = None,
