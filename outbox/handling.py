@@ -165,6 +165,10 @@ def deliveries_handle_together(*, delivery_ids: list[int]) -> tuple[dict[int, st
                     handler_span_end(span, outcome, ran.error)
             if done:
                 _done_save_many(done)
+            if not outcomes:
+                # Only row locks taken (every delivery is to run alone, or none was pending):
+                # a rollback releases them without a commit to flush.
+                transaction.set_rollback(True)
     except BatchAbandoned:
         raise
     except Exception as exc:

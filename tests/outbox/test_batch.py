@@ -34,6 +34,8 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 @pytest.fixture(autouse=True)
 def batches(monkeypatch, settings):
     monkeypatch.setattr("outbox.publisher.relay_wake", lambda: None)
+    # Outside a worker: nothing continues (an earlier test may have left queues set).
+    monkeypatch.setattr("outbox.continuation._queues", frozenset())
     settings.OUTBOX = {**settings.OUTBOX, "DELIVERY_BATCH_SIZE": 50}
 
 
@@ -240,7 +242,9 @@ def test_two_batches_deadlocking_on_stock_rows_fall_back_and_reserve_each_order_
     assert any("rolled back" in r.getMessage() for r in caplog.records)
     reserved = Delivery.objects.filter(pk__in=batches[0] + batches[1])
     assert set(reserved.values_list("status", "attempts")) == {("done", 1)}
-    assert StockReservation.objects.filter(status="reserved").count() == 4
+    assert sorted(StockReservation.objects.values_list("order_id", "status")) == [
+        (order_id, "reserved") for order_id in (1, 2, 3, 4)
+    ]
     assert sorted(StockLevel.objects.values_list("product__sku", "reserved")) == [
         ("MUG", 2),
         ("TEE", 2),
@@ -279,3 +283,41 @@ def _run_until_done(ids: list[int]) -> None:
         if not Delivery.objects.filter(pk__in=ids).exclude(status="done").exists():
             return
         time.sleep(0.05)
+
+
+def test_prepare_subscribers_run_one_by_one_and_their_batch_commits_nothing(commits):
+    """A ``prepare=`` step must commit before its handler's transaction begins, so such
+    deliveries are not run in the batch: each runs alone (its prepare's commit, then its
+    handler's), and the batch that only locked them commits nothing."""
+    from django.contrib.auth import get_user_model
+
+    from inventory.services import product_create
+    from orders.services import order_place
+    from payments.models import Payment
+
+    product_create(sku="MUG", name="Mug", price=Decimal("9.50"), stock=10)
+    deliveries_run(list(Delivery.objects.filter(status="pending").values_list("pk", flat=True)))
+    customer = get_user_model().objects.create_user("alice")
+    orders = [
+        order_place(
+            customer=customer, lines=[{"sku": "MUG", "quantity": 1}], payment_token="tok_visa"
+        )[0]
+        for _ in range(2)
+    ]
+    charges = list(
+        Delivery.objects.filter(subscriber="payments.payment_charge_on_order_placed")
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    assert len(charges) == 2
+
+    commits.clear()
+    deliveries_run(charges)
+
+    assert len(commits) == 4  # per charge: its prepare's, its handler's
+    assert set(Delivery.objects.filter(pk__in=charges).values_list("status", "attempts")) == {
+        ("done", 1)
+    }
+    assert sorted(Payment.objects.values_list("order_id", flat=True)) == sorted(
+        order.pk for order in orders
+    )
