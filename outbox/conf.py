@@ -34,6 +34,11 @@ DEFAULTS = {
     "CONTINUATION": True,
     "CONTINUATION_MAX_DEPTH": 10,
     "CONTINUATION_MAX_SECONDS": 2.0,
+    # Several deliveries per transaction (outbox/handling.py, ``deliveries_handle_together``):
+    # a message's deliveries, and those their runs commit for the worker's queues, are locked
+    # in one statement and run in one transaction, each handler in a savepoint, at most this
+    # many at a time (0 or 1: each delivery in a transaction of its own).
+    "DELIVERY_BATCH_SIZE": 20,
     # Events whose deliveries are all done are deleted after this many days (0: keep forever).
     "RETENTION_DAYS": 30,
     # A relay or beat heartbeat older than this is reported stale (outbox_status, /readyz).
@@ -57,6 +62,7 @@ class OutboxSettings:
     CONTINUATION: bool
     CONTINUATION_MAX_DEPTH: int
     CONTINUATION_MAX_SECONDS: float
+    DELIVERY_BATCH_SIZE: int
     RETENTION_DAYS: int
     HEARTBEAT_STALE_SECONDS: float
 

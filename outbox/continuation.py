@@ -31,8 +31,8 @@ import time
 
 from outbox import metrics
 from outbox.conf import outbox_settings
-from outbox.context import Continuing, continuing
-from outbox.handling import delivery_handle
+from outbox.context import Continuing, continuing, continuing_current
+from outbox.handling import BatchAbandoned, deliveries_handle_together, delivery_handle
 from outbox.relay import deliveries_claim_of
 from outbox.wake import relay_wake
 
@@ -49,22 +49,63 @@ def queues_served_set(queues) -> None:
 
 
 def deliveries_run(delivery_ids: list[int]) -> None:
-    """Handle a message's deliveries, each in its own transaction and independently, and after
-    each one the deliveries its run committed for this worker's queues (within the bounds)."""
+    """Handle a message's deliveries, and after them the deliveries their runs committed for
+    this worker's queues (within the bounds).
+
+    With ``DELIVERY_BATCH_SIZE`` above 1, up to that many run in one transaction
+    (``_handle_batch``), and what a batch committed for this worker's queues is claimed as the
+    next batch. Otherwise each runs in its own transaction and independently, followed by the
+    deliveries its own run committed (depth first)."""
     conf = outbox_settings()
     started = time.monotonic()
-    stack = [(pk, 0) for pk in reversed(delivery_ids)]
+    size = max(conf.DELIVERY_BATCH_SIZE, 1)
+    stack = _batches(delivery_ids, size, 0)
     while stack:
-        delivery_id, depth = stack.pop()
+        batch, depth = stack.pop()
         if not (conf.CONTINUATION and _queues and depth < conf.CONTINUATION_MAX_DEPTH):
-            _handle(delivery_id)
+            _handle_batch(batch)
             continue
         current = Continuing(queues=_queues, deliveries=[])
         with continuing(current):
-            outcome = _handle(delivery_id)
+            outcomes = _handle_batch(batch)
         in_time = time.monotonic() - started < conf.CONTINUATION_MAX_SECONDS
-        claimed = _continuation_claim(current, claim=outcome == "done" and in_time)
-        stack += [(pk, depth + 1) for pk in reversed(claimed)]
+        claimed = _continuation_claim(current, claim="done" in outcomes and in_time)
+        stack += _batches(claimed, size, depth + 1)
+
+
+def _batches(delivery_ids: list[int], size: int, depth: int) -> list[tuple[list[int], int]]:
+    # Reversed: the stack pops them in the message's (or the claim's) order.
+    chunks = [delivery_ids[i : i + size] for i in range(0, len(delivery_ids), size)]
+    return [(chunk, depth) for chunk in reversed(chunks)]
+
+
+def _handle_batch(delivery_ids: list[int]) -> set[str]:
+    """The outcomes of handling ``delivery_ids``: in one transaction when there are several
+    (``deliveries_handle_together``), else, and for what that leaves, one per transaction. A
+    batch that could not commit is handled again one delivery per transaction, as without
+    batches (its transaction left nothing behind, and what its runs published went with it)."""
+    if len(delivery_ids) == 1:
+        return {_handle(delivery_ids[0])}
+    try:
+        outcomes, alone = deliveries_handle_together(delivery_ids=delivery_ids)
+        result = set(outcomes.values())
+        if metrics.enabled:
+            metrics.delivery_batch_finished("committed")
+    except BatchAbandoned as exc:
+        logger.warning(
+            "batch of %s deliveries rolled back (%s); each runs in a transaction of its own",
+            len(delivery_ids),
+            exc,
+        )
+        if metrics.enabled:
+            metrics.delivery_batch_finished("fallback")
+        current = continuing_current()
+        if current is not None:
+            current.deliveries.clear()
+        result, alone = set(), delivery_ids
+    for delivery_id in alone:
+        result.add(_handle(delivery_id))
+    return result
 
 
 def _handle(delivery_id: int) -> str | None:

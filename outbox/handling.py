@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -107,6 +107,135 @@ def delivery_handle(*, delivery_id: int) -> str:
                     delivery_id=delivery_id, error=ran.error, seconds=ran.seconds
                 )
             return _failure_record(delivery_id=delivery_id, error=exc)
+
+
+class BatchAbandoned(Exception):
+    """A batch's transaction could not go on (a handler met a deadlock or a serialization
+    failure, which no savepoint can answer): it was rolled back whole, and nothing of it is
+    kept or recorded. Its deliveries are to be handled one per transaction."""
+
+
+# deadlock_detected, serialization_failure, lock_not_available: another transaction's locks,
+# not the handler's fault; alone, the delivery may well go through.
+_CONTENTION = {"40P01", "40001", "55P03"}
+
+
+def deliveries_handle_together(*, delivery_ids: list[int]) -> tuple[dict[int, str], list[int]]:
+    """Handle several deliveries in one transaction; returns each one's outcome (as
+    ``delivery_handle``'s) and the ids to be handled one by one instead, with ``delivery_handle``.
+
+    One statement locks every delivery that is pending and past its backoff, in the order of
+    their ids (``ORDER BY id``): two workers' batches that share rows take them in the same
+    order and queue, they cannot deadlock on them. Each handler runs in a savepoint: one that
+    raises rolls back its own writes only, and its failed attempt is recorded in the batch
+    (retry or dead, as ``delivery_handle`` records it). Those that returned are marked done in
+    one statement, and the batch commits once: each handler's writes and its delivery's done
+    mark still commit together or not at all, which is the whole exactly-once argument.
+
+    Left to be handled one by one: deliveries of ``prepare=`` subscribers (prepare commits
+    before its handler's transaction begins) and of ordered subscribers (the predecessor and
+    successor checks read the done marks, which a batch writes at its end).
+
+    ``BatchAbandoned`` when a handler met a deadlock or a serialization failure (the locks a
+    batch's earlier handlers hold are often part of it: inventory's stock rows, each order's
+    taken in sku order, but two batches' orders interleaved): the whole batch is rolled back.
+    Any other exception (at COMMIT, in the bookkeeping, the database gone) likewise leaves
+    nothing of the batch. The caller then handles each delivery on its own.
+    """
+    outcomes: dict[int, str] = {}
+    alone: list[int] = []
+    done: list[tuple[Delivery, _Run]] = []
+    try:
+        with transaction.atomic():
+            for delivery in _pending_lock_many(delivery_ids):
+                if delivery.ordered or _prepare_of(delivery) is not None:
+                    alone.append(delivery.pk)
+                    continue
+                with _run_context(delivery) as span:
+                    ran = _run_in_savepoint(delivery)
+                    if ran.error is None:
+                        outcomes[delivery.pk] = "done"
+                        done.append((delivery, ran))
+                        handler_span_end(span, "done")
+                        continue
+                    if _contended(ran.error):
+                        handler_span_end(span, "abandoned", ran.error)
+                        raise BatchAbandoned(str(ran.error)) from ran.error
+                    outcome = outcomes[delivery.pk] = _outcome_record(delivery, ran)
+                    handler_span_end(span, outcome, ran.error)
+            if done:
+                _done_save_many(done)
+            if not outcomes:
+                # Only row locks taken (every delivery is to run alone, or none was pending):
+                # a rollback releases them without a commit to flush.
+                transaction.set_rollback(True)
+    except BatchAbandoned:
+        raise
+    except Exception as exc:
+        raise BatchAbandoned(f"{type(exc).__name__}: {exc}") from exc
+    for delivery_id in delivery_ids:
+        if delivery_id not in outcomes and delivery_id not in alone:
+            outcomes[delivery_id] = "skipped"
+    return outcomes, alone
+
+
+def _run_in_savepoint(delivery: Delivery) -> _Run:
+    """``_run`` in a savepoint of the batch's transaction, rolled back if the handler raised."""
+    try:
+        with transaction.atomic():
+            ran = _run(delivery)
+            if ran.error is not None:
+                raise _HandlerFailed(ran)
+    except _HandlerFailed as failed:
+        return failed.run
+    return ran
+
+
+def _contended(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        if getattr(exc, "sqlstate", None) in _CONTENTION:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _pending_lock_many(delivery_ids: list[int]) -> list[Delivery]:
+    if connection.vendor != "postgresql":
+        return list(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("event")
+            .filter(pk__in=delivery_ids, status=Delivery.Status.PENDING)
+            .filter(Q(backoff_until__isnull=True) | Q(backoff_until__lte=Now()))
+            .order_by("pk")
+        )
+    return sql.deliveries_pending_lock(
+        connection, delivery_ids, wait_seconds=outbox_settings().LOCK_WAIT_SECONDS
+    )
+
+
+def _done_save_many(done: list[tuple[Delivery, _Run]]) -> None:
+    now = timezone.now()
+    ids = [delivery.pk for delivery, _ in done]
+    if connection.vendor != "postgresql":
+        Delivery.objects.filter(pk__in=ids).update(
+            status=Delivery.Status.DONE,
+            attempts=F("attempts") + 1,
+            completed_at=now,
+            updated_at=now,
+        )
+    else:
+        sql.deliveries_done_save(connection, ids, now=now)
+    for delivery, ran in done:
+        logger.debug(
+            "delivery %s done in %.3fs: %s %s -> %s",
+            delivery.pk,
+            ran.seconds,
+            delivery.event.type,
+            delivery.event.event_id,
+            delivery.subscriber,
+        )
+        _count_on_commit(delivery.subscriber, "done", ran.seconds)
 
 
 class _HandlerFailed(Exception):

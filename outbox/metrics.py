@@ -69,6 +69,13 @@ class _Metrics:
             "Deliveries a worker claimed, to run them itself, right after the run that committed "
             "their event, without the relay (outbox/continuation.py).",
         )
+        self.batches = p.Counter(
+            "outbox_delivery_batches",
+            "Batches of several deliveries a worker ran in one transaction, by how they ended: "
+            "committed, or fallback (a deadlock, a serialization failure or an error at COMMIT "
+            "rolled the batch back, and its deliveries ran one per transaction).",
+            ["result"],
+        )
         self._children: dict[tuple, object] = {}
 
     def child(self, family, *labels):
@@ -122,6 +129,11 @@ def relay_claimed(count: int) -> None:
 
 def deliveries_continued(count: int) -> None:
     _get().continued.inc(count)
+
+
+def delivery_batch_finished(result: str) -> None:
+    m = _get()
+    m.child(m.batches, result).inc()
 
 
 def relay_finished(result: str) -> None:

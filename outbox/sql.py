@@ -85,6 +85,40 @@ def delivery_pending_lock(
     return delivery
 
 
+def deliveries_pending_lock(
+    connection, delivery_ids: list[int], *, wait_seconds: float = 0.0
+) -> list[Delivery]:
+    """``delivery_pending_lock`` for several deliveries in one statement, in the order of their
+    ids, which is the order their rows are locked in: two workers' batches that share rows take
+    them in the same order, so they queue instead of deadlocking. The ids ``SKIP LOCKED`` left
+    out are asked for once more (``locked_waiting``), as for one delivery."""
+    params = [sorted(delivery_ids), Delivery.Status.PENDING]
+    with connection.cursor() as cursor:
+        cursor.execute(_PENDING_LOCK_MANY_SKIP_SQL, params)
+        rows = cursor.fetchall()
+    missing = set(delivery_ids) - {row[0] for row in rows}
+    if missing and wait_seconds > 0:
+        params[0] = sorted(missing)
+        more = locked_waiting(connection, _PENDING_LOCK_MANY_SQL, params, wait_seconds)
+        if more:
+            rows = sorted([*rows, *more], key=lambda row: row[0])
+    split = len(_DELIVERY_CONVERTERS)
+    found = []
+    for row in rows:
+        delivery = _from_row(connection, Delivery, _DELIVERY_CONVERTERS, row[:split])
+        event = _from_row(connection, Event, _EVENT_CONVERTERS, row[split:])
+        Delivery.event.field.set_cached_value(delivery, event)
+        found.append(delivery)
+    return found
+
+
+def deliveries_done_save(connection, delivery_ids: list[int], *, now) -> None:
+    """The deliveries of a batch whose handlers returned, done in one statement (each attempt
+    counted: the rows are locked, so ``attempts + 1`` is the attempt that ran)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_DONE_MANY_SQL, [Delivery.Status.DONE, now, now, list(delivery_ids)])
+
+
 def delivery_done_save(connection, delivery: Delivery) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -125,6 +159,21 @@ _PENDING_LOCK_SQL = (
     "FOR UPDATE OF d"
 )
 _PENDING_LOCK_SKIP_SQL = _PENDING_LOCK_SQL + " SKIP LOCKED"
+_PENDING_LOCK_MANY_SQL = (
+    _PENDING_LOCK_SQL.replace(
+        f"WHERE {columns(Delivery, ['id'], alias='d')} = %s",
+        f"WHERE {columns(Delivery, ['id'], alias='d')} = ANY(%s)",
+    ).removesuffix(" FOR UPDATE OF d")
+    + f" ORDER BY {columns(Delivery, ['id'], alias='d')} FOR UPDATE OF d"
+)
+_PENDING_LOCK_MANY_SKIP_SQL = _PENDING_LOCK_MANY_SQL + " SKIP LOCKED"
+_DONE_MANY_SQL = (
+    f"UPDATE {table(Delivery)} "
+    f"SET {columns(Delivery, ['status'])} = %s, "
+    f"{columns(Delivery, ['attempts'])} = {columns(Delivery, ['attempts'])} + 1, "
+    f"{columns(Delivery, ['completed_at'])} = %s, {columns(Delivery, ['updated_at'])} = %s "
+    f"WHERE {columns(Delivery, ['id'])} = ANY(%s)"
+)
 _DONE_SQL = (
     f"UPDATE {table(Delivery)} "
     f"SET ({columns(Delivery, ['status', 'attempts', 'completed_at', 'updated_at'])}) "

@@ -1,6 +1,7 @@
-"""A worker or relay process for the crash tests: ``python -m tests.outbox.crash_child handle ID``
-or ``... relay``, on the test run's database and broker, killed or held at the fault point that
-``SHOP_TEST_FAULT`` names (tests/testapp/faults.py). It prints the outcome when it survives.
+"""A worker or relay process for the crash tests: ``python -m tests.outbox.crash_child handle ID``,
+``... run ID,ID,...`` (a ``deliver`` message's task body) or ``... relay``, on the test run's
+database and broker, killed or held at the fault point that ``SHOP_TEST_FAULT`` names
+(tests/testapp/faults.py). It prints the outcome when it survives.
 
 Fault points, each seen from outside the engine (the statements it sends, the messages it
 publishes), so that they stay where they are whatever the engine's code looks like:
@@ -66,6 +67,11 @@ def main(argv: list[str]) -> None:
             from outbox.handling import delivery_handle
 
             print(delivery_handle(delivery_id=int(argv[1])), flush=True)
+        elif argv[0] == "run":
+            from outbox.continuation import deliveries_run
+
+            deliveries_run([int(pk) for pk in argv[1].split(",")])
+            print("ran", flush=True)
         elif argv[0] == "relay":
             from outbox.relay import relay_run
 

@@ -177,13 +177,22 @@ def test_a_worker_killed_after_its_claim_leaves_leased_deliveries_the_relay_send
     from outbox import continuation
 
     handle = continuation.delivery_handle
+    handle_together = continuation.deliveries_handle_together
 
     def dies_on_payment_completed(*, delivery_id):
         if Delivery.objects.get(pk=delivery_id).event.type == "payments.PaymentCompleted":
             raise Killed
         return handle(delivery_id=delivery_id)
 
+    def batch_dies_on_payment_completed(*, delivery_ids):
+        # The same death when the worker runs the claimed deliveries as one batch.
+        types = Delivery.objects.filter(pk__in=delivery_ids).values_list("event__type", flat=True)
+        if "payments.PaymentCompleted" in types:
+            raise Killed
+        return handle_together(delivery_ids=delivery_ids)
+
     monkeypatch.setattr(continuation, "delivery_handle", dies_on_payment_completed)
+    monkeypatch.setattr(continuation, "deliveries_handle_together", batch_dies_on_payment_completed)
     with pytest.raises(Killed):
         deliveries_run(ids)
 
@@ -198,6 +207,7 @@ def test_a_worker_killed_after_its_claim_leaves_leased_deliveries_the_relay_send
     again = {pk for pk, _ in deliveries_claim(limit=10)}
     assert leased_ids <= again
     monkeypatch.setattr(continuation, "delivery_handle", handle)
+    monkeypatch.setattr(continuation, "deliveries_handle_together", handle_together)
     deliveries_run(sorted(first | again))
     assert Order.objects.get(pk=order.pk).status == "completed"
     assert set(Delivery.objects.values_list("status", "attempts")) == {("done", 1)}
