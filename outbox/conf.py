@@ -34,6 +34,9 @@ DEFAULTS = {
     "CONTINUATION": True,
     "CONTINUATION_MAX_DEPTH": 10,
     "CONTINUATION_MAX_SECONDS": 2.0,
+    # PostgreSQL: publishers wake the relay with NOTIFY in their own transaction, and the relay
+    # LISTENs (outbox/wake.py), instead of a Redis flag and a Celery message after commit.
+    "WAKE_BY_NOTIFY": False,
     # Events whose deliveries are all done are deleted after this many days (0: keep forever).
     "RETENTION_DAYS": 30,
     # A relay or beat heartbeat older than this is reported stale (outbox_status, /readyz).
@@ -57,6 +60,7 @@ class OutboxSettings:
     CONTINUATION: bool
     CONTINUATION_MAX_DEPTH: int
     CONTINUATION_MAX_SECONDS: float
+    WAKE_BY_NOTIFY: bool
     RETENTION_DAYS: int
     HEARTBEAT_STALE_SECONDS: float
 
