@@ -123,15 +123,12 @@ def wake_by_notify(using: str = DEFAULT_DB_ALIAS) -> bool:
 def relay_wake() -> None:
     """Ask the relay to run now rather than at beat's next tick, unless a wake-up is already on
     its way. Best effort: if the broker is unreachable the events are safe in the database and
-    beat's tick will find them. By NOTIFY, on the default connection: at once outside a
-    transaction, on its commit inside one."""
-    if wake_by_notify():
-        try:
-            with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-                cursor.execute(NOTIFY_SQL)
-        except Exception:
-            logger.warning("could not notify the relay; beat's tick will dispatch", exc_info=True)
-        return
+    beat's tick will find them.
+
+    Also where commits wake the relay by NOTIFY: called after a commit, as here (a worker's
+    continuation leaving deliveries over, a replay), a ``pg_notify`` would be a transaction of
+    its own, with a commit record to flush under NOTIFY's lock; the flag and the message cost
+    less, and the relay's worker takes its messages as before."""
     if not wake_flag_raise():
         return
     try:
@@ -215,10 +212,13 @@ class RelayListener:
 
     def _wake(self) -> None:
         try:
-            close_old_connections()
             self._run(time.time())
         except Exception:
             logger.warning("relay run after a notification failed", exc_info=True)
+            # The next run opens a new connection: no health check before each run (a round
+            # trip as long as the claim), a broken connection is found by the run it breaks.
+            close_old_connections()
+            connections[DEFAULT_DB_ALIAS].close()
 
 
 # Pools whose worker runs tasks in the process that starts the listener's thread: a prefork
