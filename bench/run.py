@@ -87,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="SETTINGS",
         help="A/B in one invocation: every run of every scenario is run twice, with --settings\n"
         "(A) then with this settings module (B), for the processes the scenario starts and\n"
-        "the producers (not the bench process: the publish scenario measures A only)",
+        "the producers (and the bench process's OUTBOX and database OPTIONS for publish)",
     )
     p.add_argument("--profile", action="store_true", help="py-spy the relay and worker")
     p.add_argument("--output", type=Path, default=None, help="JSON path (var/bench/<ts>.json)")

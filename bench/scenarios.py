@@ -7,6 +7,8 @@ started for it (relay, worker, beat, and web where HTTP is measured) and stopped
 from __future__ import annotations
 
 import base64
+import contextlib
+import importlib
 import json
 import math
 import time
@@ -157,9 +159,37 @@ def _delivery_checks(after_id: int, expected: int) -> dict:
 # --- 1. publish overhead ----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _in_process_settings(module_name: str | None):
+    """With --ab, B's ``OUTBOX`` and database ``OPTIONS`` in this process (a new connection),
+    for a scenario that measures the bench process itself (the publish overhead)."""
+    if not module_name:
+        yield
+        return
+    from django.conf import settings
+    from django.db import connection
+
+    experiment = importlib.import_module(module_name)
+    saved = settings.OUTBOX, connection.settings_dict.get("OPTIONS", {})
+    settings.OUTBOX = experiment.OUTBOX
+    connection.close()
+    connection.settings_dict["OPTIONS"] = experiment.DATABASES["default"].get("OPTIONS", {})
+    try:
+        yield
+    finally:
+        settings.OUTBOX, connection.settings_dict["OPTIONS"] = saved
+        connection.close()
+
+
 def publish_overhead(bench: Bench, run: int) -> dict:
     """The same transaction (create an order row) with and without publish() of one event,
-    interleaved in blocks of 100 so that drift on a busy machine hits both alike."""
+    interleaved in blocks of 100 so that drift on a busy machine hits both alike. With --ab the
+    B run applies B's OUTBOX and database OPTIONS in this process."""
+    with _in_process_settings(bench.settings_module):
+        return _publish_overhead(bench, run)
+
+
+def _publish_overhead(bench: Bench, run: int) -> dict:
     from decimal import Decimal
 
     from django.contrib.auth import get_user_model

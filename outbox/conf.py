@@ -39,6 +39,9 @@ DEFAULTS = {
     # in one statement and run in one transaction, each handler in a savepoint, at most this
     # many at a time (0 or 1: each delivery in a transaction of its own).
     "DELIVERY_BATCH_SIZE": 20,
+    # PostgreSQL: publishers wake the relay with NOTIFY in their own transaction, and the relay
+    # LISTENs (outbox/wake.py), instead of a Redis flag and a Celery message after commit.
+    "WAKE_BY_NOTIFY": False,
     # Events whose deliveries are all done are deleted after this many days (0: keep forever).
     "RETENTION_DAYS": 30,
     # A relay or beat heartbeat older than this is reported stale (outbox_status, /readyz).
@@ -63,6 +66,7 @@ class OutboxSettings:
     CONTINUATION_MAX_DEPTH: int
     CONTINUATION_MAX_SECONDS: float
     DELIVERY_BATCH_SIZE: int
+    WAKE_BY_NOTIFY: bool
     RETENTION_DAYS: int
     HEARTBEAT_STALE_SECONDS: float
 

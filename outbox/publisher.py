@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from outbox import metrics, sql
 from outbox.bus.target import bus_targets_for
-from outbox.context import continuing_current, handling_current
+from outbox.context import Continuing, continuing_current, handling_current
 from outbox.crypto import payload_seal
 from outbox.errors import NotInTransaction, UnknownEventType
 from outbox.events import DomainEvent
@@ -21,7 +21,7 @@ from outbox.models import Delivery, Event
 from outbox.queues import BUS_QUEUE, RELAY_QUEUE
 from outbox.registry import subscribers_for
 from outbox.tracing import publish_span, publish_span_describe, trace_headers
-from outbox.wake import relay_wake
+from outbox.wake import relay_wake, wake_by_notify
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +100,25 @@ def publish_many(
             for row in rows
             for sub in (*subscribers_for(row.type), *bus_targets_for(row.type))
         ]
+        continuing, served = _served_by_continuation(targets, using)
+        wake = len(served) < len(targets)
+        # By NOTIFY the wake-up is part of the publish statement: delivered on commit, and
+        # once per transaction however many statements notify (outbox/wake.py).
+        notify = wake and connection.vendor == "postgresql" and wake_by_notify(using)
         if connection.vendor == "postgresql":
-            # Sequence numbers, events and deliveries: one statement.
-            sql.events_insert(connection, rows, targets, now=now)
+            # Sequence numbers, events and deliveries (and the wake-up): one statement.
+            sql.events_insert(connection, rows, targets, now=now, notify=notify)
         else:
             _sequences_assign(connection, rows)
             # One INSERT per table for the whole call; bulk_create sets ``position``.
             Event.objects.using(using).bulk_create(rows)
             deliveries = [delivery_new(row, sub, now=now) for row, sub in targets]
             Delivery.objects.using(using).bulk_create(deliveries)
-        if targets and not _left_to_continuation(targets, using):
+        if continuing is not None:
+            continuing.deliveries += [(row.position, sub.name) for row, sub in served]
+            if targets and not wake:
+                continuing.wake_owed = True
+        if wake and not notify:
             _wake_relay_on_commit(connection, using)
         publish_span_describe(span, rows)
     if metrics.enabled:
@@ -140,24 +149,20 @@ def _sequences_assign(connection, rows: list[Event]) -> None:
         last[row.aggregate_key] -= 1
 
 
-def _left_to_continuation(targets: list, using: str) -> bool:
-    """Inside a delivery's run on a worker that continues (outbox/continuation.py): note the
-    deliveries whose subscribers the worker serves; True when that is all of them, so the
-    relay's wake-up is left to the worker, which claims and runs them once the run commits (and
-    wakes the relay itself for any it did not claim)."""
+def _served_by_continuation(targets: list, using: str) -> tuple[Continuing | None, list]:
+    """Inside a delivery's run on a worker that continues (outbox/continuation.py): the run's
+    context and the targets whose subscribers the worker serves, which the publisher notes in
+    it. When that is all of them the relay's wake-up is left to the worker, which claims and
+    runs them once the run commits (and wakes the relay itself for any it did not claim)."""
     current = continuing_current()
     if current is None or using != DEFAULT_DB_ALIAS or handling_current() is None:
-        return False
+        return None, []
     served = [
-        (row.position, sub.name)
+        (row, sub)
         for row, sub in targets
         if sub.queue in current.queues and sub.queue not in (BUS_QUEUE, RELAY_QUEUE)
     ]
-    current.deliveries += served
-    if len(served) < len(targets):
-        return False
-    current.wake_owed = True
-    return True
+    return current, served
 
 
 def _wake_relay_on_commit(connection, using: str) -> None:

@@ -12,6 +12,7 @@ from collections import Counter
 from django.db import OperationalError, connection, transaction
 
 from outbox.models import AggregateSequence, Delivery, Event
+from outbox.wake import NOTIFY_SQL
 
 
 def table(model) -> str:
@@ -413,7 +414,9 @@ _DELIVERY_FIELDS = [
 ]
 
 
-def events_insert(connection, rows: list[Event], targets: list, *, now) -> None:
+def events_insert(
+    connection, rows: list[Event], targets: list, *, now, notify: bool = False
+) -> None:
     """PostgreSQL: the aggregates' sequence numbers, the events and their deliveries in one
     statement (one round trip, and none of ``bulk_create``'s per-object work); sets each row's
     ``sequence`` and ``position`` as ``aggregate_sequences_take`` and ``bulk_create`` do.
@@ -421,6 +424,9 @@ def events_insert(connection, rows: list[Event], targets: list, *, now) -> None:
     The sequence upsert takes its keys in sorted order and keeps their rows locked until the
     transaction ends, as ``aggregate_sequences_take`` does; each event's number is its key's
     new last value less the number of the call's later events of that key.
+
+    ``notify``: the statement also wakes the relay by ``pg_notify`` (outbox/wake.py), delivered
+    when the transaction commits.
     """
     later: Counter = Counter()
     offsets = []
@@ -450,7 +456,7 @@ def events_insert(connection, rows: list[Event], targets: list, *, now) -> None:
         for row, sub in targets:
             params += [row.event_id, sub.name, sub.ordered, row.aggregate_key]
     with connection.cursor() as cursor:
-        cursor.execute(_events_insert_sql(len(keys), len(rows), len(targets)), params)
+        cursor.execute(_events_insert_sql(len(keys), len(rows), len(targets), notify), params)
         stored = {event_id: (position, sequence) for position, event_id, sequence in cursor}
     for row in rows:
         row.position, row.sequence = stored[row.event_id]
@@ -459,7 +465,7 @@ def events_insert(connection, rows: list[Event], targets: list, *, now) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _events_insert_sql(keys: int, events: int, targets: int) -> str:
+def _events_insert_sql(keys: int, events: int, targets: int, notify: bool = False) -> str:
     """``events_insert``'s statement for its shape, written once (building it took a quarter of
     the publisher's own CPU)."""
     name = table(AggregateSequence)
@@ -486,4 +492,7 @@ def _events_insert_sql(keys: int, events: int, targets: int) -> str:
             "AS v(event_id, subscriber, ordered, aggregate_key) "
             "ON v.event_id = e.event_id)"
         )
-    return statement + " SELECT position, event_id, sequence FROM e"
+    if notify:
+        # A CTE that only reads runs only if the statement reads it: joined, one row.
+        statement += f", n AS ({NOTIFY_SQL})"
+    return statement + " SELECT position, event_id, sequence FROM e" + (", n" if notify else "")

@@ -4,13 +4,14 @@ run twice."""
 
 import logging
 
-from celery import shared_task
+from celery import bootsteps, shared_task
 from celery.signals import worker_init, worker_shutdown
 
 from outbox.continuation import deliveries_run, queues_served_set
 from outbox.relay import RELAY_QUEUE, heartbeat, relay_run
 from outbox.retention import events_purge
 from outbox.transport import Transport, transport_set
+from outbox.wake import RelayListener, relay_listener_wanted
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,26 @@ def _worker_queues_note(sender, **kwargs) -> None:
 @worker_shutdown.connect
 def _worker_queues_forget(sender, **kwargs) -> None:
     queues_served_set(())
+
+
+class RelayListening(bootsteps.StartStopStep):
+    """The relay's worker listens for its commits' notifications (outbox/wake.py) from the
+    worker's start to its stop, warm or cold. shop/celery.py adds this step to the worker."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def include_if(self, worker) -> bool:
+        queues = worker.app.amqp.queues
+        return RELAY_QUEUE in (queues.consume_from or queues) and relay_listener_wanted(
+            worker.pool_cls
+        )
+
+    def create(self, worker) -> RelayListener:
+        return RelayListener(_relay_woken)
+
+
+def _relay_woken(woken_at: float) -> int:
+    return relay_run(woken_at=woken_at)
 
 
 @shared_task(name="outbox.bus_publish", ignore_result=True)

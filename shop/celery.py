@@ -13,6 +13,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
 app = Celery("shop")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The relay's worker listens for commits when they wake it by NOTIFY (outbox/wake.py).
+app.steps["worker"].add("outbox.tasks:RelayListening")
 
 
 @signals.task_prerun.connect(weak=False)

@@ -81,6 +81,16 @@ def database_service():
 
 
 @pytest.fixture(autouse=True)
+def wake_by_broker(settings):
+    """The suite's tests steer the relay's wake-ups by replacing ``relay_wake`` (dropping them,
+    counting who asked), which is the wake-up after commit; on PostgreSQL the settings wake the
+    relay by NOTIFY instead, so the suite runs with that off, and the tests of NOTIFY turn it on
+    (tests/outbox/test_wake.py, ``by_notify``). ``TEST_WAKE_BY_NOTIFY=1`` keeps the settings'."""
+    if os.environ.get("TEST_WAKE_BY_NOTIFY") != "1":
+        settings.OUTBOX = {**settings.OUTBOX, "WAKE_BY_NOTIFY": False}
+
+
+@pytest.fixture(autouse=True)
 def simulated_gateway_forgets():
     """Every test starts with a simulated gateway that remembers no idempotency key: it keeps
     them in this process's memory, keyed by order id, and SQLite gives a flushed table's ids

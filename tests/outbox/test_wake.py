@@ -1,5 +1,5 @@
-"""Relay wake-ups after commit: one on its way at a time on Redis, one per commit elsewhere, and
-never a commit that waits for beat's tick."""
+"""Relay wake-ups after commit: one on its way at a time on Redis, one per commit elsewhere, by
+NOTIFY on PostgreSQL when set, and never a commit that waits for beat's tick."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import time
 
 import pytest
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 from outbox import publish
 from outbox.models import Delivery
 from outbox.relay import RELAY_QUEUE, relay_run
-from outbox.wake import wake_flag_lower
+from outbox.wake import LISTENER_NAME, NOTIFY_CHANNEL, wake_flag_lower
 from shop.celery import app as celery_app
+from tests.support import running_worker, wait_until
 from tests.testapp.events import ThingHappened
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -113,3 +114,104 @@ def test_a_busy_relay_gathers_commits_before_its_next_woken_run(monkeypatch, set
     relay_run()  # beat's tick is never held back
     assert len(waits) == 1
     assert not Delivery.objects.filter(dispatched_at__isnull=True).exists()
+
+
+# --- By NOTIFY (PostgreSQL, OUTBOX["WAKE_BY_NOTIFY"]) -------------------------------------------
+
+on_postgres = pytest.mark.skipif(connection.vendor != "postgresql", reason="NOTIFY is PostgreSQL's")
+
+
+@pytest.fixture
+def by_notify(settings):
+    settings.OUTBOX = {**settings.OUTBOX, "WAKE_BY_NOTIFY": True}
+
+
+@pytest.fixture
+def listening():
+    """A connection of the test's own that LISTENs on the relay's channel."""
+    own = connections.create_connection(DEFAULT_DB_ALIAS)
+    own.ensure_connection()
+    own.connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+    yield own.connection
+    own.close()
+
+
+def notifications(raw) -> int:
+    time.sleep(0.2)  # delivered at commit; give it the time to cross the socket
+    return sum(1 for _ in raw.notifies(timeout=0))
+
+
+def listener_pids() -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            [LISTENER_NAME],
+        )
+        return [pid for (pid,) in cursor.fetchall()]
+
+
+def delivered(count: int):
+    return lambda: Delivery.objects.filter(status="done").count() == count
+
+
+@on_postgres
+def test_by_notify_a_commit_notifies_once_and_sends_no_message(by_notify, listening):
+    with transaction.atomic():
+        for n in range(3):
+            publish(ThingHappened(thing_id=f"t{n}"))
+    assert notifications(listening) == 1  # one per transaction, however many publishes
+    assert relay_queue_size() == 0
+    commit("second")
+    assert notifications(listening) == 1
+
+
+@on_postgres
+def test_by_notify_a_rolled_back_publish_notifies_no_one(by_notify, listening):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        publish(ThingHappened(thing_id="gone"))
+        raise RuntimeError("rolled back")
+    with transaction.atomic():
+        with pytest.raises(RuntimeError), transaction.atomic():  # a savepoint
+            publish(ThingHappened(thing_id="gone too"))
+            raise RuntimeError("rolled back")
+        Delivery.objects.count()
+    assert notifications(listening) == 0
+
+
+@on_postgres
+def test_by_notify_a_published_event_is_handled_without_beat(by_notify):
+    with running_worker():
+        wait_until(lambda: len(listener_pids()) == 1, timeout=10, what="the relay listening")
+        commit("woken")
+        wait_until(delivered(3), timeout=10, what="three deliveries done, no beat")
+        commit("woken again")
+        wait_until(delivered(6), timeout=10, what="three more")
+    assert relay_queue_size() == 0  # no wake-up went through the broker
+    assert listener_pids() == []  # the worker's stop ends the listener and its connection
+
+
+@on_postgres
+def test_by_notify_the_listener_comes_back_after_losing_its_connection(by_notify):
+    with running_worker():
+        wait_until(lambda: len(listener_pids()) == 1, timeout=10, what="the relay listening")
+        [lost] = listener_pids()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [lost])
+        commit("while it reconnects")
+        wait_until(delivered(3), timeout=10, what="the commit handled, no beat")
+        wait_until(
+            lambda: len(listener_pids()) == 1 and listener_pids() != [lost],
+            timeout=10,
+            what="a new listening connection",
+        )
+        commit("after it came back")
+        wait_until(delivered(6), timeout=10, what="woken by the new connection")
+
+
+@pytest.mark.skipif(connection.vendor == "postgresql", reason="the path without NOTIFY")
+def test_without_postgresql_the_setting_changes_nothing(by_notify, monkeypatch):
+    monkeypatch.setattr("outbox.wake._flag", lambda: None)  # every commit sends its wake-up
+    for n in range(2):
+        commit(f"t{n}")
+    assert relay_queue_size() == 2
