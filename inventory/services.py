@@ -32,7 +32,7 @@ from inventory.models import (
     StockReservation,
     StockReservationLine,
 )
-from outbox import publish
+from outbox import atomic, insert_or_nothing, publish
 
 logger = logging.getLogger(__name__)
 
@@ -165,39 +165,33 @@ def stock_reserve(*, order_id: int, lines: Iterable[StockLine]) -> StockReservat
     an order cancelled before its payment arrived, so a late PaymentCompleted reserves nothing.
     An unknown sku has 0 units available.
     """
-    with transaction.atomic():
+    with atomic():
         requested = _lines_validate(order_id=order_id, lines=lines)
         # Sku order for every locker: two orders for the same products queue, never deadlock.
-        # The reservation is looked for once, under these locks: a duplicate (rare) waits for them
-        # instead of costing every first delivery a read of its own.
+        # The reservation is looked for only when its insert finds one (below), under these
+        # locks: a duplicate (rare) waits for them instead of costing every first delivery a
+        # read of its own.
         levels = {
-            level.product.sku: level
-            for level in StockLevel.objects.select_for_update(of=("self",))
-            .select_related("product")
+            sku: (pk, on_hand - reserved)
+            for pk, sku, on_hand, reserved in StockLevel.objects.select_for_update(of=("self",))
             .filter(product__sku__in=requested)
             .order_by("product__sku")
+            .values_list("pk", "product__sku", "on_hand", "reserved")
         }
-        # Already reserved (a duplicate delivery; or cancelled first), or a concurrent duplicate for
-        # this order held the same locks and has now committed.
-        existing = StockReservation.objects.filter(order_id=order_id).first()
-        if existing is not None:
-            return existing
-
-        available = {sku: levels[sku].available if sku in levels else 0 for sku in requested}
+        available = {sku: levels[sku][1] if sku in levels else 0 for sku in requested}
         short = [
             ShortLine(sku=sku, requested=quantity, available=available[sku])
             for sku, quantity in requested.items()
             if quantity > available[sku]
         ]
         status = StockReservation.Status.REJECTED if short else StockReservation.Status.RESERVED
-        try:
-            with transaction.atomic():
-                reservation = StockReservation.objects.create(order_id=order_id, status=status)
-        except IntegrityError:
-            # A duplicate that took no lock of ours (no known sku in common) committed first.
+        reservation = StockReservation(order_id=order_id, status=status)
+        if not insert_or_nothing(reservation):
+            # Already reserved (a duplicate delivery; or cancelled first), or a concurrent
+            # duplicate (under the same locks, or with no known sku in common) committed first.
             existing = StockReservation.objects.filter(order_id=order_id).first()
             if existing is None:
-                raise
+                raise IntegrityError(f"order {order_id}'s reservation conflicts with no row")
             return existing
         StockReservationLine.objects.bulk_create(
             StockReservationLine(reservation=reservation, sku=sku, quantity=quantity)
@@ -212,7 +206,7 @@ def stock_reserve(*, order_id: int, lines: Iterable[StockLine]) -> StockReservat
             )
             return reservation
 
-        _levels_add({levels[sku].pk: quantity for sku, quantity in requested.items()}, reserved=+1)
+        _levels_add({levels[sku][0]: quantity for sku, quantity in requested.items()}, reserved=+1)
         publish(
             StockUpdated(
                 reservation_id=reservation.pk,
@@ -231,7 +225,7 @@ def stock_fulfil(*, order_id: int) -> StockReservation | None:
     Idempotent: only a ``reserved`` reservation changes (to ``fulfilled``); a fulfilled or
     rejected one is returned as it is, and an order without a reservation gives None.
     """
-    with transaction.atomic():
+    with atomic():
         reservation = StockReservation.objects.select_for_update().filter(order_id=order_id).first()
         if reservation is None:
             logger.warning("order %s has no stock reservation to fulfil", order_id)
@@ -284,7 +278,7 @@ def stock_release(*, order_id: int) -> StockReservation:
     order without a reservation gets a ``cancelled`` one, so that a PaymentCompleted arriving
     later reserves nothing. Idempotent: any other status is returned as it is.
     """
-    with transaction.atomic():
+    with atomic():
         if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 1:
             raise ValidationError({"order_id": [f"must be a positive integer, got {order_id!r}"]})
         reservation = StockReservation.objects.select_for_update().filter(order_id=order_id).first()
