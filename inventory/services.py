@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, OuterRef, Subquery
+from django.db.models import F
 
 from inventory.events import (
     ProductCatalogued,
@@ -233,21 +233,32 @@ def stock_fulfil(*, order_id: int) -> StockReservation | None:
         if reservation.status != StockReservation.Status.RESERVED:
             return reservation
 
-        # The reservation's lines with their stock rows, locked in sku order, in one statement.
-        lines = StockReservationLine.objects.filter(reservation=reservation)
-        levels = (
-            StockLevel.objects.select_for_update(of=("self",))
-            .filter(product__sku__in=lines.values("sku"))
-            .annotate(
-                quantity=Subquery(lines.filter(sku=OuterRef("product__sku")).values("quantity")[:1])
-            )
-            .order_by("product__sku")
-            .values_list("pk", "quantity")
-        )
-        _levels_add(dict(levels), on_hand=-1, reserved=-1)
+        _levels_add(_reserved_levels_lock(reservation.pk), on_hand=-1, reserved=-1)
         reservation.status = StockReservation.Status.FULFILLED
         reservation.save(update_fields=["status", "updated_at"])
         return reservation
+
+
+def _reserved_levels_lock(reservation_id: int) -> dict[int, int]:
+    """The reservation's stock rows, locked in sku order, with each one's reserved quantity
+    (stock row pk: quantity), in one statement. Written once as SQL for the reason
+    ``_levels_add`` is: the ORM's form of it (a ``Subquery`` per row) cost more CPU to build
+    than the rest of the fulfilment."""
+    quote = connection.ops.quote_name
+    lock = (
+        " " + connection.ops.for_update_sql(of=("l",))
+        if connection.features.has_select_for_update
+        else ""
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT l.id, r.quantity FROM {quote(StockLevel._meta.db_table)} l "
+            f"INNER JOIN {quote(Product._meta.db_table)} p ON p.id = l.product_id "
+            f"INNER JOIN {quote(StockReservationLine._meta.db_table)} r ON r.sku = p.sku "
+            f"WHERE r.reservation_id = %s ORDER BY p.sku{lock}",
+            [reservation_id],
+        )
+        return dict(cursor.fetchall())
 
 
 def _levels_add(quantities: Mapping[int, int], **signs: int) -> None:
