@@ -20,9 +20,9 @@ from email.utils import parseaddr
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db import transaction
 
 from notifications.models import Notification
+from outbox import atomic, insert_or_nothing
 
 CANCELLATION_REASONS = {
     "payment_failed": "the payment was declined, so nothing was charged",
@@ -59,7 +59,7 @@ def message_id_for(event_id: uuid.UUID) -> str:
     return f"<{event_id}.notification@{domain}>"
 
 
-@transaction.atomic
+@atomic
 def notification_send(
     *,
     event_id: uuid.UUID,
@@ -71,11 +71,8 @@ def notification_send(
 ) -> tuple[Notification, bool]:
     """Email ``recipient`` about an order event, unless this event was answered already;
     returns (the notification, whether a message was sent now)."""
-    existing = Notification.objects.filter(event_id=event_id).first()
-    if existing is not None:
-        return existing, False
     subject, body = message_compose(kind=kind, order_reference=order_reference, reason=reason)
-    notification = Notification.objects.create(
+    notification = Notification(
         event_id=event_id,
         kind=kind,
         order_id=order_id,
@@ -85,6 +82,9 @@ def notification_send(
         message_id=message_id_for(event_id),
         status=Notification.Status.SENT if recipient else Notification.Status.NO_ADDRESS,
     )
+    # One statement: the row is written unless this event's row exists (unique on event_id).
+    if not insert_or_nothing(notification):
+        return Notification.objects.get(event_id=event_id), False
     if not recipient:
         return notification, False
     # Last, so that nothing after it can roll the record back once the server has the message.

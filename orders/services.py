@@ -26,7 +26,7 @@ from orders.events import (
     PlacedLine,
 )
 from orders.models import CatalogItem, Order, OrderDeadline, OrderLine
-from outbox import publish
+from outbox import atomic, publish
 from payments.events import PAYMENT_TOKEN_MAX_LENGTH, payment_token_problem
 
 logger = logging.getLogger(__name__)
@@ -267,18 +267,46 @@ def order_place(
 
 def _customer_facts(order: Order) -> dict[str, Any]:
     """What the order's customer-facing events carry, so that their subscribers (notifications)
-    never read orders' tables: the order's id and reference, and its customer's address."""
-    email = (
-        get_user_model()
-        .objects.filter(pk=order.customer_id)
-        .values_list("email", flat=True)
-        .first()
-    )
+    never read orders' tables: the order's id and reference, and its customer's address (read
+    with the order's lock by ``_order_lock``, or here)."""
+    email = getattr(order, "customer_email", None)
+    if email is None:
+        email = (
+            get_user_model()
+            .objects.filter(pk=order.customer_id)
+            .values_list("email", flat=True)
+            .first()
+        )
     return {"order_id": order.pk, "order_reference": order.reference, "customer_email": email or ""}
 
 
-def _order_lock(order_id: int) -> Order:
-    return Order.objects.select_for_update().get(pk=order_id)
+# What the saga's transitions change: their UPDATE writes these, not the whole row.
+_TRANSITION_FIELDS = (
+    "status",
+    "cancellation_reason",
+    "payment_status",
+    "payment_amount",
+    "shipment_status",
+    "shipment_carrier",
+    "shipment_tracking_number",
+    "cancellation_requested_at",
+    "cancellation_requested_reason",
+    "updated_at",
+)
+
+
+def _order_lock(order_id: int, *, with_email: bool = False) -> Order:
+    """The order, locked; ``with_email``: with its customer's address (``customer_email``) read
+    in the same statement, for the events that carry it (``_customer_facts``), a join instead of
+    a read of its own in the transitions that may publish one."""
+    orders = Order.objects.select_for_update(of=("self",))
+    if with_email:
+        orders = orders.annotate(customer_email=F("customer__email"))
+    return orders.get(pk=order_id)
+
+
+def _order_save(order: Order) -> None:
+    order.save(update_fields=_TRANSITION_FIELDS)
 
 
 def _status_advance(order: Order, status: str) -> bool:
@@ -303,29 +331,29 @@ def _shipment_record(order: Order, *, status: str) -> bool:
     return True
 
 
-@transaction.atomic
+@atomic
 def order_mark_paid(*, order_id: int, amount: Decimal) -> Order:
     order = _order_lock(order_id)
     _payment_record(order, status=Order.PaymentStatus.CAPTURED, amount=amount)
     if _status_advance(order, Order.Status.PAID):
         _deadline_set(order)
-    order.save()
+    _order_save(order)
     return order
 
 
-@transaction.atomic
+@atomic
 def order_mark_stock_reserved(*, order_id: int) -> Order:
     order = _order_lock(order_id)
     if _status_advance(order, Order.Status.STOCK_RESERVED):
         _deadline_set(order)
-        order.save()
+        _order_save(order)
     return order
 
 
-@transaction.atomic
+@atomic
 def order_complete(*, order_id: int, carrier: str, tracking_number: str) -> Order:
     """Record the shipment and complete the order, publishing OrderCompleted on the transition."""
-    order = _order_lock(order_id)
+    order = _order_lock(order_id, with_email=True)
     if _shipment_record(order, status="scheduled"):
         order.shipment_carrier = carrier
         order.shipment_tracking_number = tracking_number
@@ -335,13 +363,13 @@ def order_complete(*, order_id: int, carrier: str, tracking_number: str) -> Orde
     completed = order.cancellation_requested_at is None and _status_advance(
         order, Order.Status.COMPLETED
     )
-    order.save()
+    _order_save(order)
     if completed:
         publish(OrderCompleted(**_customer_facts(order)), correlation_id=order.correlation_id)
     return order
 
 
-@transaction.atomic
+@atomic
 def order_cancel(
     *,
     order_id: int,
@@ -353,13 +381,13 @@ def order_cancel(
     transition. A completed or already cancelled order keeps its status and reason."""
     if reason not in Order.CancellationReason.values:
         raise ValueError(f"unknown cancellation reason {reason!r}")
-    order = _order_lock(order_id)
+    order = _order_lock(order_id, with_email=True)
     _payment_record(order, status=payment_status, amount=payment_amount)
     cancelled = order.status not in TERMINAL_STATUSES
     if cancelled:
         # A refund that follows a cancellation request is that request's compensation.
         _cancelled_set(order, reason=order.cancellation_requested_reason or reason)
-    order.save()
+    _order_save(order)
     return order
 
 
@@ -407,12 +435,12 @@ def order_cancellation_request(*, order_id: int, reason: str) -> Order:
     return order
 
 
-@transaction.atomic
+@atomic
 def order_cancel_compensated(*, order_id: int, reason: str) -> Order:
     """Shipping cancelled the order's shipment (or made sure there will be none): the order is
     cancelled, even a completed one, since it will not ship. The refund and the stock follow
     from the same event in payments and inventory."""
-    order = _order_lock(order_id)
+    order = _order_lock(order_id, with_email=True)
     _shipment_record(order, status="cancelled")
     if order.status != Order.Status.CANCELLED:
         if reason not in Order.CancellationReason.values:
@@ -420,15 +448,15 @@ def order_cancel_compensated(*, order_id: int, reason: str) -> Order:
                 order.cancellation_requested_reason or Order.CancellationReason.CUSTOMER_CANCELLED
             )
         _cancelled_set(order, reason=reason)
-    order.save()
+    _order_save(order)
     return order
 
 
-@transaction.atomic
+@atomic
 def order_cancellation_refuse(*, order_id: int, shipment_status: str) -> Order:
     """Shipping refused: the parcel left before the request reached it. The request is
     withdrawn and the order completes (publishing OrderCompleted) if it had not yet."""
-    order = _order_lock(order_id)
+    order = _order_lock(order_id, with_email=True)
     if shipment_status in SHIPMENT_STATUS_RANK:
         _shipment_record(order, status=shipment_status)
     order.cancellation_requested_at = None
@@ -436,13 +464,13 @@ def order_cancellation_refuse(*, order_id: int, shipment_status: str) -> Order:
     # The parcel is with the carrier: the saga got there, so the order completes now if the
     # pending request held its completion back.
     completed = _status_advance(order, Order.Status.COMPLETED)
-    order.save()
+    _order_save(order)
     if completed:
         publish(OrderCompleted(**_customer_facts(order)), correlation_id=order.correlation_id)
     return order
 
 
-@transaction.atomic
+@atomic
 def order_shipment_progress(*, order_id: int, shipment_status: str) -> Order:
     """Record that the parcel was handed to the carrier, or delivered."""
     order = _order_lock(order_id)

@@ -5,6 +5,7 @@ contract in pyproject.toml holds them to it)::
 
     from outbox import DomainEvent, EventMeta, upcaster        # declaring events
     from outbox import publish, publish_many                   # in the writing transaction
+    from outbox import atomic, insert_or_nothing               # a service's transaction, cheap
     from outbox import subscribe                               # handlers
     from outbox import timeline_for_correlation, TimelineEvent, TimelineDelivery  # a saga's story
     from outbox import deliveries_open_for_correlations, OpenDelivery, ...  # a saga's open steps
@@ -27,6 +28,8 @@ _PUBLIC = {
     "publish": "outbox.publisher",
     "publish_many": "outbox.publisher",
     "subscribe": "outbox.registry",
+    "atomic": "outbox.transactions",
+    "insert_or_nothing": "outbox.transactions",
     "timeline_for_correlation": "outbox.selectors",
     "TimelineEvent": "outbox.selectors",
     "TimelineDelivery": "outbox.selectors",

@@ -27,7 +27,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from outbox import publish
+from outbox import atomic, insert_or_nothing, publish
 from payments.errors import PaymentAttemptNotResolvable, PaymentNotRefundable, PaymentOutcomeUnknown
 from payments.events import PaidLine, PaymentCompleted, PaymentFailed, PaymentRefunded
 from payments.gateway import ChargeResult, RefundResult, gateway_get
@@ -54,7 +54,7 @@ def payment_charge(
     cancelled before it was charged, so a late OrderPlaced charges nothing.
     ``GatewayUnavailable`` propagates, so the caller retries.
     """
-    with transaction.atomic():
+    with atomic():
         lines = tuple(lines)
         _validate_charge(order_id=order_id, amount=amount, currency=currency, lines=lines)
 
@@ -92,15 +92,12 @@ def payment_charge(
         else:
             payment.status = Payment.Status.FAILED
             payment.decline_code = result.decline_code or "declined"
-        try:
+        if not insert_or_nothing(payment):
             # A concurrent duplicate may have inserted the order's payment since we looked: the
             # gateway gave it the same charge (same key), so its payment is ours to return.
-            with transaction.atomic():
-                payment.save()
-        except IntegrityError:
             existing = Payment.objects.select_for_update().filter(order_id=order_id).first()
             if existing is None:
-                raise
+                raise IntegrityError(f"order {order_id}'s payment conflicts with no row")
             if existing.status == Payment.Status.VOIDED and result.captured:
                 # The order was cancelled while the gateway captured: the capture is not kept.
                 return _refund_late_capture(voided=existing, payment=payment)
@@ -129,7 +126,7 @@ def payment_refund(*, order_id: int) -> Refund:
     Idempotent per order: an existing refund is returned as it is. Raises
     ``PaymentNotRefundable`` when the order has no payment or its payment was not captured.
     """
-    with transaction.atomic():
+    with atomic():
         # The row lock makes concurrent duplicates queue here; the second then finds the refund.
         payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
         if payment is None:
@@ -218,7 +215,7 @@ def payment_cancel(*, order_id: int) -> Payment:
 
     Idempotent: a failed, refunded or voided payment is returned as it is.
     """
-    with transaction.atomic():
+    with atomic():
         if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 1:
             raise ValidationError({"order_id": [f"must be a positive integer, got {order_id!r}"]})
         payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
@@ -303,8 +300,9 @@ def _key(kind: str, order_id: int) -> str:
 
 
 def _attempt_prepare(*, kind: str, order_id: int, amount: Decimal, currency: str) -> None:
+    # Inserted first: on a first run (nearly every run) there is no attempt yet.
     attempt, created = _attempt_get_or_create(
-        kind=kind, order_id=order_id, amount=amount, currency=currency
+        kind=kind, order_id=order_id, amount=amount, currency=currency, insert_first=True
     )
     if created or attempt.state != GatewayAttempt.State.ATTEMPTING:
         return
@@ -335,32 +333,34 @@ def _attempt_lock(*, kind: str, order_id: int, amount: Decimal, currency: str) -
     """The order's attempt of this kind, locked; recorded now (in the caller's transaction) when
     no ``prepare`` recorded it, as for a direct call of the service."""
     attempt, _ = _attempt_get_or_create(
-        kind=kind, order_id=order_id, amount=amount, currency=currency
+        kind=kind, order_id=order_id, amount=amount, currency=currency, insert_first=False
     )
     return attempt
 
 
 def _attempt_get_or_create(
-    *, kind: str, order_id: int, amount: Decimal, currency: str
+    *, kind: str, order_id: int, amount: Decimal, currency: str, insert_first: bool
 ) -> tuple[GatewayAttempt, bool]:
-    """The order's attempt of this kind, locked, and whether it was recorded just now."""
+    """The order's attempt of this kind, locked, and whether it was recorded just now.
+    ``insert_first``: try the insert before the read (one statement when there was none)."""
     locked = GatewayAttempt.objects.select_for_update()
-    attempt = locked.filter(order_id=order_id, kind=kind).first()
-    if attempt is not None:
-        return attempt, False
-    try:
-        with transaction.atomic():
-            attempt = GatewayAttempt.objects.create(
-                kind=kind,
-                order_id=order_id,
-                idempotency_key=_key(kind, order_id),
-                amount=amount,
-                currency=currency,
-                runs=1,
-            )
+    if not insert_first:
+        attempt = locked.filter(order_id=order_id, kind=kind).first()
+        if attempt is not None:
+            return attempt, False
+    attempt = GatewayAttempt(
+        kind=kind,
+        order_id=order_id,
+        idempotency_key=_key(kind, order_id),
+        amount=amount,
+        currency=currency,
+        runs=1,
+    )
+    # The new row is ours alone until we commit; a concurrent duplicate's insert waits for it.
+    if insert_or_nothing(attempt):
         return attempt, True
-    except IntegrityError:  # a concurrent duplicate recorded it first
-        return locked.get(order_id=order_id, kind=kind), False
+    # Recorded already (by an earlier run, or a concurrent duplicate that committed first).
+    return locked.get(order_id=order_id, kind=kind), False
 
 
 def _attempt_outcome_record(attempt: GatewayAttempt, result: ChargeResult | RefundResult) -> None:

@@ -9,7 +9,7 @@ from typing import Protocol
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from outbox import publish
+from outbox import atomic, insert_or_nothing, publish
 from shipping.events import (
     ShipmentCancellationRefused,
     ShipmentCancelled,
@@ -31,7 +31,7 @@ class ShipmentLine(Protocol):
     quantity: int
 
 
-@transaction.atomic
+@atomic
 def shipment_schedule(
     *, order_id: int, lines: Iterable[ShipmentLine], correlation_id: uuid.UUID | None = None
 ) -> Shipment:
@@ -54,18 +54,17 @@ def shipment_schedule(
             lines=lines,
             correlation_id=correlation_id,
         )
-        try:
-            with transaction.atomic():
-                shipment.save()
+        if insert_or_nothing(shipment):
             break
-        except IntegrityError:
-            # The order has its shipment already (or a concurrent duplicate committed first):
-            # that one is the shipment.
-            existing = Shipment.objects.filter(order_id=order_id).first()
-            if existing is not None:
-                return existing
-            if attempt == _TRACKING_ATTEMPTS:  # not a tracking-number clash after all
-                raise
+        # The order has its shipment already (or a concurrent duplicate committed first): that
+        # one is the shipment.
+        existing = Shipment.objects.filter(order_id=order_id).first()
+        if existing is not None:
+            return existing
+        if attempt == _TRACKING_ATTEMPTS:  # not a tracking-number clash after all
+            raise IntegrityError(
+                f"order {order_id}'s shipment conflicts with no row ({attempt} tracking numbers)"
+            )
 
     publish(
         ShippingScheduled(
@@ -82,7 +81,7 @@ class ShipmentTransitionRefused(Exception):
     """The shipment is not in the status the step starts from; nothing was changed."""
 
 
-@transaction.atomic
+@atomic
 def shipment_cancel(
     *, order_id: int, reason: str, correlation_id: uuid.UUID | None = None
 ) -> Shipment:

@@ -46,21 +46,34 @@ def snapshot() -> tuple:
 def a_rival_reservation_commits_first(monkeypatch, *, status: str) -> list[StockReservation]:
     """The next StockReservation insert meets a rival's row for the same order, committed by
     another connection just before it (the race the unique order_id settles); returns the
-    list the rival's row is put in."""
+    list the rival's row is put in. The insert is ``create`` (stock_release) or
+    ``insert_or_nothing`` (stock_reserve)."""
+    import inventory.services
+
     create = StockReservation.objects.create
+    insert_or_nothing = inventory.services.insert_or_nothing
     rival: list[StockReservation] = []
 
-    def rival_commits_first(**fields):
+    def the_rival_commits(order_id):
         def commit_the_rival():
             try:
-                rival.append(create(order_id=fields["order_id"], status=status))
+                rival.append(create(order_id=order_id, status=status))
             finally:
                 connection.close()
 
         thread = threading.Thread(target=commit_the_rival)
         thread.start()
         thread.join(60)
+
+    def rival_commits_first(**fields):
+        the_rival_commits(fields["order_id"])
         return create(**fields)
 
+    def rival_commits_first_insert(obj):
+        if isinstance(obj, StockReservation):
+            the_rival_commits(obj.order_id)
+        return insert_or_nothing(obj)
+
     monkeypatch.setattr(StockReservation.objects, "create", rival_commits_first)
+    monkeypatch.setattr(inventory.services, "insert_or_nothing", rival_commits_first_insert)
     return rival

@@ -15,6 +15,7 @@ from inventory.models import StockLevel, StockReservation
 from inventory.services import product_create
 from orders.services import catalog_item_upsert, order_place
 from outbox import publish
+from outbox.conf import outbox_settings
 from outbox.handling import delivery_handle
 from outbox.models import Delivery, Event
 from payments.events import PaidLine, PaymentCompleted
@@ -30,7 +31,13 @@ pytestmark = [
 
 CHARGE = "payments.payment_charge_on_order_placed"
 RESERVE = "inventory.stock_reserve_on_payment_completed"
-SLOW = 0.5  # seconds a handler takes, so that the second worker arrives while it runs
+# Seconds a handler takes, so that the second worker arrives while it runs. Well above the
+# outbox's LOCK_WAIT_SECONDS (0.5): a duplicate waits that long for a locked delivery before it
+# steps aside, so a handler that held the lock only about as long (0.5 s here before) left the
+# outcome to the handler's other statements: once the saga's steps spent fewer of them (issue
+# 12), the duplicate sometimes got the lock after the first committed, and the runs did not
+# overlap.
+SLOW = 1.0
 
 
 class SlowGateway(SimulatedGateway):
@@ -46,6 +53,10 @@ class SlowGateway(SimulatedGateway):
         return super().charge(
             amount=amount, currency=currency, token=token, idempotency_key=idempotency_key
         )
+
+
+def test_a_handler_here_outlasts_a_duplicates_wait_for_the_lock():
+    assert SLOW >= outbox_settings().LOCK_WAIT_SECONDS + 0.5
 
 
 @pytest.fixture(autouse=True)
