@@ -3,10 +3,11 @@
 
 ``atomic``: a service's transaction. Called outside a handler it is Django's ``atomic``: a
 transaction, or a savepoint inside the caller's. Called from a handler's run it joins the
-delivery's transaction without a savepoint: a handler that raises rolls that whole transaction
-back (``outbox/handling.py``: there is no savepoint around a handler, and nothing else runs in it
-before the rollback), so a savepoint of the service's own would roll back nothing more, and costs
-two statements (``SAVEPOINT``, ``RELEASE``) on every step. Inside the handler, a service that
+delivery's transaction without a savepoint: a handler that raises has everything it wrote rolled
+back (``outbox/handling.py``: a delivery handled alone has its whole transaction rolled back; one
+of a batch, the savepoint its handler runs in, which the service's block joins), so a savepoint
+of the service's own would roll back nothing more, and costs two statements (``SAVEPOINT``,
+``RELEASE``) on every step. Inside the handler, a service that
 catches an exception raised by a nested ``atomic`` service and goes on would find the
 transaction marked for rollback: nothing in the apps does that (a savepoint it needs, around an
 insert that may conflict, stays ``transaction.atomic``).
