@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
 from collections.abc import Iterable
 from functools import partial
 
@@ -109,7 +108,7 @@ def publish_many(
             # Sequence numbers, events and deliveries (and the wake-up): one statement.
             sql.events_insert(connection, rows, targets, now=now, notify=notify)
         else:
-            _sequences_assign(connection, rows)
+            sql.sequences_assign(connection, rows)
             # One INSERT per table for the whole call; bulk_create sets ``position``.
             Event.objects.using(using).bulk_create(rows)
             deliveries = [delivery_new(row, sub, now=now) for row, sub in targets]
@@ -138,15 +137,6 @@ def delivery_new(event: Event, subscriber, *, now) -> Delivery:
         aggregate_key=event.aggregate_key,
         sequence=event.sequence,
     )
-
-
-def _sequences_assign(connection, rows: list[Event]) -> None:
-    """Number each event within its aggregate (``Event.sequence``), under the aggregate's
-    sequence row lock: ordered subscribers go by this number, not by ``position``."""
-    last = sql.aggregate_sequences_take(connection, Counter(row.aggregate_key for row in rows))
-    for row in reversed(rows):
-        row.sequence = last[row.aggregate_key]
-        last[row.aggregate_key] -= 1
 
 
 def _served_by_continuation(targets: list, using: str) -> tuple[Continuing | None, list]:

@@ -30,6 +30,16 @@ def columns(model, names: list[str] | None = None, *, alias: str = "") -> str:
     return ", ".join(prefix + connection.ops.quote_name(field.column) for field in fields)
 
 
+def sequences_assign(connection, rows: list[Event]) -> None:
+    """Number each event within its aggregate (``Event.sequence``), under the aggregate's
+    sequence row lock: ordered subscribers go by this number, not by ``position``. The SQLite
+    publisher's and the bus consumer's (PostgreSQL's publisher does it in ``events_insert``)."""
+    last = aggregate_sequences_take(connection, Counter(row.aggregate_key for row in rows))
+    for row in reversed(rows):
+        row.sequence = last[row.aggregate_key]
+        last[row.aggregate_key] -= 1
+
+
 def aggregate_sequences_take(connection, counts: dict[str, int]) -> dict[str, int]:
     """Take ``counts[key]`` sequence numbers for each aggregate key; returns each key's last.
 
@@ -79,11 +89,35 @@ def delivery_pending_lock(
         )
     if found is None:
         return None
+    return _delivery_of_row(connection, found)
+
+
+def _delivery_of_row(connection, row) -> Delivery:
+    """A delivery and its event (cached on it) from a lock statement's row: the delivery's
+    columns, then the event's."""
     split = len(_DELIVERY_CONVERTERS)
-    delivery = _from_row(connection, Delivery, _DELIVERY_CONVERTERS, found[:split])
-    event = _from_row(connection, Event, _EVENT_CONVERTERS, found[split:])
+    delivery = _from_row(connection, Delivery, _DELIVERY_CONVERTERS, row[:split])
+    event = _from_row(connection, Event, _EVENT_CONVERTERS, row[split:])
     Delivery.event.field.set_cached_value(delivery, event)
     return delivery
+
+
+def _rows_locked(
+    connection, skip_sql: str, wait_sql: str, params: list, wait_seconds: float, *, order
+) -> list[tuple]:
+    """The rows ``skip_sql`` locks (``SKIP LOCKED``); the ids of ``params[0]`` (a list, each
+    row's first column) it skipped are asked for once more by ``wait_sql``, waiting up to
+    ``wait_seconds`` for their locks (``locked_waiting``); rows sorted by ``order`` when any
+    came that way."""
+    with connection.cursor() as cursor:
+        cursor.execute(skip_sql, params)
+        rows = cursor.fetchall()
+    missing = set(params[0]) - {row[0] for row in rows}
+    if missing and wait_seconds > 0:
+        more = locked_waiting(connection, wait_sql, [sorted(missing), *params[1:]], wait_seconds)
+        if more:
+            rows = sorted([*rows, *more], key=order)
+    return rows
 
 
 def deliveries_pending_lock(
@@ -93,24 +127,15 @@ def deliveries_pending_lock(
     ids, which is the order their rows are locked in: two workers' batches that share rows take
     them in the same order, so they queue instead of deadlocking. The ids ``SKIP LOCKED`` left
     out are asked for once more (``locked_waiting``), as for one delivery."""
-    params = [sorted(delivery_ids), Delivery.Status.PENDING]
-    with connection.cursor() as cursor:
-        cursor.execute(_PENDING_LOCK_MANY_SKIP_SQL, params)
-        rows = cursor.fetchall()
-    missing = set(delivery_ids) - {row[0] for row in rows}
-    if missing and wait_seconds > 0:
-        params[0] = sorted(missing)
-        more = locked_waiting(connection, _PENDING_LOCK_MANY_SQL, params, wait_seconds)
-        if more:
-            rows = sorted([*rows, *more], key=lambda row: row[0])
-    split = len(_DELIVERY_CONVERTERS)
-    found = []
-    for row in rows:
-        delivery = _from_row(connection, Delivery, _DELIVERY_CONVERTERS, row[:split])
-        event = _from_row(connection, Event, _EVENT_CONVERTERS, row[split:])
-        Delivery.event.field.set_cached_value(delivery, event)
-        found.append(delivery)
-    return found
+    rows = _rows_locked(
+        connection,
+        _PENDING_LOCK_MANY_SKIP_SQL,
+        _PENDING_LOCK_MANY_SQL,
+        [sorted(delivery_ids), Delivery.Status.PENDING],
+        wait_seconds,
+        order=lambda row: row[0],
+    )
+    return [_delivery_of_row(connection, row) for row in rows]
 
 
 def deliveries_done_save(connection, delivery_ids: list[int], *, now) -> None:
@@ -317,16 +342,14 @@ def bus_batch_lock(
     skipped are asked for once more, waiting up to ``wait_seconds`` for their locks
     (``locked_waiting``: a row another relay's claim locked without taking it is published
     now, not a lease later)."""
-    params = [list(ids), subscriber, f"{replay_prefix}%", Delivery.Status.PENDING]
-    with connection.cursor() as cursor:
-        cursor.execute(_BUS_BATCH_SKIP_SQL, params)
-        rows = cursor.fetchall()
-    missing = set(ids) - {row[0] for row in rows}
-    if missing and wait_seconds > 0:
-        params[0] = sorted(missing)
-        more = locked_waiting(connection, _BUS_BATCH_SQL, params, wait_seconds)
-        if more:
-            rows = sorted([*rows, *more], key=lambda row: row[-1])
+    rows = _rows_locked(
+        connection,
+        _BUS_BATCH_SKIP_SQL,
+        _BUS_BATCH_SQL,
+        [list(ids), subscriber, f"{replay_prefix}%", Delivery.Status.PENDING],
+        wait_seconds,
+        order=lambda row: row[-1],
+    )
     # Django reads jsonb as text and leaves decoding to the field; so does this. The event's
     # position (last, for the order) is not one of BUS_BATCH_COLUMNS.
     return [(*row[:7], _json(row[7]), *row[8:10], _json(row[10]), *row[11:-1]) for row in rows]

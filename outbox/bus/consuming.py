@@ -16,7 +16,6 @@ the ordinary relay and workers run the handlers, upcasters included.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Sequence
 
 from django.db import IntegrityError, close_old_connections, connection, transaction
@@ -52,36 +51,15 @@ def bus_types_unpublished(types: list[str]) -> list[str]:
 
 
 def bus_event_store(*, event: IncomingEvent) -> str:
-    """Store ``event`` and its local deliveries; returns ``stored`` or ``duplicate``."""
-    if Event.objects.filter(event_id=event.event_id).exists():
-        return "duplicate"
+    """Store ``event`` and its local deliveries in a transaction of its own (``bus_events_store``
+    for one event); returns ``stored`` or ``duplicate``."""
     try:
-        with transaction.atomic():
-            key = f"{event.aggregate_type}:{event.aggregate_id}"
-            row = Event.objects.create(
-                sequence=_sequences_take({key: 1})[key],
-                event_id=event.event_id,
-                type=event.type,
-                version=event.version,
-                aggregate_type=event.aggregate_type,
-                aggregate_id=event.aggregate_id,
-                payload=event.payload,
-                correlation_id=event.correlation_id,
-                causation_id=event.causation_id,
-                headers=event.headers,
-                occurred_at=event.occurred_at,
-            )
-            now = timezone.now()
-            Delivery.objects.bulk_create(
-                [delivery_new(row, sub, now=now) for sub in subscribers_for(event.type)]
-            )
-            transaction.on_commit(relay_wake)
+        return bus_events_store(events=[event])[0]
     except IntegrityError:
         # Another consumer stored it between the check and the insert.
         if Event.objects.filter(event_id=event.event_id).exists():
             return "duplicate"
         raise
-    return "stored"
 
 
 def bus_events_store(*, events: Sequence[IncomingEvent]) -> list[str]:
@@ -113,7 +91,7 @@ def bus_events_store(*, events: Sequence[IncomingEvent]) -> list[str]:
             if event.event_id not in taken
         ]
         if rows:
-            _sequences_assign(rows)
+            sql.sequences_assign(connection, rows)
             # Both backends return the new positions (PostgreSQL, and SQLite 3.35+ on Django
             # 5.2): the deliveries need them.
             Event.objects.bulk_create(rows)
@@ -127,21 +105,6 @@ def bus_events_store(*, events: Sequence[IncomingEvent]) -> list[str]:
             )
             transaction.on_commit(relay_wake)
     return ["duplicate" if event_id in taken else "stored" for event_id in ids]
-
-
-def _sequences_take(counts: dict[str, int]) -> dict[str, int]:
-    """Sequence numbers within each aggregate for the events taken in, as a publisher numbers
-    its own (``Event.sequence``, outbox/publisher.py): an ordered subscriber here runs one
-    aggregate's events in the broker's order, one at a time. Each key's last number; its row
-    stays locked until the transaction ends."""
-    return sql.aggregate_sequences_take(connection, counts)
-
-
-def _sequences_assign(rows: list[Event]) -> None:
-    last = _sequences_take(Counter(row.aggregate_key for row in rows))
-    for row in reversed(rows):
-        row.sequence = last[row.aggregate_key]
-        last[row.aggregate_key] -= 1
 
 
 def bus_message_receive(*, message: ReceivedMessage, adapter: BusAdapter) -> Verdict:
