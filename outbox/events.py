@@ -111,12 +111,15 @@ class DomainEvent:
         """The JSON payload; raises EventPayloadError when a value is not plain JSON."""
         check_declared(type(self))
         payload = {}
-        hints = _hints(type(self))
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            path = f"{self.event_type}.{field.name}"
-            with _value_hidden(path, field.name in self.sensitive):
-                payload[field.name] = _encode(value, hints[field.name], path)
+        shape = _shape(type(self))
+        for name in shape.names:
+            path = f"{self.event_type}.{name}"
+            try:
+                payload[name] = _encode(getattr(self, name), shape.hints[name], path)
+            except EventPayloadError:
+                if name in self.sensitive:
+                    raise _hidden(path) from None
+                raise
         try:
             json.dumps(payload, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -141,15 +144,9 @@ def _repr_redacted(self) -> str:
     return f"{type(self).__qualname__}({shown})"
 
 
-@contextlib.contextmanager
-def _value_hidden(path: str, hidden: bool):
-    """A payload error about a sensitive field says what is wrong, never the value."""
-    try:
-        yield
-    except EventPayloadError:
-        if not hidden:
-            raise
-        raise EventPayloadError(f"{path}: not a valid value (sensitive: not shown)") from None
+def _hidden(path: str) -> EventPayloadError:
+    """The error about a sensitive field's value: what is wrong, never the value."""
+    return EventPayloadError(f"{path}: not a valid value (sensitive: not shown)")
 
 
 def event_types_all() -> list[type[DomainEvent]]:
@@ -277,12 +274,43 @@ def _hints(cls: type) -> dict[str, Any]:
         raise EventDeclarationError(f"{cls.__qualname__}: cannot read field types: {exc}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """What encoding and decoding need of a dataclass, read once per class (``_shape``)."""
+
+    hints: dict[str, Any]  # every field's type, resolved
+    names: tuple[str, ...]  # the fields, in declaration order
+    accepted: frozenset[str]  # the fields a payload may carry (init=True)
+    required: frozenset[str]  # of those, the ones without a default
+
+
+@functools.cache
+def _shape(cls: type) -> _Shape:
+    """Resolving a class's annotations (``typing.get_type_hints``) costs more than encoding or
+    decoding a whole event: done once per class. A class whose annotations do not resolve
+    raises each time (an exception is not cached)."""
+    fields = dataclasses.fields(cls)
+    accepted = [f for f in fields if f.init]
+    return _Shape(
+        hints=_hints(cls),
+        names=tuple(f.name for f in fields),
+        accepted=frozenset(f.name for f in accepted),
+        required=frozenset(
+            f.name
+            for f in accepted
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ),
+    )
+
+
 def _encode(value: Any, hint: Any, path: str) -> Any:
+    if type(value) is hint and hint in _PRIMITIVES:  # the common case, all checks passed
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        hints = _hints(type(value))
+        shape = _shape(type(value))
         return {
-            f.name: _encode(getattr(value, f.name), hints[f.name], f"{path}.{f.name}")
-            for f in dataclasses.fields(value)
+            name: _encode(getattr(value, name), shape.hints[name], f"{path}.{name}")
+            for name in shape.names
         }
     if isinstance(value, (list, tuple)):
         args = typing.get_args(hint)
@@ -325,21 +353,15 @@ def _check(value: Any, hint: Any, path: str) -> None:
 
 
 def _decode(value: Any, hint: Any, path: str) -> Any:
+    if type(value) is hint and hint in _PRIMITIVES:  # the common case, all checks passed
+        return value
     origin = typing.get_origin(hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise EventPayloadError(f"{path}: expected an object, got {value!r}")
-        hints = _hints(hint)
-        names = {f.name for f in dataclasses.fields(hint) if f.init}
-        required = {
-            f.name
-            for f in dataclasses.fields(hint)
-            if f.init
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        }
-        unknown = sorted(set(value) - names)
-        missing = sorted(required - set(value))
+        shape = _shape(hint)
+        unknown = sorted(value.keys() - shape.accepted)
+        missing = sorted(shape.required - value.keys())
         if unknown or missing:
             problems = []
             if missing:
@@ -350,8 +372,12 @@ def _decode(value: Any, hint: Any, path: str) -> Any:
         hidden = getattr(hint, "sensitive", ())
         kwargs = {}
         for k, v in value.items():
-            with _value_hidden(f"{path}.{k}", k in hidden):
-                kwargs[k] = _decode(v, hints[k], f"{path}.{k}")
+            try:
+                kwargs[k] = _decode(v, shape.hints[k], f"{path}.{k}")
+            except EventPayloadError:
+                if k in hidden:
+                    raise _hidden(f"{path}.{k}") from None
+                raise
         return hint(**kwargs)
     if origin in (list, tuple):
         if not isinstance(value, list):
