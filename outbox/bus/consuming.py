@@ -45,6 +45,7 @@ from outbox.bus.conf import bus_settings
 from outbox.bus.target import event_externalised
 from outbox.bus.wire import IncomingEvent, MalformedMessage
 from outbox.continuation import deliveries_run
+from outbox.errors import UnknownSubscriber
 from outbox.models import Delivery, Event
 from outbox.publisher import delivery_new, relay_wake
 from outbox.queues import BUS_QUEUE, RELAY_QUEUE
@@ -139,7 +140,7 @@ class ConsumerRun:
 def _ordered(name: str) -> bool:
     try:
         return subscriber_get(name).ordered
-    except Exception:
+    except UnknownSubscriber:
         return False
 
 

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections
+from django.db import OperationalError, connection
 
 from outbox.bus import consuming
 from outbox.bus.adapters.base import Verdict
 from outbox.bus.consuming import ConsumerRun, bus_messages_receive, consumer_run
 from outbox.models import Delivery
 from outbox.relay import deliveries_claim
-from outbox.wake import NOTIFY_CHANNEL
 from tests.bus.test_wire import ADAPTERS, received, stored
-from tests.outbox.test_wake import notifications, on_postgres
+from tests.outbox.test_wake import by_notify, listening, notifications, on_postgres
 from tests.testapp.models import Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+__all__ = ["by_notify", "listening"]  # the fixtures, imported
 
 
 @pytest.fixture(autouse=True)
@@ -225,20 +226,6 @@ def test_the_settings_turn_it_off_or_refuse_what_makes_no_sense(settings):
 
 
 # --- The wake-up by NOTIFY, in the storing transaction --------------------------------------
-
-
-@pytest.fixture
-def by_notify(settings):
-    settings.OUTBOX = {**settings.OUTBOX, "WAKE_BY_NOTIFY": True}
-
-
-@pytest.fixture
-def listening():
-    own = connections.create_connection(DEFAULT_DB_ALIAS)
-    own.ensure_connection()
-    own.connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-    yield own.connection
-    own.close()
 
 
 @on_postgres
