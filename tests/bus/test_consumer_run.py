@@ -7,14 +7,22 @@ real brokers, a consumer killed in the middle of a handler among them."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, connection
 
+from inventory.services import product_create
+from orders.models import Order
+from orders.services import order_place
 from outbox.bus import consuming
 from outbox.bus.adapters.base import Verdict
 from outbox.bus.consuming import ConsumerRun, bus_messages_receive, consumer_run
+from outbox.continuation import deliveries_run, queues_served_set
 from outbox.models import Delivery
+from outbox.registry import subscriber_queues
 from outbox.relay import deliveries_claim
 from tests.bus.test_wire import ADAPTERS, received, stored
 from tests.outbox.test_wake import by_notify, listening, notifications, on_postgres
@@ -248,3 +256,59 @@ def test_by_notify_what_the_consumer_runs_notifies_no_one(by_notify, listening, 
     assert notifications(listening) == 0
     assert wakes == []
     assert Delivery.objects.filter(status="done").count() == 6
+
+
+# --- Continuation: what the consumer's handlers publish for its queues runs next, here ---------
+
+
+def test_a_consumed_event_continues_into_its_handlers_own_events_in_the_consumer(
+    settings, wakes, monkeypatch
+):
+    """PaymentCompleted taken in from the bus (payments is another service): inventory's
+    handler publishes StockUpdated, shipping's ShippingScheduled, orders' OrderCompleted; the
+    consumer claims and runs each next step itself, as a worker's continuation would."""
+    settings.EVENT_BUS = {
+        **settings.EVENT_BUS,
+        "LOCAL_APPS": ["orders", "inventory", "shipping", "notifications"],
+    }
+    publisher_wakes: list[None] = []
+    monkeypatch.setattr("outbox.publisher.relay_wake", lambda: publisher_wakes.append(None))
+    product_create(sku="MUG", name="Mug", price=Decimal("9.50"), stock=10)
+    deliveries_run(list(Delivery.objects.filter(status="pending").values_list("id", flat=True)))
+    customer = get_user_model().objects.create_user("alice")
+    order, _ = order_place(
+        customer=customer, lines=[{"sku": "MUG", "quantity": 2}], payment_token="tok_visa"
+    )
+    before = set(Delivery.objects.values_list("id", flat=True))
+    publisher_wakes.clear()
+    paid = stored(
+        type="payments.PaymentCompleted",
+        aggregate_type="payment",
+        aggregate_id="1",
+        payload={
+            "payment_id": 1,
+            "order_id": order.pk,
+            "amount": "19.00",
+            "currency": "EUR",
+            "lines": [{"sku": "MUG", "quantity": 2}],
+        },
+    )
+    queues = subscriber_queues()
+    queues_served_set(queues)  # as the consumer command sets them
+    try:
+        run = ConsumerRun(queues=queues, max_events=10, max_seconds=5.0)
+        assert receive([paid], run) == [Verdict.ACK]
+        run.run()
+    finally:
+        queues_served_set(())
+
+    assert Order.objects.get(pk=order.pk).status == "completed"
+    chain = Delivery.objects.exclude(id__in=before)
+    assert set(chain.values_list("event__type", flat=True)) >= {
+        "payments.PaymentCompleted",
+        "inventory.StockUpdated",
+        "shipping.ShippingScheduled",
+        "orders.OrderCompleted",
+    }
+    assert list(chain.values_list("status", "dispatches").distinct()) == [("done", 1)]
+    assert wakes == [] and publisher_wakes == []  # no relay, no Celery message: all here
