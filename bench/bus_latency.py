@@ -55,7 +55,12 @@ def _supervisor(bench: Bench, env: dict, logs: str, celery_app) -> Supervisor:
     return Supervisor(
         procfile=procfile,
         env=env,
-        env_for=lambda name: {"WORKER_CONCURRENCY": str(bench.concurrency)},
+        env_for=lambda name: {
+            "WORKER_CONCURRENCY": str(bench.concurrency),
+            # --ab: B's settings reach both services' processes, not only the producers
+            # (until 2026-12-01 they did not: an A/B of this scenario compared A with A).
+            **({"DJANGO_SETTINGS_MODULE": bench.settings_module} if bench.settings_module else {}),
+        },
         cwd=bus_scenarios.ROOT,
         logs=Logs(folder, combined=False),
         stop_grace=20.0,
@@ -138,6 +143,7 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
             event="remote",
         )
         commits_before = _b_store_commits(env_b["PROMETHEUS_MULTIPROC_DIR"])
+        ran_before = _b_consumer_ran(env_b["PROMETHEUS_MULTIPROC_DIR"])
         producers.go()
         (result,) = producers.results(timeout=60 + s.latency_seconds * 3)
         latencies = handler_latencies(side, tag, count)
@@ -147,6 +153,7 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
                 _b_store_commits(env_b["PROMETHEUS_MULTIPROC_DIR"]), commits_before, strict=True
             )
         )
+        ran = _b_consumer_ran(env_b["PROMETHEUS_MULTIPROC_DIR"]) - ran_before
         figures = latency_figures(broker, latencies)
         confirmed = _confirmed_after_commit(bench, tag)
         stored, stored_per_second = _stored_on_b_after_commit(bench, database_b.url, tag)
@@ -167,7 +174,10 @@ def _one_broker(bench: Bench, run: int, broker: str, url: str) -> dict:
             # Events B's consumer stored in each second from the first commit: below the
             # producer's rate while it runs, a backlog grows (and drains once A is quiet).
             "b_stored_per_second": stored_per_second,
-            # From B's store on: its relay's claim, then the Celery hop and its worker.
+            # From B's store on: B's consumer's own claim and run (EVENT_BUS RUN), or its
+            # relay's claim, the Celery hop and its worker; how many of the steady run's
+            # deliveries B's consumer ran itself (outbox_bus_consumer_ran).
+            "b_run_by_consumer": ran,
             **_b_after_store(bench, database_b.url, tag),
             # B's consumer's storing transactions in the steady run, and events per transaction
             # (outbox_bus_stored_batch_events: the batch it had in hand each time).
@@ -227,6 +237,23 @@ def _b_store_commits(folder: str) -> tuple[float, float]:
     )
 
 
+def _b_consumer_ran(folder: str) -> float:
+    """Deliveries B's consumer claimed and ran itself so far."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=folder)
+    return sum(
+        sample.value
+        for family in registry.collect()
+        if family.name == "outbox_bus_consumer_ran"
+        for sample in family.samples
+        if sample.name == "outbox_bus_consumer_ran_total"
+        and sample.labels.get("service") == SERVICE_B
+    )
+
+
 def _confirmed_after_commit(bench: Bench, tag: str) -> list[float]:
     """Per event of ``tag``: ms from its commit on A to its bus delivery done on A."""
     from outbox.models import Delivery
@@ -264,9 +291,10 @@ def _stored_on_b_after_commit(
 
 def _b_after_store(bench: Bench, database_url: str, tag: str) -> dict:
     """B's own outbox path, per event of ``tag``: ms from its delivery's creation (the
-    consumer's store) to the relay's claim of it (``dispatched_at``), from that claim to its
-    handler's start, and how many handlers started in each whole second since A's first
-    commit (below the producer's rate while it runs: B's relay and worker fall behind)."""
+    consumer's store) to its claim (``dispatched_at``: by B's consumer itself, which runs a
+    small batch's deliveries, or by B's relay), from that claim to its handler's start, and
+    how many handlers started in each whole second since A's first commit (below the
+    producer's rate while it runs: B falls behind)."""
     import psycopg
 
     commits = bench.stamps(f"bench:commit:{tag}")

@@ -48,9 +48,10 @@ def queues_served_set(queues) -> None:
     _queues = frozenset(queues)
 
 
-def deliveries_run(delivery_ids: list[int]) -> None:
+def deliveries_run(delivery_ids: list[int], *, max_seconds: float | None = None) -> None:
     """Handle a message's deliveries, and after them the deliveries their runs committed for
-    this worker's queues (within the bounds).
+    this worker's queues (within the bounds; ``max_seconds``, when given, in place of
+    ``CONTINUATION_MAX_SECONDS``: the bus consumer's budget, outbox/bus/consuming.py).
 
     With ``DELIVERY_BATCH_SIZE`` above 1, up to that many run in one transaction
     (``_handle_batch``), and what a batch committed for this worker's queues is claimed as the
@@ -68,7 +69,8 @@ def deliveries_run(delivery_ids: list[int]) -> None:
         current = Continuing(queues=_queues, deliveries=[])
         with continuing(current):
             outcomes = _handle_batch(batch)
-        in_time = time.monotonic() - started < conf.CONTINUATION_MAX_SECONDS
+        budget = conf.CONTINUATION_MAX_SECONDS if max_seconds is None else max_seconds
+        in_time = time.monotonic() - started < budget
         claimed = _continuation_claim(current, claim="done" in outcomes and in_time)
         stack += _batches(claimed, size, depth + 1)
 

@@ -321,6 +321,14 @@ EVENT_BUS = {
     "NAMESPACE": os.environ.get("EVENT_BUS_NAMESPACE", "shop"),
     "EXTERNALISE_ALL": env_bool("EVENT_BUS_EXTERNALISE_ALL", False),
     "ACK_WAIT_SECONDS": env_float("EVENT_BUS_ACK_WAIT_SECONDS", 30.0),
+    # The consumer runs small batches of what it stored itself (docs/bus.md, "The consumer").
+    "RUN": env_bool("EVENT_BUS_RUN", True),
+    "RUN_MAX_EVENTS": int(os.environ.get("EVENT_BUS_RUN_MAX_EVENTS", "10")),
+    "RUN_MAX_SECONDS": env_float("EVENT_BUS_RUN_MAX_SECONDS", 0.5),
+    "RUN_QUEUES": [
+        q.strip() for q in os.environ.get("EVENT_BUS_RUN_QUEUES", "").split(",") if q.strip()
+    ]
+    or None,
     # outbox_replay --to-service: which apps each service of the split installs.
     "SERVICES": {name: list(service.apps) for name, service in SERVICES.items()},
     "LOCAL_APPS": list(SERVICE.apps)

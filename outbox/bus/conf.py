@@ -40,6 +40,17 @@ DEFAULTS = {
     # Messages a consumer may hold unacknowledged (RabbitMQ prefetch, JetStream max_ack_pending
     # and fetch batch).
     "PREFETCH": 100,
+    # The consumer runs what it stored itself (outbox/bus/consuming.py, ``ConsumerRun``): once a
+    # batch is committed and acknowledged, it claims the batch's deliveries with the relay's
+    # claim and runs them in its own process, as a worker would, instead of leaving them to
+    # the relay and a worker. Only a batch that stored at most RUN_MAX_EVENTS events (a burst
+    # is the relay's and the workers'), and for no longer than RUN_MAX_SECONDS after its first
+    # claim (a handler that has begun runs to its end). RUN_QUEUES: the subscribers' queues it
+    # runs (None: every queue of this service's subscribers).
+    "RUN": True,
+    "RUN_MAX_EVENTS": 10,
+    "RUN_MAX_SECONDS": 0.5,
+    "RUN_QUEUES": None,
 }
 
 
@@ -57,6 +68,10 @@ class BusSettings:
     MAX_ATTEMPTS: int
     ACK_WAIT_SECONDS: float
     PREFETCH: int
+    RUN: bool
+    RUN_MAX_EVENTS: int
+    RUN_MAX_SECONDS: float
+    RUN_QUEUES: list[str] | None
 
     @property
     def enabled(self) -> bool:

@@ -59,6 +59,11 @@ def _family(name: str):
                 ["service"],
                 buckets=STORED_BATCH_BUCKETS,
             )
+            _families["ran"] = p.Counter(
+                "outbox_bus_consumer_ran",
+                "Deliveries a consumer claimed and ran itself, after storing their events.",
+                ["service"],
+            )
             _families["lag"] = p.Gauge(
                 "outbox_bus_consumer_lag",
                 "Messages waiting in the broker for this service's consumer.",
@@ -88,6 +93,10 @@ def bus_received(*, service: str, outcome: str) -> None:
 
 def bus_stored_batch(*, service: str, events: int) -> None:
     _family("stored_batch").labels(service).observe(events)
+
+
+def bus_consumer_ran(*, service: str, deliveries: int) -> None:
+    _family("ran").labels(service).inc(deliveries)
 
 
 def bus_consumer_stats(*, service: str, namespace: str, lag, unroutable) -> None:

@@ -218,8 +218,8 @@ import outbox.management.commands.bus_consume as command
 
 real = command.bus_messages_receive
 
-def receive(*, messages, adapter):
-    verdicts = real(messages=messages, adapter=adapter)
+def receive(*, messages, adapter, **options):
+    verdicts = real(messages=messages, adapter=adapter, **options)
     if Verdict.ACK in verdicts:
         # The batch is committed; the broker never hears the acks. How many it stored:
         with open(os.path.join(os.environ["SHOP_VAR_DIR"], "stored-before-crash"), "w") as note:

@@ -87,6 +87,8 @@ def test_a_nats_message_carries_the_ciphertext(nats_bus, bus_namespace, key):
 def consumer(other_service, key: str):
     other = other_service(RABBITMQ_URL)
     other.env["EVENT_ENCRYPTION_KEYS"] = key
+    # The handler runs as the service's workers run it (HANDLE_ALL), not in the consumer.
+    other.env["EVENT_BUS_RUN"] = "0"
     subprocess.run(
         [sys.executable, *CONSUME, "--declare-only"], cwd=ROOT, env=other.env, check=True
     )

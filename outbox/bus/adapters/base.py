@@ -16,8 +16,9 @@ Three operations, each mapped to what the broker does natively:
   one message alone is handed over at once) to a callback as a batch, in the broker's order,
   and settle each, after the callback returned, as its verdict says: ``ACK`` (stored, or a
   duplicate), ``DEAD`` (malformed: to the dead-letter exchange or subject, never back into the
-  queue) or ``RETRY`` (this side failed, e.g. its database: redeliver later). Reconnects by
-  itself; returns when ``stop`` is set.
+  queue) or ``RETRY`` (this side failed, e.g. its database: redeliver later); then, once the
+  batch is settled, calls ``on_settled`` (the consumer runs what it stored: the broker's
+  connection must stay alive meanwhile). Reconnects by itself; returns when ``stop`` is set.
 
 Kafka fits the same shape: a topic per namespace (or per app), the message key = the
 ``partition_key`` (the aggregate key, so one aggregate's events share a partition and keep their
@@ -90,6 +91,7 @@ class BusAdapter(Protocol):
         stop: threading.Event,
         prefetch: int,
         on_idle: Callable[[], None] | None = None,
+        on_settled: Callable[[], None] | None = None,
     ) -> None: ...
 
     def service_types(self, *, service: str, event_types: Sequence[str]) -> list[str] | None: ...

@@ -281,6 +281,7 @@ class NatsAdapter:
         stop: threading.Event,
         prefetch: int,
         on_idle: Callable[[], None] | None = None,
+        on_settled: Callable[[], None] | None = None,
     ) -> None:
         wanted = set(self._subjects(service, event_types))
         subscription = None
@@ -313,9 +314,14 @@ class NatsAdapter:
             settle = dict(zip(map(id, taken), verdicts, strict=True))
             self._run(
                 self._batch_settle(
-                    [(msg, settle.get(id(msg), Verdict.ACK)) for msg in messages], service
+                    [(msg, settle.get(id(msg), Verdict.ACK)) for msg in messages],
+                    service,
+                    flush=on_settled is not None,
                 )
             )
+            if on_settled:
+                # The client's event loop runs in its own thread: pings are answered meanwhile.
+                on_settled()
 
     async def _bind(self, service: str):
         js = await self._connect()
@@ -335,14 +341,20 @@ class NatsAdapter:
         except TimeoutError:  # asyncio's (3.11+), and nats.errors.TimeoutError is one too
             return []
 
-    async def _batch_settle(self, settled: list[tuple], service: str) -> None:
+    async def _batch_settle(self, settled: list[tuple], service: str, flush: bool = False) -> None:
         """Settle a batch after its verdicts (so after the commit that stored it), every
         message at once; one that fails to settle (a lost connection) is redelivered after
-        ``ack_wait`` and found a duplicate."""
+        ``ack_wait`` and found a duplicate. ``flush``: the acks have reached the server when
+        this returns (the consumer then runs what it stored, ``on_settled``)."""
         results = await asyncio.gather(
             *(self._settle(msg, verdict, service) for msg, verdict in settled),
             return_exceptions=True,
         )
+        if flush:
+            try:
+                await self._nc.flush(timeout=5)
+            except Exception as exc:  # not settled for sure: redelivered, found a duplicate
+                logger.warning("NATS: flushing a batch's acks failed: %s", exc)
         for (msg, verdict), result in zip(settled, results, strict=True):
             if isinstance(result, BaseException):
                 logger.warning(

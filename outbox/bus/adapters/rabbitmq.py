@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 QUORUM = {"x-queue-type": "quorum"}
 RECONNECT_CAP_SECONDS = 10.0
+# The consumer's connection heartbeat: the broker drops a connection that sent nothing for
+# about two of these (a consumer's run of what it stored answers none: ``consume``).
+HEARTBEAT_SECONDS = 10
 
 
 # A batch's frames are sent in socket writes of about this size, not one write per message.
@@ -360,11 +363,12 @@ class RabbitMQAdapter:
         stop: threading.Event,
         prefetch: int,
         on_idle: Callable[[], None] | None = None,
+        on_settled: Callable[[], None] | None = None,
     ) -> None:
         delay = 0.5
         while not stop.is_set():
             try:
-                with Connection(self.url, connect_timeout=5, heartbeat=10) as conn:
+                with Connection(self.url, connect_timeout=5, heartbeat=HEARTBEAT_SECONDS) as conn:
                     conn.ensure_connection(max_retries=1)
                     channel = conn.channel()
                     self._declare(channel, service, event_types)
@@ -387,6 +391,11 @@ class RabbitMQAdapter:
                             if held:
                                 batch, held[:] = held[:], []
                                 self._batch_settle(batch, on_batch([_received(m) for m in batch]))
+                                if on_settled:
+                                    # Heartbeats are not answered meanwhile: a run longer than
+                                    # two of them (HEARTBEAT_SECONDS) costs a reconnection, and
+                                    # the messages held unsettled come again (nothing stored).
+                                    on_settled()
             # kombu's ensure_connection wraps a refused or dropped connection in its own
             # OperationalError: a broker that is away when the consumer starts.
             except (

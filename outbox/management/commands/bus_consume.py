@@ -3,12 +3,19 @@ import signal
 import threading
 import time
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from outbox.bus import metrics
 from outbox.bus.adapters import adapter_for
 from outbox.bus.conf import bus_settings
-from outbox.bus.consuming import bus_messages_receive, bus_types_consumed, bus_types_unpublished
+from outbox.bus.consuming import (
+    bus_messages_receive,
+    bus_types_consumed,
+    bus_types_unpublished,
+    consumer_run,
+)
+from outbox.continuation import queues_served_set
 
 logger = logging.getLogger("outbox.bus.consume")
 STATS_EVERY_SECONDS = 15.0
@@ -18,8 +25,8 @@ class Command(BaseCommand):
     help = (
         "Take this service's events in from the bus (EVENT_BUS_URL): declare its queue or "
         "durable consumer from the subscriber registry, store the events it holds with their "
-        "local deliveries, one transaction per batch, acknowledge after the commit. Runs until "
-        "SIGTERM or SIGINT."
+        "local deliveries, one transaction per batch, acknowledge after the commit, then run a "
+        "small batch's deliveries here (EVENT_BUS RUN). Runs until SIGTERM or SIGINT."
     )
 
     def add_arguments(self, parser):
@@ -72,7 +79,17 @@ class Command(BaseCommand):
             adapter.topology_declare(service=None, event_types=())
             stop.wait()
             return
-        self.stdout.write(f"service {conf.SERVICE} consuming {', '.join(types)}")
+        try:
+            run = consumer_run()
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
+        if run is not None:
+            # Its runs continue, as a worker's, into what their handlers publish for its queues.
+            queues_served_set(run.queues)
+        self.stdout.write(
+            f"service {conf.SERVICE} consuming {', '.join(types)}"
+            + (f"; running {', '.join(sorted(run.queues))} itself" if run else "")
+        )
         last_stats = [0.0]
 
         def idle() -> None:
@@ -95,9 +112,12 @@ class Command(BaseCommand):
         adapter.consume(
             service=conf.SERVICE,
             event_types=types,
-            on_batch=lambda messages: bus_messages_receive(messages=messages, adapter=adapter),
+            on_batch=lambda messages: bus_messages_receive(
+                messages=messages, adapter=adapter, run=run
+            ),
             stop=stop,
             prefetch=conf.PREFETCH,
             on_idle=idle,
+            on_settled=run.run if run is not None else None,
         )
         adapter.close()
