@@ -65,10 +65,15 @@ def deliveries_run(delivery_ids: list[int]) -> None:
         if not (conf.CONTINUATION and _queues and depth < conf.CONTINUATION_MAX_DEPTH):
             _handle_batch(batch)
             continue
-        current = Continuing(queues=_queues, deliveries=[])
+        born_until = started + conf.CONTINUATION_MAX_SECONDS
+        current = Continuing(
+            queues=_queues,
+            deliveries=[],
+            born_until=born_until if conf.CONTINUATION_BORN_CLAIMED else 0.0,
+        )
         with continuing(current):
             outcomes = _handle_batch(batch)
-        in_time = time.monotonic() - started < conf.CONTINUATION_MAX_SECONDS
+        in_time = time.monotonic() < born_until
         claimed = _continuation_claim(current, claim="done" in outcomes and in_time)
         stack += _batches(claimed, size, depth + 1)
 
@@ -102,6 +107,7 @@ def _handle_batch(delivery_ids: list[int]) -> set[str]:
         current = continuing_current()
         if current is not None:
             current.deliveries.clear()
+            current.born.clear()
         result, alone = set(), delivery_ids
     for delivery_id in alone:
         result.add(_handle(delivery_id))
@@ -117,9 +123,12 @@ def _handle(delivery_id: int) -> str | None:
 
 
 def _continuation_claim(current: Continuing, *, claim: bool) -> list[int]:
-    """Claim the run's deliveries for this worker (``claim``: its run committed, within the
-    bounds); wake the relay if the run left it to the worker and something is left over."""
+    """The run's deliveries for this worker: those its publish inserted already leased to it
+    (``born``: committed, since what a rollback undid is forgotten), and the others claimed
+    (``claim``: its run committed, within the bounds); wake the relay if the run left it to the
+    worker and something is left over."""
     wanted = current.deliveries
+    born = current.born
     claimed: list[int] = []
     if claim and wanted:
         events = {position for position, _ in wanted}
@@ -128,8 +137,8 @@ def _continuation_claim(current: Continuing, *, claim: bool) -> list[int]:
             claimed = [pk for pk, _ in deliveries_claim_of(events=events, subscribers=subscribers)]
         except Exception:
             logger.warning("continuation claim failed; the relay dispatches", exc_info=True)
-    if claimed and metrics.enabled:
-        metrics.deliveries_continued(len(claimed))
+    if (born or claimed) and metrics.enabled:
+        metrics.deliveries_continued(len(born) + len(claimed))
     if current.wake_owed and len(claimed) < len(wanted):
         relay_wake()
-    return claimed
+    return [*born, *claimed]

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from outbox import metrics, sql
 from outbox.conf import outbox_settings
-from outbox.context import Handling, handling
+from outbox.context import Handling, born_forget, born_mark, handling
 from outbox.errors import UnknownSubscriber
 from outbox.events import DomainEvent, EventMeta, event_load
 from outbox.logcontext import log_fields
@@ -71,8 +71,10 @@ def delivery_handle(*, delivery_id: int) -> str:
     ran: _Run | None = None
     delivery: Delivery | None = None
     prepared = False
+    mark = born_mark()
     try:
         while True:
+            mark = born_mark()
             with transaction.atomic():
                 delivery = _pending_lock(delivery_id)
                 if delivery is None:
@@ -99,6 +101,7 @@ def delivery_handle(*, delivery_id: int) -> str:
                     handler_span_end(span, outcome)
                     return outcome
     except Exception as exc:
+        born_forget(mark)  # what the run published was rolled back with it
         if ran is None:
             raise  # the handler never ran: nothing to count (the database is unreachable)
         with log_fields(**_fields(delivery)):
@@ -181,12 +184,14 @@ def deliveries_handle_together(*, delivery_ids: list[int]) -> tuple[dict[int, st
 
 def _run_in_savepoint(delivery: Delivery) -> _Run:
     """``_run`` in a savepoint of the batch's transaction, rolled back if the handler raised."""
+    mark = born_mark()
     try:
         with transaction.atomic():
             ran = _run(delivery)
             if ran.error is not None:
                 raise _HandlerFailed(ran)
     except _HandlerFailed as failed:
+        born_forget(mark)
         return failed.run
     return ran
 
@@ -331,10 +336,12 @@ def _prepare_of(delivery: Delivery):
 def _prepare_run(delivery: Delivery, prepare) -> str | None:
     """Run the subscriber's ``prepare`` in a savepoint of the locking transaction, which then
     commits before the handler runs. None to go on; a failure is recorded as a failed attempt."""
+    mark = born_mark()
     try:
         with transaction.atomic():
             prepare(_event_of(delivery, subscriber_get(delivery.subscriber)))
     except Exception as exc:
+        born_forget(mark)
         attempt, max_attempts = delivery.attempts + 1, _max_attempts(delivery.subscriber)
         return _outcome_record(delivery, _Run(attempt, max_attempts, 0.0, exc))
     return None

@@ -438,8 +438,15 @@ _DELIVERY_FIELDS = [
 
 
 def events_insert(
-    connection, rows: list[Event], targets: list, *, now, notify: bool = False
-) -> None:
+    connection,
+    rows: list[Event],
+    targets: list,
+    *,
+    now,
+    notify: bool = False,
+    leased: list[bool] | None = None,
+    lease: float | None = None,
+) -> dict[tuple[int, str], int]:
     """PostgreSQL: the aggregates' sequence numbers, the events and their deliveries in one
     statement (one round trip, and none of ``bulk_create``'s per-object work); sets each row's
     ``sequence`` and ``position`` as ``aggregate_sequences_take`` and ``bulk_create`` do.
@@ -450,7 +457,12 @@ def events_insert(
 
     ``notify``: the statement also wakes the relay by ``pg_notify`` (outbox/wake.py), delivered
     when the transaction commits.
+
+    ``leased`` (one flag per target): those deliveries are born leased for ``lease`` seconds, as
+    a first claim leases them (``dispatched_at``, ``dispatches`` 1, due again when the lease
+    runs out, on the database's clock); returns their ids by (event position, subscriber).
     """
+    leasing = bool(leased) and any(leased)
     later: Counter = Counter()
     offsets = []
     for row in reversed(rows):
@@ -475,20 +487,34 @@ def events_insert(
             offset,
         ]
     if targets:
-        params += [Delivery.Status.PENDING, now, now]
-        for row, sub in targets:
-            params += [row.event_id, sub.name, sub.ordered, row.aggregate_key]
+        if leasing:
+            params += [lease, Delivery.Status.PENDING, now, now]
+            for (row, sub), born in zip(targets, leased, strict=True):
+                params += [row.event_id, sub.name, sub.ordered, row.aggregate_key, born]
+        else:
+            params += [Delivery.Status.PENDING, now, now]
+            for row, sub in targets:
+                params += [row.event_id, sub.name, sub.ordered, row.aggregate_key]
+    statement = _events_insert_sql(len(keys), len(rows), len(targets), notify, leasing)
+    stored, born_ids = {}, {}
     with connection.cursor() as cursor:
-        cursor.execute(_events_insert_sql(len(keys), len(rows), len(targets), notify), params)
-        stored = {event_id: (position, sequence) for position, event_id, sequence in cursor}
+        cursor.execute(statement, params)
+        for position, event_id, sequence, delivery_id, subscriber in cursor:
+            if delivery_id is None:
+                stored[event_id] = (position, sequence)
+            else:
+                born_ids[position, subscriber] = delivery_id
     for row in rows:
         row.position, row.sequence = stored[row.event_id]
         row._state.adding = False
         row._state.db = connection.alias
+    return born_ids
 
 
 @functools.lru_cache(maxsize=64)
-def _events_insert_sql(keys: int, events: int, targets: int, notify: bool = False) -> str:
+def _events_insert_sql(
+    keys: int, events: int, targets: int, notify: bool = False, leasing: bool = False
+) -> str:
     """``events_insert``'s statement for its shape, written once (building it took a quarter of
     the publisher's own CPU)."""
     name = table(AggregateSequence)
@@ -503,7 +529,7 @@ def _events_insert_sql(keys: int, events: int, targets: int, notify: bool = Fals
         f"VALUES {', '.join([_EVENT_VALUES] * events)} "
         f"RETURNING position, event_id, {columns(Event, ['sequence'])} AS sequence)"
     )
-    if targets:
+    if targets and not leasing:
         # Due on the database's clock, which the relay's claim compares with.
         values = ", ".join(["(%s::uuid, %s, %s::boolean, %s)"] * targets)
         statement += (
@@ -515,7 +541,36 @@ def _events_insert_sql(keys: int, events: int, targets: int, notify: bool = Fals
             "AS v(event_id, subscriber, ordered, aggregate_key) "
             "ON v.event_id = e.event_id)"
         )
+    elif targets:
+        # Those flagged ``born`` leased as the relay's first claim leases (outbox/relay.py),
+        # on the same clock; their ids returned.
+        values = ", ".join(["(%s::uuid, %s, %s::boolean, %s, %s::boolean)"] * targets)
+        fields = columns(Delivery, [*_DELIVERY_FIELDS, "dispatched_at"])
+        statement += (
+            f", l AS (SELECT %s::double precision AS secs), "
+            f"d AS (INSERT INTO {table(Delivery)} ({fields}) "
+            "SELECT e.position, v.subscriber, v.ordered, v.aggregate_key, e.sequence, "
+            "%s, 0, CASE WHEN v.born THEN 1 ELSE 0 END, '', "
+            "CASE WHEN v.born THEN statement_timestamp() + make_interval(secs => l.secs) "
+            "ELSE statement_timestamp() END, %s, %s, "
+            "CASE WHEN v.born THEN statement_timestamp() END "
+            f"FROM e JOIN (VALUES {values}) "
+            "AS v(event_id, subscriber, ordered, aggregate_key, born) "
+            "ON v.event_id = e.event_id CROSS JOIN l "
+            f"RETURNING {columns(Delivery, ['event', 'id', 'subscriber', 'dispatches'])})"
+        )
     if notify:
         # A CTE that only reads runs only if the statement reads it: joined, one row.
         statement += f", n AS ({NOTIFY_SQL})"
-    return statement + " SELECT position, event_id, sequence FROM e" + (", n" if notify else "")
+    statement += " SELECT position, event_id, sequence, NULL::bigint, NULL::text FROM e" + (
+        ", n" if notify else ""
+    )
+    if leasing:
+        event, delivery_id, subscriber, dispatches = (
+            columns(Delivery, [name]) for name in ("event", "id", "subscriber", "dispatches")
+        )
+        statement += (
+            f" UNION ALL SELECT {event}, NULL::uuid, NULL::bigint, {delivery_id}, {subscriber} "
+            f"FROM d WHERE {dispatches} = 1"
+        )
+    return statement
