@@ -2,22 +2,27 @@
 
 A saga step's handler publishes the next event in its transaction; without continuation each
 of that event's deliveries waits for a relay claim, a broker message and a Celery task. With it,
-the worker that ran the step claims, once the step has committed, the new deliveries whose
-subscribers' queues it serves, and runs them in the same task, one after the other (depth
-first, so an order's saga runs to its end in one worker process).
+the worker that ran the step runs the new deliveries whose subscribers' queues it serves in the
+same task, one after the other (depth first, so an order's saga runs to its end in one worker
+process).
 
-Nothing about the guarantees changes, because the claim is the relay's (outbox/relay.py,
-``deliveries_claim_of``): the same lease on each delivery, the same ``SKIP LOCKED``, the same rule
-for ordered subscribers (a delivery with an undone predecessor is not claimed). A relay that
-claimed a delivery first keeps it (the worker's claim skips it), and a worker killed after its
-claim leaves leased deliveries that the relay dispatches again when the lease runs out, as for
-any lost message. Each delivery still runs in a transaction of its own (outbox/handling.py):
-retries, backoff and dead letters are as without continuation.
+Most need no claim: the step's publish inserts the deliveries of unordered subscribers already
+leased to this worker (``CONTINUATION_BORN_CLAIMED``; outbox/publisher.py), with the lease the
+relay's first claim would give them, and nobody else sees them before the step commits. The
+others (ordered subscribers, whose predecessor may be undone) the worker claims once the step
+has committed, with the relay's claim (outbox/relay.py, ``deliveries_claim_of``): the same lease,
+the same ``SKIP LOCKED``, the same rule for ordered subscribers (a delivery with an undone
+predecessor is not claimed); a relay that claimed a delivery first keeps it. A worker killed
+after the step's commit or after its claim leaves leased deliveries that the relay dispatches
+again when the lease runs out, as for any lost message. Each delivery still runs in a
+transaction of its own (outbox/handling.py): retries, backoff and dead letters are as without
+continuation.
 
 The relay's wake-up: a publish whose deliveries all go to the worker's queues leaves it to the
 worker (outbox/publisher.py), which sends it only for those it did not claim (another process
 got there first, an ordered predecessor is still undone, or the chain's bounds were reached).
-If the worker dies between the commit and its claim, beat's tick finds them (every second).
+If the worker dies between the commit and its claim, beat's tick finds those it was to claim
+(every second); those born leased to it wait for their lease to run out, as after a claim.
 
 A chain is bounded: no claim beyond ``CONTINUATION_MAX_DEPTH`` steps below a message's
 delivery, nor after ``CONTINUATION_MAX_SECONDS`` since the task began; what is left is the

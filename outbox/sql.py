@@ -70,7 +70,7 @@ def aggregate_sequences_take(connection, counts: dict[str, int]) -> dict[str, in
 
 
 def delivery_pending_lock(
-    connection, delivery_id: int, *, wait_seconds: float = 0.0
+    connection, delivery_id: int, *, wait_seconds: float = 0.0, skipped: bool = False
 ) -> Delivery | None:
     """The pending delivery ``delivery_id``, past its backoff, with its event, locked; every
     column of both models, so both are complete.
@@ -78,11 +78,14 @@ def delivery_pending_lock(
     ``SKIP LOCKED`` first; a delivery it skips is asked for once more waiting up to
     ``wait_seconds`` for the lock (``locked_waiting``), so that a row another relay's claim
     locked without taking it (its statement still running) is not mistaken for a duplicate at
-    work and left to wait a lease."""
+    work and left to wait a lease. ``skipped``: a ``SKIP LOCKED`` statement
+    (``deliveries_done_lock``) has just left it out; only the waiting one is left to ask."""
     params = [delivery_id, Delivery.Status.PENDING]
-    with connection.cursor() as cursor:
-        cursor.execute(_PENDING_LOCK_SKIP_SQL, params)
-        found = cursor.fetchone()
+    found = None
+    if not skipped:
+        with connection.cursor() as cursor:
+            cursor.execute(_PENDING_LOCK_SKIP_SQL, params)
+            found = cursor.fetchone()
     if found is None and wait_seconds > 0:
         found = next(
             iter(locked_waiting(connection, _PENDING_LOCK_SQL, params, wait_seconds)), None
@@ -135,6 +138,19 @@ def deliveries_pending_lock(
         wait_seconds,
         order=lambda row: row[0],
     )
+    return [_delivery_of_row(connection, row) for row in rows]
+
+
+def deliveries_pending_lock_waiting(
+    connection, delivery_ids: list[int], *, wait_seconds: float
+) -> list[Delivery]:
+    """The second half of ``deliveries_pending_lock``: ids a ``SKIP LOCKED`` statement left out
+    (``deliveries_done_lock``), asked for once more, waiting up to ``wait_seconds`` for their
+    locks (``locked_waiting``); locked, not marked."""
+    if not delivery_ids or wait_seconds <= 0:
+        return []
+    params = [sorted(delivery_ids), Delivery.Status.PENDING]
+    rows = locked_waiting(connection, _PENDING_LOCK_MANY_SQL, params, wait_seconds)
     return [_delivery_of_row(connection, row) for row in rows]
 
 
@@ -205,6 +221,58 @@ _DONE_SQL = (
     f"SET ({columns(Delivery, ['status', 'attempts', 'completed_at', 'updated_at'])}) "
     f"= (%s, %s, %s, %s) WHERE {columns(Delivery, ['id'])} = %s"
 )
+
+
+def deliveries_done_lock(
+    connection, delivery_ids: list[int], *, now, unmarked: list[str]
+) -> list[Delivery]:
+    """The lock that is also the done mark: the pending deliveries among ``delivery_ids``, past
+    their backoff and not locked by another transaction (``SKIP LOCKED``), locked in the order
+    of their ids and marked done as a run that returns leaves them (status, the attempt counted,
+    ``completed_at``), each with its event; one statement for what was a locking read and, after
+    the run, an ``UPDATE``. The caller's transaction (or its savepoint) rolling back is what
+    undoes the mark when the run fails (outbox/handling.py).
+
+    Locked and returned unchanged: deliveries of ordered subscribers (their predecessor and
+    successor are checked first) and of the subscribers named in ``unmarked`` (``prepare=``
+    still to run, which commits with the delivery pending). A returned delivery whose status is
+    done was marked. The ids it skipped are not asked for again: ``delivery_pending_lock`` does
+    that, waiting for the lock."""
+    params = [list(unmarked), sorted(delivery_ids), Delivery.Status.PENDING]
+    params += [Delivery.Status.DONE, now, now]
+    with connection.cursor() as cursor:
+        cursor.execute(_DONE_LOCK_SQL, params)
+        rows = sorted(cursor.fetchall(), key=lambda row: row[0])
+    return [_delivery_of_row(connection, row) for row in rows]
+
+
+def _done_lock_sql() -> str:
+    def column(name: str, alias: str = "") -> str:
+        return columns(Delivery, [name], alias=alias)
+
+    def marked(name: str, value: str) -> str:
+        kept = column(name, "d")
+        return f"{column(name)} = CASE WHEN p.unmarked THEN {kept} ELSE {value} END"
+
+    return (
+        f"WITH p AS MATERIALIZED (SELECT {column('id', 'c')} AS id, "
+        f"({column('ordered', 'c')} OR {column('subscriber', 'c')} = ANY(%s)) AS unmarked "
+        f"FROM {table(Delivery)} c WHERE {column('id', 'c')} = ANY(%s) "
+        f"AND {column('status', 'c')} = %s "
+        f"AND ({column('backoff_until', 'c')} IS NULL "
+        f"OR {column('backoff_until', 'c')} <= statement_timestamp()) "
+        f"ORDER BY {column('id', 'c')} FOR UPDATE OF c SKIP LOCKED) "
+        f"UPDATE {table(Delivery)} AS d SET {marked('status', '%s')}, "
+        f"{marked('attempts', column('attempts', 'd') + ' + 1')}, "
+        f"{marked('completed_at', '%s')}, {marked('updated_at', '%s')} "
+        f"FROM p, {table(Event)} AS e "
+        f"WHERE {column('id', 'd')} = p.id "
+        f"AND {columns(Event, ['position'], alias='e')} = {column('event', 'd')} "
+        f"RETURNING {columns(Delivery, alias='d')}, {columns(Event, alias='e')}"
+    )
+
+
+_DONE_LOCK_SQL = _done_lock_sql()
 
 
 def locked_waiting(connection, statement: str, params, wait_seconds: float) -> list[tuple]:
