@@ -34,6 +34,10 @@ DEFAULTS = {
     "CONTINUATION": True,
     "CONTINUATION_MAX_DEPTH": 10,
     "CONTINUATION_MAX_SECONDS": 2.0,
+    # Within those bounds, a run's publish inserts the deliveries the worker will continue
+    # (unordered subscribers of its queues) already leased to it, as its claim would lease
+    # them, instead of the worker claiming them after the commit (one transaction less a step).
+    "CONTINUATION_BORN_CLAIMED": True,
     # Several deliveries per transaction (outbox/handling.py, ``deliveries_handle_together``):
     # a message's deliveries, and those their runs commit for the worker's queues, are locked
     # in one statement and run in one transaction, each handler in a savepoint, at most this
@@ -65,6 +69,7 @@ class OutboxSettings:
     CONTINUATION: bool
     CONTINUATION_MAX_DEPTH: int
     CONTINUATION_MAX_SECONDS: float
+    CONTINUATION_BORN_CLAIMED: bool
     DELIVERY_BATCH_SIZE: int
     WAKE_BY_NOTIFY: bool
     RETENTION_DAYS: int

@@ -4,7 +4,7 @@ correlation id and name it as their cause."""
 import contextlib
 import uuid
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,32 @@ class Continuing:
     """What a delivery's run published for subscribers this worker serves (outbox/continuation.py).
 
     ``queues``: the worker's queues. ``deliveries``: (event position, subscriber) of each
-    delivery the run's events got whose subscriber's queue is among them. ``wake_owed``: a
-    publish left the relay's wake-up to the worker, which sends it unless it claims them all.
+    delivery the run's events got whose subscriber's queue is among them, to be claimed once
+    the run commits. ``born``: the ids of those the publisher inserted already leased to this
+    worker (``born_until``: the ``time.monotonic()`` before which it may; 0, never), which it
+    runs without a claim. ``wake_owed``: a publish left the relay's wake-up to the worker,
+    which sends it unless it claims (or was born with) them all.
     """
 
     queues: frozenset[str]
     deliveries: list[tuple[int, str]]
     wake_owed: bool = False
+    born: list[int] = field(default_factory=list)
+    born_until: float = 0.0
+
+
+def born_mark() -> int:
+    """Where the current run's born deliveries end now (``born_forget`` goes back to it)."""
+    current = _continuing.get()
+    return len(current.born) if current is not None else 0
+
+
+def born_forget(mark: int) -> None:
+    """The transaction (or savepoint) that inserted the born deliveries after ``mark`` was
+    rolled back: they do not exist."""
+    current = _continuing.get()
+    if current is not None:
+        del current.born[mark:]
 
 
 _continuing: ContextVar[Continuing | None] = ContextVar("outbox_continuing", default=None)

@@ -2,22 +2,27 @@
 
 A saga step's handler publishes the next event in its transaction; without continuation each
 of that event's deliveries waits for a relay claim, a broker message and a Celery task. With it,
-the worker that ran the step claims, once the step has committed, the new deliveries whose
-subscribers' queues it serves, and runs them in the same task, one after the other (depth
-first, so an order's saga runs to its end in one worker process).
+the worker that ran the step runs the new deliveries whose subscribers' queues it serves in the
+same task, one after the other (depth first, so an order's saga runs to its end in one worker
+process).
 
-Nothing about the guarantees changes, because the claim is the relay's (outbox/relay.py,
-``deliveries_claim_of``): the same lease on each delivery, the same ``SKIP LOCKED``, the same rule
-for ordered subscribers (a delivery with an undone predecessor is not claimed). A relay that
-claimed a delivery first keeps it (the worker's claim skips it), and a worker killed after its
-claim leaves leased deliveries that the relay dispatches again when the lease runs out, as for
-any lost message. Each delivery still runs in a transaction of its own (outbox/handling.py):
-retries, backoff and dead letters are as without continuation.
+Most need no claim: the step's publish inserts the deliveries of unordered subscribers already
+leased to this worker (``CONTINUATION_BORN_CLAIMED``; outbox/publisher.py), with the lease the
+relay's first claim would give them, and nobody else sees them before the step commits. The
+others (ordered subscribers, whose predecessor may be undone) the worker claims once the step
+has committed, with the relay's claim (outbox/relay.py, ``deliveries_claim_of``): the same lease,
+the same ``SKIP LOCKED``, the same rule for ordered subscribers (a delivery with an undone
+predecessor is not claimed); a relay that claimed a delivery first keeps it. A worker killed
+after the step's commit or after its claim leaves leased deliveries that the relay dispatches
+again when the lease runs out, as for any lost message. Each delivery still runs in a
+transaction of its own (outbox/handling.py): retries, backoff and dead letters are as without
+continuation.
 
 The relay's wake-up: a publish whose deliveries all go to the worker's queues leaves it to the
 worker (outbox/publisher.py), which sends it only for those it did not claim (another process
 got there first, an ordered predecessor is still undone, or the chain's bounds were reached).
-If the worker dies between the commit and its claim, beat's tick finds them (every second).
+If the worker dies between the commit and its claim, beat's tick finds those it was to claim
+(every second); those born leased to it wait for their lease to run out, as after a claim.
 
 A chain is bounded: no claim beyond ``CONTINUATION_MAX_DEPTH`` steps below a message's
 delivery, nor after ``CONTINUATION_MAX_SECONDS`` since the task began; what is left is the
@@ -59,6 +64,7 @@ def deliveries_run(delivery_ids: list[int], *, max_seconds: float | None = None)
     deliveries its own run committed (depth first)."""
     conf = outbox_settings()
     started = time.monotonic()
+    born_until = started + (conf.CONTINUATION_MAX_SECONDS if max_seconds is None else max_seconds)
     size = max(conf.DELIVERY_BATCH_SIZE, 1)
     stack = _batches(delivery_ids, size, 0)
     while stack:
@@ -66,11 +72,14 @@ def deliveries_run(delivery_ids: list[int], *, max_seconds: float | None = None)
         if not (conf.CONTINUATION and _queues and depth < conf.CONTINUATION_MAX_DEPTH):
             _handle_batch(batch)
             continue
-        current = Continuing(queues=_queues, deliveries=[])
+        current = Continuing(
+            queues=_queues,
+            deliveries=[],
+            born_until=born_until if conf.CONTINUATION_BORN_CLAIMED else 0.0,
+        )
         with continuing(current):
             outcomes = _handle_batch(batch)
-        budget = conf.CONTINUATION_MAX_SECONDS if max_seconds is None else max_seconds
-        in_time = time.monotonic() - started < budget
+        in_time = time.monotonic() < born_until
         claimed = _continuation_claim(current, claim="done" in outcomes and in_time)
         stack += _batches(claimed, size, depth + 1)
 
@@ -104,6 +113,7 @@ def _handle_batch(delivery_ids: list[int]) -> set[str]:
         current = continuing_current()
         if current is not None:
             current.deliveries.clear()
+            current.born.clear()
         result, alone = set(), delivery_ids
     for delivery_id in alone:
         result.add(_handle(delivery_id))
@@ -119,9 +129,12 @@ def _handle(delivery_id: int) -> str | None:
 
 
 def _continuation_claim(current: Continuing, *, claim: bool) -> list[int]:
-    """Claim the run's deliveries for this worker (``claim``: its run committed, within the
-    bounds); wake the relay if the run left it to the worker and something is left over."""
+    """The run's deliveries for this worker: those its publish inserted already leased to it
+    (``born``: committed, since what a rollback undid is forgotten), and the others claimed
+    (``claim``: its run committed, within the bounds); wake the relay if the run left it to the
+    worker and something is left over."""
     wanted = current.deliveries
+    born = current.born
     claimed: list[int] = []
     if claim and wanted:
         events = {position for position, _ in wanted}
@@ -130,8 +143,8 @@ def _continuation_claim(current: Continuing, *, claim: bool) -> list[int]:
             claimed = [pk for pk, _ in deliveries_claim_of(events=events, subscribers=subscribers)]
         except Exception:
             logger.warning("continuation claim failed; the relay dispatches", exc_info=True)
-    if claimed and metrics.enabled:
-        metrics.deliveries_continued(len(claimed))
+    if (born or claimed) and metrics.enabled:
+        metrics.deliveries_continued(len(born) + len(claimed))
     if current.wake_owed and len(claimed) < len(wanted):
         relay_wake()
-    return claimed
+    return [*born, *claimed]

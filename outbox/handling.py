@@ -23,12 +23,12 @@ from django.utils import timezone
 
 from outbox import metrics, sql
 from outbox.conf import outbox_settings
-from outbox.context import Handling, handling
+from outbox.context import Handling, born_forget, born_mark, handling
 from outbox.errors import UnknownSubscriber
 from outbox.events import DomainEvent, EventMeta, event_load
 from outbox.logcontext import log_fields
 from outbox.models import Delivery
-from outbox.registry import Subscriber, subscriber_get
+from outbox.registry import Subscriber, subscriber_get, subscribers_all
 from outbox.tracing import handler_span, handler_span_end
 
 logger = logging.getLogger(__name__)
@@ -56,8 +56,10 @@ def delivery_handle(*, delivery_id: int) -> str:
     """Handle one delivery; returns what happened: done, retry, dead, waiting, stale or skipped.
 
     Three steps in one transaction: load and lock the delivery, run its handler, record the
-    outcome. A subscriber with ``prepare=`` has it run first, in a transaction of its own that
-    locks the delivery the same way and commits before the handler's begins.
+    outcome (on PostgreSQL the lock is also the done mark, so that a handler that returns
+    leaves nothing to record; one that raises rolls the mark back with its writes). A
+    subscriber with ``prepare=`` has it run first, in a transaction of its own that locks the
+    delivery the same way and commits before the handler's begins.
     ``skipped`` means there was nothing to do: already done or dead, not due yet (a
     duplicate message during the retry backoff), or another worker holds it right now (its row
     is locked), which on PostgreSQL is how a duplicate steps aside. ``stale``: an ordered
@@ -71,10 +73,14 @@ def delivery_handle(*, delivery_id: int) -> str:
     ran: _Run | None = None
     delivery: Delivery | None = None
     prepared = False
+    mark = born_mark()
     try:
         while True:
+            mark = born_mark()
             with transaction.atomic():
-                delivery = _pending_lock(delivery_id)
+                # Locked and, unless a check or prepare comes first, marked done already: the
+                # run failing rolls the mark back with the rest.
+                delivery = _pending_lock(delivery_id, mark=True, unmarked=[] if prepared else None)
                 if delivery is None:
                     return "skipped"
                 if delivery.ordered and _has_undone_predecessor(delivery):
@@ -99,6 +105,7 @@ def delivery_handle(*, delivery_id: int) -> str:
                     handler_span_end(span, outcome)
                     return outcome
     except Exception as exc:
+        born_forget(mark)  # what the run published was rolled back with it
         if ran is None:
             raise  # the handler never ran: nothing to count (the database is unreachable)
         with log_fields(**_fields(delivery)):
@@ -181,12 +188,14 @@ def deliveries_handle_together(*, delivery_ids: list[int]) -> tuple[dict[int, st
 
 def _run_in_savepoint(delivery: Delivery) -> _Run:
     """``_run`` in a savepoint of the batch's transaction, rolled back if the handler raised."""
+    mark = born_mark()
     try:
         with transaction.atomic():
             ran = _run(delivery)
             if ran.error is not None:
                 raise _HandlerFailed(ran)
     except _HandlerFailed as failed:
+        born_forget(mark)
         return failed.run
     return ran
 
@@ -201,6 +210,10 @@ def _contended(exc: BaseException | None) -> bool:
 
 
 def _pending_lock_many(delivery_ids: list[int]) -> list[Delivery]:
+    """The batch's deliveries, locked in the order of their ids; on PostgreSQL marked done in
+    the same statement (``sql.deliveries_done_lock``) unless they run alone: a handler that
+    raises has its attempt recorded over the mark (``_outcome_record``), and the batch rolled
+    back takes every mark with it."""
     if connection.vendor != "postgresql":
         return list(
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
@@ -209,22 +222,29 @@ def _pending_lock_many(delivery_ids: list[int]) -> list[Delivery]:
             .filter(Q(backoff_until__isnull=True) | Q(backoff_until__lte=Now()))
             .order_by("pk")
         )
-    return sql.deliveries_pending_lock(
-        connection, delivery_ids, wait_seconds=outbox_settings().LOCK_WAIT_SECONDS
+    found = sql.deliveries_done_lock(
+        connection, delivery_ids, now=timezone.now(), unmarked=_prepared_names()
     )
+    missing = set(delivery_ids) - {delivery.pk for delivery in found}
+    more = sql.deliveries_pending_lock_waiting(
+        connection, sorted(missing), wait_seconds=outbox_settings().LOCK_WAIT_SECONDS
+    )
+    locked = [_mark_noted(delivery) for delivery in found]
+    return sorted([*locked, *more], key=lambda delivery: delivery.pk) if more else locked
 
 
 def _done_save_many(done: list[tuple[Delivery, _Run]]) -> None:
     now = timezone.now()
-    ids = [delivery.pk for delivery, _ in done]
-    if connection.vendor != "postgresql":
+    # Those their lock marked done already (PostgreSQL) need nothing more.
+    ids = [delivery.pk for delivery, _ in done if not _marked(delivery)]
+    if ids and connection.vendor != "postgresql":
         Delivery.objects.filter(pk__in=ids).update(
             status=Delivery.Status.DONE,
             attempts=F("attempts") + 1,
             completed_at=now,
             updated_at=now,
         )
-    else:
+    elif ids:
         sql.deliveries_done_save(connection, ids, now=now)
     for delivery, ran in done:
         logger.debug(
@@ -331,10 +351,12 @@ def _prepare_of(delivery: Delivery):
 def _prepare_run(delivery: Delivery, prepare) -> str | None:
     """Run the subscriber's ``prepare`` in a savepoint of the locking transaction, which then
     commits before the handler runs. None to go on; a failure is recorded as a failed attempt."""
+    mark = born_mark()
     try:
         with transaction.atomic():
             prepare(_event_of(delivery, subscriber_get(delivery.subscriber)))
     except Exception as exc:
+        born_forget(mark)
         attempt, max_attempts = delivery.attempts + 1, _max_attempts(delivery.subscriber)
         return _outcome_record(delivery, _Run(attempt, max_attempts, 0.0, exc))
     return None
@@ -346,7 +368,8 @@ def _outcome_record(delivery: Delivery, run: _Run) -> str:
         delivery.status = Delivery.Status.DONE
         delivery.attempts = run.attempt
         delivery.completed_at = delivery.updated_at = timezone.now()
-        _done_save(delivery)
+        if not _marked(delivery):
+            _done_save(delivery)
         logger.debug(
             "delivery %s done in %.3fs: %s %s -> %s",
             delivery.pk,
@@ -394,6 +417,8 @@ def _outcome_record(delivery: Delivery, run: _Run) -> str:
             delivery.subscriber,
             exc,
         )
+    # Over a done mark its lock wrote (a batch's handler that raised): status and
+    # ``completed_at`` as they were, the attempt counted once.
     delivery.save(
         update_fields=[
             "attempts",
@@ -403,6 +428,7 @@ def _outcome_record(delivery: Delivery, run: _Run) -> str:
             "next_attempt_at",
             "backoff_until",
             "updated_at",
+            *(["completed_at"] if _marked(delivery) else []),
         ]
     )
     _count_on_commit(delivery.subscriber, outcome, run.seconds)
@@ -455,9 +481,17 @@ def _max_attempts(name: str) -> int:
         return conf.MAX_ATTEMPTS
 
 
-def _pending_lock(delivery_id: int) -> Delivery | None:
+def _pending_lock(
+    delivery_id: int, *, mark: bool = False, unmarked: list[str] | None = None
+) -> Delivery | None:
     """The delivery with its event, locked, if it is pending, past its retry backoff, and no
-    other worker holds it. Both conditions are re-checked by the database on the locked row."""
+    other worker holds it. Both conditions are re-checked by the database on the locked row.
+
+    With ``mark`` (PostgreSQL), the lock is also the done mark (``sql.deliveries_done_lock``)
+    unless the delivery is ordered or its subscriber is named there (None: those with
+    ``prepare=``): the run's transaction commits it with the handler's writes or rolls it back
+    with them (``_marked``). A delivery that statement skipped (locked by another transaction)
+    is asked for once more, waiting for the lock, and is not marked."""
     if connection.vendor != "postgresql":
         return (
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
@@ -468,9 +502,37 @@ def _pending_lock(delivery_id: int) -> Delivery | None:
         )
     # The same query, written once (outbox/sql.py): compiling it through the ORM was about a
     # third of the CPU a worker spent per delivery.
+    wait_seconds = outbox_settings().LOCK_WAIT_SECONDS
+    if not mark:
+        return sql.delivery_pending_lock(connection, delivery_id, wait_seconds=wait_seconds)
+    names = _prepared_names() if unmarked is None else unmarked
+    found = sql.deliveries_done_lock(connection, [delivery_id], now=timezone.now(), unmarked=names)
+    if found:
+        return _mark_noted(found[0])
     return sql.delivery_pending_lock(
-        connection, delivery_id, wait_seconds=outbox_settings().LOCK_WAIT_SECONDS
+        connection, delivery_id, wait_seconds=wait_seconds, skipped=True
     )
+
+
+def _prepared_names() -> list[str]:
+    return [subscriber.name for subscriber in subscribers_all() if subscriber.prepare is not None]
+
+
+def _mark_noted(delivery: Delivery) -> Delivery:
+    """A delivery ``sql.deliveries_done_lock`` returned, as it was before its mark (what the run
+    and its record read: the attempt about to run, pending), noted as marked."""
+    if delivery.status == Delivery.Status.DONE:
+        delivery.status = Delivery.Status.PENDING
+        delivery.attempts -= 1
+        delivery.completed_at = None
+        delivery._outbox_marked = True
+    return delivery
+
+
+def _marked(delivery: Delivery) -> bool:
+    """Whether the delivery's lock marked it done (``_mark_noted``): nothing more to write if
+    its run returned."""
+    return getattr(delivery, "_outbox_marked", False)
 
 
 def _done_save(delivery: Delivery) -> None:

@@ -66,8 +66,8 @@ class _Metrics:
         )
         self.continued = p.Counter(
             "outbox_deliveries_continued",
-            "Deliveries a worker claimed, to run them itself, right after the run that committed "
-            "their event, without the relay (outbox/continuation.py).",
+            "Deliveries a worker ran itself right after the run that committed their event, "
+            "without the relay: born leased to it, or claimed (outbox/continuation.py).",
         )
         self.batches = p.Counter(
             "outbox_delivery_batches",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from functools import partial
@@ -12,6 +14,7 @@ from django.utils import timezone
 
 from outbox import metrics, sql
 from outbox.bus.target import bus_targets_for
+from outbox.conf import outbox_settings
 from outbox.context import Continuing, continuing_current, handling_current
 from outbox.crypto import payload_seal
 from outbox.errors import NotInTransaction, UnknownEventType
@@ -101,20 +104,41 @@ def publish_many(
         ]
         continuing, served = _served_by_continuation(targets, using)
         wake = len(served) < len(targets)
+        born = _born_of(continuing, served)
+        lease = outbox_settings().LEASE_SECONDS if born else None
+        leased = [(id(row), sub.name) in born for row, sub in targets]
         # By NOTIFY the wake-up is part of the publish statement: delivered on commit, and
         # once per transaction however many statements notify (outbox/wake.py).
         notify = wake and connection.vendor == "postgresql" and wake_by_notify(using)
         if connection.vendor == "postgresql":
             # Sequence numbers, events and deliveries (and the wake-up): one statement.
-            sql.events_insert(connection, rows, targets, now=now, notify=notify)
+            born_ids = sql.events_insert(
+                connection, rows, targets, now=now, notify=notify, leased=leased, lease=lease
+            )
         else:
             sql.sequences_assign(connection, rows)
-            # One INSERT per table for the whole call; bulk_create sets ``position``.
+            # One INSERT per table for the whole call; bulk_create sets ``position`` (and
+            # each delivery's id: SQLite 3.35+ returns them).
             Event.objects.using(using).bulk_create(rows)
-            deliveries = [delivery_new(row, sub, now=now) for row, sub in targets]
+            deliveries = [
+                delivery_new(row, sub, now=now, lease=lease if born_one else None)
+                for (row, sub), born_one in zip(targets, leased, strict=True)
+            ]
             Delivery.objects.using(using).bulk_create(deliveries)
+            born_ids = {
+                (d.event.position, d.subscriber): d.pk
+                for d, born_one in zip(deliveries, leased, strict=True)
+                if born_one
+            }
         if continuing is not None:
-            continuing.deliveries += [(row.position, sub.name) for row, sub in served]
+            continuing.born += [
+                born_ids[row.position, sub.name]
+                for row, sub in served
+                if (id(row), sub.name) in born
+            ]
+            continuing.deliveries += [
+                (row.position, sub.name) for row, sub in served if (id(row), sub.name) not in born
+            ]
             if targets and not wake:
                 continuing.wake_owed = True
         if wake and not notify:
@@ -127,16 +151,39 @@ def publish_many(
     return rows
 
 
-def delivery_new(event: Event, subscriber, *, now) -> Delivery:
-    """An unsaved, due delivery of ``event`` to ``subscriber`` (a registry Subscriber)."""
+def delivery_new(event: Event, subscriber, *, now, lease: float | None = None) -> Delivery:
+    """An unsaved, due delivery of ``event`` to ``subscriber`` (a registry Subscriber); with
+    ``lease`` (seconds), born leased as a first claim leases it (dispatched once, due again
+    when the lease runs out)."""
+    if lease is None:
+        return Delivery(
+            event=event,
+            subscriber=subscriber.name,
+            next_attempt_at=now,
+            ordered=subscriber.ordered,
+            aggregate_key=event.aggregate_key,
+            sequence=event.sequence,
+        )
     return Delivery(
         event=event,
         subscriber=subscriber.name,
-        next_attempt_at=now,
+        next_attempt_at=now + dt.timedelta(seconds=lease),
+        dispatched_at=now,
+        dispatches=1,
         ordered=subscriber.ordered,
         aggregate_key=event.aggregate_key,
         sequence=event.sequence,
     )
+
+
+def _born_of(continuing: Continuing | None, served: list) -> set[tuple[int, str]]:
+    """Of the served targets, those to insert already leased to this worker (``id(row)`` and
+    subscriber name): within the chain's time (its depth is why ``continuing`` is set at all),
+    and never for an ordered subscriber, whose delivery may wait for an undone predecessor (the
+    worker's claim checks that after the commit)."""
+    if continuing is None or not served or time.monotonic() >= continuing.born_until:
+        return set()
+    return {(id(row), sub.name) for row, sub in served if not sub.ordered}
 
 
 def _served_by_continuation(targets: list, using: str) -> tuple[Continuing | None, list]:

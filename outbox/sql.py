@@ -70,7 +70,7 @@ def aggregate_sequences_take(connection, counts: dict[str, int]) -> dict[str, in
 
 
 def delivery_pending_lock(
-    connection, delivery_id: int, *, wait_seconds: float = 0.0
+    connection, delivery_id: int, *, wait_seconds: float = 0.0, skipped: bool = False
 ) -> Delivery | None:
     """The pending delivery ``delivery_id``, past its backoff, with its event, locked; every
     column of both models, so both are complete.
@@ -78,11 +78,14 @@ def delivery_pending_lock(
     ``SKIP LOCKED`` first; a delivery it skips is asked for once more waiting up to
     ``wait_seconds`` for the lock (``locked_waiting``), so that a row another relay's claim
     locked without taking it (its statement still running) is not mistaken for a duplicate at
-    work and left to wait a lease."""
+    work and left to wait a lease. ``skipped``: a ``SKIP LOCKED`` statement
+    (``deliveries_done_lock``) has just left it out; only the waiting one is left to ask."""
     params = [delivery_id, Delivery.Status.PENDING]
-    with connection.cursor() as cursor:
-        cursor.execute(_PENDING_LOCK_SKIP_SQL, params)
-        found = cursor.fetchone()
+    found = None
+    if not skipped:
+        with connection.cursor() as cursor:
+            cursor.execute(_PENDING_LOCK_SKIP_SQL, params)
+            found = cursor.fetchone()
     if found is None and wait_seconds > 0:
         found = next(
             iter(locked_waiting(connection, _PENDING_LOCK_SQL, params, wait_seconds)), None
@@ -135,6 +138,19 @@ def deliveries_pending_lock(
         wait_seconds,
         order=lambda row: row[0],
     )
+    return [_delivery_of_row(connection, row) for row in rows]
+
+
+def deliveries_pending_lock_waiting(
+    connection, delivery_ids: list[int], *, wait_seconds: float
+) -> list[Delivery]:
+    """The second half of ``deliveries_pending_lock``: ids a ``SKIP LOCKED`` statement left out
+    (``deliveries_done_lock``), asked for once more, waiting up to ``wait_seconds`` for their
+    locks (``locked_waiting``); locked, not marked."""
+    if not delivery_ids or wait_seconds <= 0:
+        return []
+    params = [sorted(delivery_ids), Delivery.Status.PENDING]
+    rows = locked_waiting(connection, _PENDING_LOCK_MANY_SQL, params, wait_seconds)
     return [_delivery_of_row(connection, row) for row in rows]
 
 
@@ -205,6 +221,58 @@ _DONE_SQL = (
     f"SET ({columns(Delivery, ['status', 'attempts', 'completed_at', 'updated_at'])}) "
     f"= (%s, %s, %s, %s) WHERE {columns(Delivery, ['id'])} = %s"
 )
+
+
+def deliveries_done_lock(
+    connection, delivery_ids: list[int], *, now, unmarked: list[str]
+) -> list[Delivery]:
+    """The lock that is also the done mark: the pending deliveries among ``delivery_ids``, past
+    their backoff and not locked by another transaction (``SKIP LOCKED``), locked in the order
+    of their ids and marked done as a run that returns leaves them (status, the attempt counted,
+    ``completed_at``), each with its event; one statement for what was a locking read and, after
+    the run, an ``UPDATE``. The caller's transaction (or its savepoint) rolling back is what
+    undoes the mark when the run fails (outbox/handling.py).
+
+    Locked and returned unchanged: deliveries of ordered subscribers (their predecessor and
+    successor are checked first) and of the subscribers named in ``unmarked`` (``prepare=``
+    still to run, which commits with the delivery pending). A returned delivery whose status is
+    done was marked. The ids it skipped are not asked for again: ``delivery_pending_lock`` does
+    that, waiting for the lock."""
+    params = [list(unmarked), sorted(delivery_ids), Delivery.Status.PENDING]
+    params += [Delivery.Status.DONE, now, now]
+    with connection.cursor() as cursor:
+        cursor.execute(_DONE_LOCK_SQL, params)
+        rows = sorted(cursor.fetchall(), key=lambda row: row[0])
+    return [_delivery_of_row(connection, row) for row in rows]
+
+
+def _done_lock_sql() -> str:
+    def column(name: str, alias: str = "") -> str:
+        return columns(Delivery, [name], alias=alias)
+
+    def marked(name: str, value: str) -> str:
+        kept = column(name, "d")
+        return f"{column(name)} = CASE WHEN p.unmarked THEN {kept} ELSE {value} END"
+
+    return (
+        f"WITH p AS MATERIALIZED (SELECT {column('id', 'c')} AS id, "
+        f"({column('ordered', 'c')} OR {column('subscriber', 'c')} = ANY(%s)) AS unmarked "
+        f"FROM {table(Delivery)} c WHERE {column('id', 'c')} = ANY(%s) "
+        f"AND {column('status', 'c')} = %s "
+        f"AND ({column('backoff_until', 'c')} IS NULL "
+        f"OR {column('backoff_until', 'c')} <= statement_timestamp()) "
+        f"ORDER BY {column('id', 'c')} FOR UPDATE OF c SKIP LOCKED) "
+        f"UPDATE {table(Delivery)} AS d SET {marked('status', '%s')}, "
+        f"{marked('attempts', column('attempts', 'd') + ' + 1')}, "
+        f"{marked('completed_at', '%s')}, {marked('updated_at', '%s')} "
+        f"FROM p, {table(Event)} AS e "
+        f"WHERE {column('id', 'd')} = p.id "
+        f"AND {columns(Event, ['position'], alias='e')} = {column('event', 'd')} "
+        f"RETURNING {columns(Delivery, alias='d')}, {columns(Event, alias='e')}"
+    )
+
+
+_DONE_LOCK_SQL = _done_lock_sql()
 
 
 def locked_waiting(connection, statement: str, params, wait_seconds: float) -> list[tuple]:
@@ -438,8 +506,15 @@ _DELIVERY_FIELDS = [
 
 
 def events_insert(
-    connection, rows: list[Event], targets: list, *, now, notify: bool = False
-) -> None:
+    connection,
+    rows: list[Event],
+    targets: list,
+    *,
+    now,
+    notify: bool = False,
+    leased: list[bool] | None = None,
+    lease: float | None = None,
+) -> dict[tuple[int, str], int]:
     """PostgreSQL: the aggregates' sequence numbers, the events and their deliveries in one
     statement (one round trip, and none of ``bulk_create``'s per-object work); sets each row's
     ``sequence`` and ``position`` as ``aggregate_sequences_take`` and ``bulk_create`` do.
@@ -450,7 +525,12 @@ def events_insert(
 
     ``notify``: the statement also wakes the relay by ``pg_notify`` (outbox/wake.py), delivered
     when the transaction commits.
+
+    ``leased`` (one flag per target): those deliveries are born leased for ``lease`` seconds, as
+    a first claim leases them (``dispatched_at``, ``dispatches`` 1, due again when the lease
+    runs out, on the database's clock); returns their ids by (event position, subscriber).
     """
+    leasing = bool(leased) and any(leased)
     later: Counter = Counter()
     offsets = []
     for row in reversed(rows):
@@ -475,20 +555,34 @@ def events_insert(
             offset,
         ]
     if targets:
-        params += [Delivery.Status.PENDING, now, now]
-        for row, sub in targets:
-            params += [row.event_id, sub.name, sub.ordered, row.aggregate_key]
+        if leasing:
+            params += [lease, Delivery.Status.PENDING, now, now]
+            for (row, sub), born in zip(targets, leased, strict=True):
+                params += [row.event_id, sub.name, sub.ordered, row.aggregate_key, born]
+        else:
+            params += [Delivery.Status.PENDING, now, now]
+            for row, sub in targets:
+                params += [row.event_id, sub.name, sub.ordered, row.aggregate_key]
+    statement = _events_insert_sql(len(keys), len(rows), len(targets), notify, leasing)
+    stored, born_ids = {}, {}
     with connection.cursor() as cursor:
-        cursor.execute(_events_insert_sql(len(keys), len(rows), len(targets), notify), params)
-        stored = {event_id: (position, sequence) for position, event_id, sequence in cursor}
+        cursor.execute(statement, params)
+        for position, event_id, sequence, delivery_id, subscriber in cursor:
+            if delivery_id is None:
+                stored[event_id] = (position, sequence)
+            else:
+                born_ids[position, subscriber] = delivery_id
     for row in rows:
         row.position, row.sequence = stored[row.event_id]
         row._state.adding = False
         row._state.db = connection.alias
+    return born_ids
 
 
 @functools.lru_cache(maxsize=64)
-def _events_insert_sql(keys: int, events: int, targets: int, notify: bool = False) -> str:
+def _events_insert_sql(
+    keys: int, events: int, targets: int, notify: bool = False, leasing: bool = False
+) -> str:
     """``events_insert``'s statement for its shape, written once (building it took a quarter of
     the publisher's own CPU)."""
     name = table(AggregateSequence)
@@ -503,7 +597,7 @@ def _events_insert_sql(keys: int, events: int, targets: int, notify: bool = Fals
         f"VALUES {', '.join([_EVENT_VALUES] * events)} "
         f"RETURNING position, event_id, {columns(Event, ['sequence'])} AS sequence)"
     )
-    if targets:
+    if targets and not leasing:
         # Due on the database's clock, which the relay's claim compares with.
         values = ", ".join(["(%s::uuid, %s, %s::boolean, %s)"] * targets)
         statement += (
@@ -515,7 +609,36 @@ def _events_insert_sql(keys: int, events: int, targets: int, notify: bool = Fals
             "AS v(event_id, subscriber, ordered, aggregate_key) "
             "ON v.event_id = e.event_id)"
         )
+    elif targets:
+        # Those flagged ``born`` leased as the relay's first claim leases (outbox/relay.py),
+        # on the same clock; their ids returned.
+        values = ", ".join(["(%s::uuid, %s, %s::boolean, %s, %s::boolean)"] * targets)
+        fields = columns(Delivery, [*_DELIVERY_FIELDS, "dispatched_at"])
+        statement += (
+            f", l AS (SELECT %s::double precision AS secs), "
+            f"d AS (INSERT INTO {table(Delivery)} ({fields}) "
+            "SELECT e.position, v.subscriber, v.ordered, v.aggregate_key, e.sequence, "
+            "%s, 0, CASE WHEN v.born THEN 1 ELSE 0 END, '', "
+            "CASE WHEN v.born THEN statement_timestamp() + make_interval(secs => l.secs) "
+            "ELSE statement_timestamp() END, %s, %s, "
+            "CASE WHEN v.born THEN statement_timestamp() END "
+            f"FROM e JOIN (VALUES {values}) "
+            "AS v(event_id, subscriber, ordered, aggregate_key, born) "
+            "ON v.event_id = e.event_id CROSS JOIN l "
+            f"RETURNING {columns(Delivery, ['event', 'id', 'subscriber', 'dispatches'])})"
+        )
     if notify:
         # A CTE that only reads runs only if the statement reads it: joined, one row.
         statement += f", n AS ({NOTIFY_SQL})"
-    return statement + " SELECT position, event_id, sequence FROM e" + (", n" if notify else "")
+    statement += " SELECT position, event_id, sequence, NULL::bigint, NULL::text FROM e" + (
+        ", n" if notify else ""
+    )
+    if leasing:
+        event, delivery_id, subscriber, dispatches = (
+            columns(Delivery, [name]) for name in ("event", "id", "subscriber", "dispatches")
+        )
+        statement += (
+            f" UNION ALL SELECT {event}, NULL::uuid, NULL::bigint, {delivery_id}, {subscriber} "
+            f"FROM d WHERE {dispatches} = 1"
+        )
+    return statement

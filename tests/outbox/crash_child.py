@@ -7,7 +7,9 @@ Fault points, each seen from outside the engine (the statements it sends, the me
 publishes), so that they stay where they are whatever the engine's code looks like:
 
 * ``after_handler_writes``: the counting subscriber has written its row (tests/testapp);
-* ``done_mark``: the statement that marks a delivery done is about to be sent;
+* ``done_mark``: the statement that marks a delivery done has run, its transaction not yet
+  committed (on PostgreSQL that statement is also the delivery's lock, sent before the
+  handler runs; elsewhere the ``UPDATE`` after it);
 * ``claim``: the relay's claim statement has run, its transaction not yet committed;
 * ``before_send`` / ``after_send``: a ``deliver`` message is about to go / has gone to the broker.
 """
@@ -41,14 +43,19 @@ def main(argv: list[str]) -> None:
 
     def watch(execute, sql, params, many, context):
         statement = sql.lstrip().upper()
-        # The relay's claim on PostgreSQL is "WITH picked AS MATERIALIZED (...) UPDATE ...".
+        # The relay's claim on PostgreSQL is "WITH picked AS MATERIALIZED (...) UPDATE ...",
+        # the worker's lock that marks done "WITH p AS MATERIALIZED (...) UPDATE ...".
         if (statement.startswith("UPDATE") or "UPDATE" in statement) and table in sql:
-            if "dispatched_at" in sql and "SET" in statement:
+            if "dispatched_at = statement_timestamp()" in sql or (
+                "dispatched_at" in sql and "SET" in statement and "RETURNING" not in statement
+            ):
                 result = execute(sql, params, many, context)
                 fault_point("claim")
                 return result
             if Delivery.Status.DONE in (params or ()):
+                result = execute(sql, params, many, context)
                 fault_point("done_mark")
+                return result
         return execute(sql, params, many, context)
 
     def before_send(sender=None, **kwargs):

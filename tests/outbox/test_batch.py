@@ -131,6 +131,32 @@ def test_a_failing_handler_among_them_is_retried_and_the_others_are_done_once(co
     assert runs_per_event(counted) == exactly_once(counted)
 
 
+def test_a_failed_attempt_in_a_batch_is_recorded_as_one_alone_and_the_last_is_dead(settings):
+    """On PostgreSQL a batch's lock marks its deliveries done before their handlers run (one
+    statement for both): a handler that raises has its attempt recorded over that mark, as the
+    same failure is recorded for a delivery handled alone, up to its dead letter."""
+    settings.OUTBOX = {**settings.OUTBOX, "BACKOFF_BASE_SECONDS": 0.0, "BACKOFF_CAP_SECONDS": 0.0}
+    counted = counted_publish(1)
+    with transaction.atomic():
+        in_batch = publish(FlakyThing(thing_id="b", fail_times=5)).deliveries.get()
+        alone = publish(FlakyThing(thing_id="a", fail_times=5)).deliveries.get()
+    ids = sorted([*ids_of(counted), in_batch.pk])
+
+    def record(delivery):
+        delivery.refresh_from_db()
+        return (delivery.status, delivery.attempts, delivery.completed_at, delivery.dispatches)
+
+    for attempt, status in ((1, "pending"), (2, "pending"), (3, "dead")):
+        deliveries_run(ids)
+        deliveries_run([alone.pk])
+        assert record(in_batch) == (status, attempt, None, 0)
+        assert record(alone) == (status, attempt, None, 0)
+        assert f"planned failure on attempt {attempt}" in in_batch.last_error
+    assert not Effect.objects.filter(subscriber="flaky").exists()
+    assert runs_per_event(counted) == exactly_once(counted)
+    assert set(Delivery.objects.filter(pk__in=ids_of(counted)).values_list("status")) == {("done",)}
+
+
 def test_a_serialization_failure_rolls_the_batch_back_and_each_runs_once_alone(
     commits, monkeypatch, caplog
 ):

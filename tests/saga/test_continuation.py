@@ -213,6 +213,90 @@ def test_a_worker_killed_after_its_claim_leaves_leased_deliveries_the_relay_send
     assert set(Delivery.objects.values_list("status", "attempts")) == {("done", 1)}
 
 
+def test_the_next_steps_deliveries_are_leased_to_the_worker_in_the_commit_that_creates_them(
+    placed, serving, wakes, monkeypatch
+):
+    """Born claimed: the step's publish inserts the deliveries the worker will continue with
+    the lease a claim would give, so that a worker killed right after the step's commit (before
+    it ran or claimed anything more) leaves them to the relay once the lease runs out."""
+    order, ids = placed
+    serving(subscriber_queues())
+    from outbox import continuation
+
+    handle = continuation._handle_batch
+    committed = []
+
+    def dies_after_the_first_commit(delivery_ids):
+        handle(delivery_ids)
+        committed.append(list(delivery_ids))
+        raise Killed
+
+    monkeypatch.setattr(continuation, "_handle_batch", dies_after_the_first_commit)
+    with pytest.raises(Killed):
+        deliveries_run(ids)
+
+    assert Delivery.objects.filter(pk__in=committed[0], status="done").count() == 2
+    leased = _deliveries("payments.PaymentCompleted")
+    leased_ids = set(leased.values_list("id", flat=True))
+    assert len(leased_ids) == 2  # orders and inventory
+    assert set(leased.values_list("status", "dispatches", "attempts")) == {("pending", 1, 0)}
+    assert all(d.dispatched_at is not None for d in leased)
+    assert wakes == []  # every delivery of the step went to this worker's queues
+    # Leased to the dead worker: no relay takes them until the lease (0.5 s) runs out.
+    assert not {pk for pk, _ in deliveries_claim(limit=10)} & leased_ids
+    time.sleep(0.6)
+    again = {pk for pk, _ in deliveries_claim(limit=10)}
+    assert leased_ids <= again
+    monkeypatch.setattr(continuation, "_handle_batch", handle)
+    deliveries_run(sorted(again))
+    assert Order.objects.get(pk=order.pk).status == "completed"
+    assert set(Delivery.objects.values_list("status", "attempts")) == {("done", 1)}
+
+
+@pytest.mark.parametrize("batch_size", [20, 1])
+def test_a_step_that_fails_after_its_publish_continues_nothing_and_its_retry_does(
+    placed, serving, wakes, monkeypatch, settings, batch_size
+):
+    """What a failed run published was rolled back with it (the batch's savepoint, or the
+    delivery's own transaction): nothing of it is left, and the retry's publish is continued
+    as usual."""
+    import dataclasses
+
+    from outbox import registry
+
+    order, ids = placed
+    serving(subscriber_queues())
+    settings.OUTBOX = {**settings.OUTBOX, "DELIVERY_BATCH_SIZE": batch_size}
+    name = "inventory.stock_reserve_on_payment_completed"
+    reserve = registry.subscriber_get(name)
+    failures = []
+
+    def fails_once_after_publishing(event):
+        reserve.handler(event)
+        if not failures:
+            failures.append(event)
+            raise RuntimeError("after the publish")
+
+    monkeypatch.setitem(
+        registry._subscribers,
+        name,
+        dataclasses.replace(reserve, handler=fails_once_after_publishing),
+    )
+
+    deliveries_run(ids)
+
+    assert failures
+    assert not _deliveries("inventory.StockUpdated").exists()
+    failed = Delivery.objects.get(subscriber=name)
+    assert (failed.status, failed.attempts) == ("pending", 1)
+    assert Order.objects.get(pk=order.pk).status == "paid"
+    Delivery.objects.filter(pk=failed.pk).update(backoff_until=None)
+    deliveries_run([failed.pk])
+    assert Order.objects.get(pk=order.pk).status == "completed"
+    later = _deliveries(*AFTER_PLACED[1:])
+    assert set(later.values_list("dispatches", "attempts")) == {(1, 1)}
+
+
 @pytest.mark.e2e
 def test_a_real_worker_finishes_the_saga_from_the_relays_one_dispatch(wakes, outbox_fast):
     """No relay runs but the one here: the worker continues every step after the first."""
