@@ -216,7 +216,7 @@ def order_place(
 
     fingerprint = order_request_fingerprint(lines=cleaned, payment_token=payment_token)
     if idempotency_key is not None:
-        existing = Order.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
+        existing = _order_of_key(customer, idempotency_key)
         if existing is not None:
             return _idempotent_match(existing=existing, fingerprint=fingerprint)
 
@@ -230,11 +230,7 @@ def order_place(
     # A conflict raises nothing (no savepoint needed to read the winner after losing a race on
     # the idempotency key: PostgreSQL's insert waits for the concurrent one to commit).
     if not insert_or_nothing(order):
-        existing = (
-            None
-            if idempotency_key is None
-            else Order.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
-        )
+        existing = None if idempotency_key is None else _order_of_key(customer, idempotency_key)
         if existing is None:
             raise IntegrityError(f"order {order.reference} conflicts with a stored order")
         return _idempotent_match(existing=existing, fingerprint=fingerprint)
@@ -262,6 +258,10 @@ def order_place(
         correlation_id=order.correlation_id,
     )
     return order, True
+
+
+def _order_of_key(customer, idempotency_key: str) -> Order | None:
+    return Order.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
 
 
 def _lines_known(order: Order, lines: list[OrderLine]) -> None:
