@@ -8,13 +8,14 @@ always in sku order, so two orders for the same products queue instead of deadlo
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F
 
 from inventory.events import (
@@ -32,7 +33,7 @@ from inventory.models import (
     StockReservation,
     StockReservationLine,
 )
-from outbox import atomic, insert_or_nothing, publish
+from outbox import atomic, insert_or_nothing, publish, row_get, row_update
 
 logger = logging.getLogger(__name__)
 
@@ -171,13 +172,7 @@ def stock_reserve(*, order_id: int, lines: Iterable[StockLine]) -> StockReservat
         # The reservation is looked for only when its insert finds one (below), under these
         # locks: a duplicate (rare) waits for them instead of costing every first delivery a
         # read of its own.
-        levels = {
-            sku: (pk, on_hand - reserved)
-            for pk, sku, on_hand, reserved in StockLevel.objects.select_for_update(of=("self",))
-            .filter(product__sku__in=requested)
-            .order_by("product__sku")
-            .values_list("pk", "product__sku", "on_hand", "reserved")
-        }
+        levels = _levels_lock(list(requested))
         available = {sku: levels[sku][1] if sku in levels else 0 for sku in requested}
         short = [
             ShortLine(sku=sku, requested=quantity, available=available[sku])
@@ -193,10 +188,7 @@ def stock_reserve(*, order_id: int, lines: Iterable[StockLine]) -> StockReservat
             if existing is None:
                 raise IntegrityError(f"order {order_id}'s reservation conflicts with no row")
             return existing
-        StockReservationLine.objects.bulk_create(
-            StockReservationLine(reservation=reservation, sku=sku, quantity=quantity)
-            for sku, quantity in requested.items()
-        )
+        _lines_insert(reservation.pk, requested)
 
         if short:
             publish(
@@ -226,7 +218,7 @@ def stock_fulfil(*, order_id: int) -> StockReservation | None:
     rejected one is returned as it is, and an order without a reservation gives None.
     """
     with atomic():
-        reservation = StockReservation.objects.select_for_update().filter(order_id=order_id).first()
+        reservation = row_get(StockReservation, lock=True, order_id=order_id)
         if reservation is None:
             logger.warning("order %s has no stock reservation to fulfil", order_id)
             return None
@@ -235,8 +227,59 @@ def stock_fulfil(*, order_id: int) -> StockReservation | None:
 
         _levels_add(_reserved_levels_lock(reservation.pk), on_hand=-1, reserved=-1)
         reservation.status = StockReservation.Status.FULFILLED
-        reservation.save(update_fields=["status", "updated_at"])
+        row_update(reservation, ["status", "updated_at"])
         return reservation
+
+
+def _levels_lock(skus: list[str]) -> dict[str, tuple[int, int]]:
+    """The stock rows of these skus, locked in sku order, as sku: (stock row pk, available), in
+    one statement written once per number of skus (the ORM's form of it, a join to the
+    products, cost more CPU to build than the rest of the reservation's reads)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_levels_lock_sql(connection.alias, len(skus)), skus)
+        return {sku: (pk, on_hand - reserved) for pk, sku, on_hand, reserved in cursor.fetchall()}
+
+
+@functools.lru_cache(maxsize=64)
+def _levels_lock_sql(alias: str, count: int) -> str:
+    db = connections[alias]
+    quote = db.ops.quote_name
+    level = StockLevel._meta
+    lock = ""
+    if db.features.has_select_for_update:
+        of = ("l",) if db.features.has_select_for_update_of else ()
+        lock = " " + db.ops.for_update_sql(of=of)
+    product = level.get_field("product")
+    return (
+        f"SELECT l.{quote(level.pk.column)}, p.{quote(Product._meta.get_field('sku').column)}, "
+        f"l.{quote(level.get_field('on_hand').column)}, "
+        f"l.{quote(level.get_field('reserved').column)} "
+        f"FROM {quote(level.db_table)} l INNER JOIN {quote(Product._meta.db_table)} p "
+        f"ON p.{quote(product.target_field.column)} = l.{quote(product.column)} "
+        f"WHERE p.{quote(Product._meta.get_field('sku').column)} IN "
+        f"({', '.join(['%s'] * count)}) ORDER BY p.{quote(Product._meta.get_field('sku').column)}"
+        f"{lock}"
+    )
+
+
+def _lines_insert(reservation_id: int, requested: Mapping[str, int]) -> None:
+    """The reservation's lines, one ``INSERT`` written once per number of lines."""
+    params = [value for sku, number in requested.items() for value in (reservation_id, sku, number)]
+    with connection.cursor() as cursor:
+        cursor.execute(_lines_insert_sql(connection.alias, len(requested)), params)
+
+
+@functools.lru_cache(maxsize=64)
+def _lines_insert_sql(alias: str, count: int) -> str:
+    quote = connections[alias].ops.quote_name
+    meta = StockReservationLine._meta
+    columns = ", ".join(
+        quote(meta.get_field(name).column) for name in ("reservation", "sku", "quantity")
+    )
+    return (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) "
+        f"VALUES {', '.join(['(%s, %s, %s)'] * count)}"
+    )
 
 
 def _reserved_levels_lock(reservation_id: int) -> dict[int, int]:

@@ -4,6 +4,7 @@ transaction; the saga's handlers call the ``order_*`` transitions, which only mo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -26,7 +27,7 @@ from orders.events import (
     PlacedLine,
 )
 from orders.models import CatalogItem, Order, OrderDeadline, OrderLine
-from outbox import atomic, publish
+from outbox import atomic, insert_or_nothing, model_columns, publish, row_update, rows_load
 from payments.events import PAYMENT_TOKEN_MAX_LENGTH, payment_token_problem
 
 logger = logging.getLogger(__name__)
@@ -215,27 +216,23 @@ def order_place(
 
     fingerprint = order_request_fingerprint(lines=cleaned, payment_token=payment_token)
     if idempotency_key is not None:
-        existing = Order.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
+        existing = _order_of_key(customer, idempotency_key)
         if existing is not None:
             return _idempotent_match(existing=existing, fingerprint=fingerprint)
 
-    try:
-        # A savepoint, so that losing a race on the idempotency key leaves the outer
-        # transaction usable for reading the winner.
-        with transaction.atomic():
-            order = Order.objects.create(
-                customer=customer,
-                currency=currency,
-                total=total,
-                idempotency_key=idempotency_key,
-                request_fingerprint=fingerprint,
-            )
-    except IntegrityError:
-        if idempotency_key is None:
-            raise
-        existing = Order.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
+    order = Order(
+        customer=customer,
+        currency=currency,
+        total=total,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+    )
+    # A conflict raises nothing (no savepoint needed to read the winner after losing a race on
+    # the idempotency key: PostgreSQL's insert waits for the concurrent one to commit).
+    if not insert_or_nothing(order):
+        existing = None if idempotency_key is None else _order_of_key(customer, idempotency_key)
         if existing is None:
-            raise
+            raise IntegrityError(f"order {order.reference} conflicts with a stored order")
         return _idempotent_match(existing=existing, fingerprint=fingerprint)
 
     _deadline_set(order)
@@ -243,6 +240,7 @@ def order_place(
         OrderLine(order=order, sku=sku, quantity=quantity, unit_price=price)
         for sku, quantity, price in priced
     )
+    _lines_known(order, order_lines)
     publish(
         OrderPlaced(
             order_id=order.pk,
@@ -260,6 +258,21 @@ def order_place(
         correlation_id=order.correlation_id,
     )
     return order, True
+
+
+def _order_of_key(customer, idempotency_key: str) -> Order | None:
+    return Order.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
+
+
+def _lines_known(order: Order, lines: list[OrderLine]) -> None:
+    """``order.lines.all()`` answers the lines just written, without reading them back (the
+    API shows them in its answer): what ``prefetch_related`` would have stored, by id."""
+    known = order.lines.all()
+    known._result_cache = sorted(lines, key=lambda line: line.pk)
+    known._prefetch_done = True
+    order._prefetched_objects_cache = {
+        OrderLine._meta.get_field("order").related_query_name(): known
+    }
 
 
 # --- the saga's transitions ---------------------------------------------------------------------
@@ -298,15 +311,46 @@ _TRANSITION_FIELDS = (
 def _order_lock(order_id: int, *, with_email: bool = False) -> Order:
     """The order, locked; ``with_email``: with its customer's address (``customer_email``) read
     in the same statement, for the events that carry it (``_customer_facts``), a join instead of
-    a read of its own in the transitions that may publish one."""
-    orders = Order.objects.select_for_update(of=("self",))
+    a read of its own in the transitions that may publish one. Each statement is written once
+    (``_order_lock_sql``): building it with the ORM on every step cost more CPU than running it.
+    Raises ``Order.DoesNotExist`` as ``get`` does."""
+    with connection.cursor() as cursor:
+        cursor.execute(_order_lock_sql(connection.alias, with_email), [order_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Order.DoesNotExist(f"no order {order_id}")
+    (order,) = rows_load(Order, [row], using=connection.alias)
     if with_email:
-        orders = orders.annotate(customer_email=F("customer__email"))
-    return orders.get(pk=order_id)
+        order.customer_email = row[-1]
+    return order
+
+
+@functools.lru_cache(maxsize=8)
+def _order_lock_sql(alias: str, with_email: bool) -> str:
+    db = connections[alias]
+    quote = db.ops.quote_name
+    meta = Order._meta
+    statement = f"SELECT {model_columns(Order, 'o')}"
+    if with_email:
+        customer = meta.get_field("customer")
+        users = customer.related_model._meta
+        statement += (
+            f", u.{quote(users.get_field('email').column)} FROM {quote(meta.db_table)} o "
+            f"INNER JOIN {quote(users.db_table)} u "
+            f"ON u.{quote(customer.target_field.column)} = o.{quote(customer.column)}"
+        )
+    else:
+        statement += f" FROM {quote(meta.db_table)} o"
+    statement += f" WHERE o.{quote(meta.pk.column)} = %s"
+    if db.features.has_select_for_update:
+        statement += " " + db.ops.for_update_sql(
+            of=("o",) if db.features.has_select_for_update_of else ()
+        )
+    return statement
 
 
 def _order_save(order: Order) -> None:
-    order.save(update_fields=_TRANSITION_FIELDS)
+    row_update(order, _TRANSITION_FIELDS)
 
 
 def _status_advance(order: Order, status: str) -> bool:
@@ -543,9 +587,8 @@ def _deadline_set(order: Order) -> None:
     if step not in settings.ORDERS_DEADLINES:
         return
     due_at = timezone.now() + dt.timedelta(seconds=deadline_seconds(step))
-    OrderDeadline.objects.bulk_create(
-        [OrderDeadline(order=order, step=step, due_at=due_at)], ignore_conflicts=True
-    )
+    # Once per order and step (unique): a second arrival of the step changes nothing.
+    insert_or_nothing(OrderDeadline(order=order, step=step, due_at=due_at))
 
 
 @transaction.atomic

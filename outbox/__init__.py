@@ -6,6 +6,7 @@ contract in pyproject.toml holds them to it)::
     from outbox import DomainEvent, EventMeta, upcaster        # declaring events
     from outbox import publish, publish_many                   # in the writing transaction
     from outbox import atomic, insert_or_nothing               # a service's transaction, cheap
+    from outbox import row_get, row_update, rows_load, model_columns  # statements written once
     from outbox import subscribe                               # handlers
     from outbox import timeline_for_correlation, TimelineEvent, TimelineDelivery  # a saga's story
     from outbox import deliveries_open_for_correlations, OpenDelivery, ...  # a saga's open steps
@@ -30,6 +31,10 @@ _PUBLIC = {
     "subscribe": "outbox.registry",
     "atomic": "outbox.transactions",
     "insert_or_nothing": "outbox.transactions",
+    "row_get": "outbox.rows",
+    "row_update": "outbox.rows",
+    "rows_load": "outbox.rows",
+    "model_columns": "outbox.rows",
     "timeline_for_correlation": "outbox.selectors",
     "TimelineEvent": "outbox.selectors",
     "TimelineDelivery": "outbox.selectors",

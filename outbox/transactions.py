@@ -55,19 +55,23 @@ def insert_or_nothing(obj: Model) -> bool:
     ``ON CONFLICT DO NOTHING`` on both backends (SQLite's own ``INSERT OR IGNORE``, which
     Django would write, also swallows check and not-null violations). On PostgreSQL an insert
     that meets a concurrent transaction's uncommitted row waits for it, as ``save()`` does."""
-    meta = obj._meta
     using = router.db_for_write(type(obj), instance=obj)
-    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field and not f.generated]
-    query = InsertQuery(type(obj))
-    query.insert_values(fields, [obj])
-    compiler = query.get_compiler(using=using)
-    compiler.returning_fields = [meta.pk]
-    ((sql, params),) = compiler.as_sql()
-    head, returning, tail = sql.rpartition(" RETURNING ")
-    if not returning:
-        raise NotImplementedError(f"{connections[using].vendor} cannot return an inserted row")
-    with connections[using].cursor() as cursor:
-        cursor.execute(f"{head} ON CONFLICT DO NOTHING{returning}{tail}", params)
+    connection = connections[using]
+    fields = _insert_fields(type(obj))
+    values = [field.pre_save(obj, True) for field in fields]
+    if any(hasattr(value, "resolve_expression") for value in values) or any(
+        hasattr(field, "get_placeholder") for field in fields
+    ):
+        # An expression, or a field with a placeholder of its own: the ORM's statement.
+        statement, params = _insert_compiled(obj, fields, using)
+    else:
+        statement = _insert_sql(type(obj), using)
+        params = [
+            field.get_db_prep_save(value, connection)
+            for field, value in zip(fields, values, strict=True)
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
         row = cursor.fetchone()
     if row is None:
         return False
@@ -75,3 +79,40 @@ def insert_or_nothing(obj: Model) -> bool:
     obj._state.adding = False
     obj._state.db = using
     return True
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_fields(model) -> tuple:
+    meta = model._meta
+    return tuple(
+        f for f in meta.local_concrete_fields if f is not meta.auto_field and not f.generated
+    )
+
+
+def _insert_compiled(obj: Model, fields, using: str) -> tuple[str, list]:
+    """The ORM's ``INSERT ... RETURNING`` for ``obj`` with ``ON CONFLICT DO NOTHING`` put in."""
+    query = InsertQuery(type(obj))
+    query.insert_values(list(fields), [obj])
+    compiler = query.get_compiler(using=using)
+    compiler.returning_fields = [obj._meta.pk]
+    ((sql, params),) = compiler.as_sql()
+    head, returning, tail = sql.rpartition(" RETURNING ")
+    if not returning:
+        raise NotImplementedError(f"{connections[using].vendor} cannot return an inserted row")
+    return f"{head} ON CONFLICT DO NOTHING{returning}{tail}", list(params)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(model, using: str) -> str:
+    """``insert_or_nothing``'s statement for ``model``, written once (by the ORM, from an
+    unsaved instance's placeholders): compiling it on every call cost more CPU than the insert
+    (issue 12). The parameters are each field's ``get_db_prep_save``, as the ORM's."""
+    meta = model._meta
+    quote = connections[using].ops.quote_name
+    fields = _insert_fields(model)
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    return (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "
+        f"ON CONFLICT DO NOTHING RETURNING {quote(meta.pk.column)}"
+    )

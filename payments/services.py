@@ -27,7 +27,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from outbox import atomic, insert_or_nothing, publish
+from outbox import atomic, insert_or_nothing, publish, row_get, row_update
 from payments.errors import PaymentAttemptNotResolvable, PaymentNotRefundable, PaymentOutcomeUnknown
 from payments.events import PaidLine, PaymentCompleted, PaymentFailed, PaymentRefunded
 from payments.gateway import ChargeResult, RefundResult, gateway_get
@@ -58,7 +58,7 @@ def payment_charge(
         lines = tuple(lines)
         _validate_charge(order_id=order_id, amount=amount, currency=currency, lines=lines)
 
-        existing = Payment.objects.filter(order_id=order_id).first()
+        existing = row_get(Payment, order_id=order_id)
         if existing is not None:
             if existing.status == Payment.Status.VOIDED:
                 # Voided while an earlier run's charge was in flight: a capture it made is refunded.
@@ -151,7 +151,8 @@ def payment_charge_prepare(
     Refuses what ``payment_charge`` refuses. ``GatewayUnavailable`` propagates (a retry)."""
     with transaction.atomic():
         _validate_charge(order_id=order_id, amount=amount, currency=currency, lines=tuple(lines))
-        if Payment.objects.filter(order_id=order_id).exclude(status=Payment.Status.VOIDED).exists():
+        existing = row_get(Payment, order_id=order_id)
+        if existing is not None and existing.status != Payment.Status.VOIDED:
             return
         _attempt_prepare(
             kind=GatewayAttempt.Kind.CHARGE, order_id=order_id, amount=amount, currency=currency
@@ -343,9 +344,8 @@ def _attempt_get_or_create(
 ) -> tuple[GatewayAttempt, bool]:
     """The order's attempt of this kind, locked, and whether it was recorded just now.
     ``insert_first``: try the insert before the read (one statement when there was none)."""
-    locked = GatewayAttempt.objects.select_for_update()
     if not insert_first:
-        attempt = locked.filter(order_id=order_id, kind=kind).first()
+        attempt = row_get(GatewayAttempt, lock=True, order_id=order_id, kind=kind)
         if attempt is not None:
             return attempt, False
     attempt = GatewayAttempt(
@@ -360,7 +360,10 @@ def _attempt_get_or_create(
     if insert_or_nothing(attempt):
         return attempt, True
     # Recorded already (by an earlier run, or a concurrent duplicate that committed first).
-    return locked.get(order_id=order_id, kind=kind), False
+    attempt = row_get(GatewayAttempt, lock=True, order_id=order_id, kind=kind)
+    if attempt is None:
+        raise IntegrityError(f"order {order_id}'s {kind} attempt conflicts with no row")
+    return attempt, False
 
 
 def _attempt_outcome_record(attempt: GatewayAttempt, result: ChargeResult | RefundResult) -> None:
@@ -373,7 +376,7 @@ def _attempt_outcome_record(attempt: GatewayAttempt, result: ChargeResult | Refu
     else:
         attempt.state = GatewayAttempt.State.DECLINED
         attempt.decline_code = result.decline_code or "declined"
-    attempt.save(update_fields=["state", "gateway_reference", "decline_code", "updated_at"])
+    row_update(attempt, ["state", "gateway_reference", "decline_code", "updated_at"])
 
 
 def _attempt_charge_result(attempt: GatewayAttempt) -> ChargeResult:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.signals import user_logged_in
 from django.db.models.signals import pre_save
+from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -90,6 +91,9 @@ class TokenObtainApi(knox_views.LoginView):
         user = authenticate(request=request, **serializer.validated_data)
         if user is None:
             raise exceptions.AuthenticationFailed("Unable to log in with provided credentials.")
+        # The user's expired tokens go now (knox's authentication deleted them on every
+        # request; shop/token_auth.py): the table keeps what works, and what expired since.
+        AuthToken.objects.filter(user=user, expiry__lt=timezone.now()).delete()
         instance, token = AuthToken.objects.create(user=user, expiry=knox_settings.TOKEN_TTL)
         user_logged_in.send(sender=user.__class__, request=request, user=user)
         return Response({"token": token, "expiry": instance.expiry})

@@ -133,3 +133,29 @@ def test_the_admin_never_shows_a_usable_key(client, customer, django_user_model)
         assert token not in body, url
         assert row.token_key not in body, url
     assert client.get("/admin/knox/authtoken/add/").status_code == 403
+
+
+def test_a_users_expired_tokens_are_deleted_when_they_log_in(customer, other_customer):
+    phone, laptop, theirs = log_in(customer), log_in(customer), log_in(other_customer)
+    past = timezone.now() - dt.timedelta(seconds=1)
+    from knox.settings import CONSTANTS
+
+    AuthToken.objects.filter(token_key=phone[: CONSTANTS.TOKEN_KEY_LENGTH]).update(expiry=past)
+    AuthToken.objects.filter(user=other_customer).update(expiry=past)
+    tablet = log_in(customer)
+    assert AuthToken.objects.filter(user=customer).count() == 2  # the laptop's and the tablet's
+    assert works(laptop) and works(tablet) and not works(phone)
+    assert not works(theirs)  # refused (and deleted) when presented, as before
+    assert not AuthToken.objects.filter(user=other_customer).exists()
+
+
+def test_a_request_reads_its_token_and_user_in_one_statement(customer):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = with_token(log_in(customer))
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(ORDERS).status_code == 200
+    reads = [q["sql"] for q in queries.captured_queries if "knox_authtoken" in q["sql"]]
+    assert len(reads) == 1 and "auth_user" in reads[0], reads
+    assert not any(q["sql"].startswith("UPDATE") for q in queries.captured_queries)
