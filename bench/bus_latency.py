@@ -55,7 +55,12 @@ def _supervisor(bench: Bench, env: dict, logs: str, celery_app) -> Supervisor:
     return Supervisor(
         procfile=procfile,
         env=env,
-        env_for=lambda name: {"WORKER_CONCURRENCY": str(bench.concurrency)},
+        # --ab: B's settings module for every process of both services while B runs (until
+        # 2026-12-01 they kept A's, and only the producers changed).
+        env_for=lambda name: {
+            "WORKER_CONCURRENCY": str(bench.concurrency),
+            **({"DJANGO_SETTINGS_MODULE": bench.settings_module} if bench.settings_module else {}),
+        },
         cwd=bus_scenarios.ROOT,
         logs=Logs(folder, combined=False),
         stop_grace=20.0,

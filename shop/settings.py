@@ -321,6 +321,8 @@ EVENT_BUS = {
     "NAMESPACE": os.environ.get("EVENT_BUS_NAMESPACE", "shop"),
     "EXTERNALISE_ALL": env_bool("EVENT_BUS_EXTERNALISE_ALL", False),
     "ACK_WAIT_SECONDS": env_float("EVENT_BUS_ACK_WAIT_SECONDS", 30.0),
+    # Small claims published by the relay's own process (0: all through the bus queue).
+    "RELAY_PUBLISH_MAX": int(os.environ.get("EVENT_BUS_RELAY_PUBLISH_MAX", "50")),
     # outbox_replay --to-service: which apps each service of the split installs.
     "SERVICES": {name: list(service.apps) for name, service in SERVICES.items()},
     "LOCAL_APPS": list(SERVICE.apps)
