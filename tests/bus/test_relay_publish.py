@@ -27,7 +27,7 @@ from tests.bus.conftest import (
     fault_test,
     publish_things,
 )
-from tests.bus.test_nats import private_nats  # noqa: F401 (a fixture)
+from tests.bus.test_nats import private_nats, seqs_downstream  # noqa: F401 (a fixture)
 from tests.bus.test_rabbitmq import rabbitmq_node  # noqa: F401 (a fixture)
 from tests.support import all_queues, relay_ticker, running_worker, wait_until
 
@@ -182,15 +182,7 @@ def _outage(broker_node, url: str, other_service, stop, start) -> None:
     assert len({event_id for event_id, _, _ in other.events()}) == 8
     assert not bus_deliveries().exclude(status="done").exists()
     for n in range(2):
-        seqs = [
-            seq
-            for (seq,) in other.query(
-                "SELECT json_extract(payload, '$.seq') FROM outbox_event "
-                "WHERE aggregate_id = ? ORDER BY position",
-                (f"agg-{n}",),
-            )
-        ]
-        assert seqs == list(range(4))
+        assert seqs_downstream(other, f"agg-{n}") == list(range(4))
 
 
 @pytest.mark.timeout(400)
