@@ -22,6 +22,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox import metrics, sql
+from outbox.bus.relaying import relay_publisher_offer
 from outbox.bus.target import bus_batches, bus_delivery
 from outbox.conf import outbox_settings
 from outbox.errors import UnknownSubscriber
@@ -117,10 +118,14 @@ def deliveries_dispatch(claimed: list[tuple[int, str]]) -> int:
         # Small batches spread over a worker's processes; large ones are capped per message.
         size = max(1, min(conf.DISPATCH_CHUNK_SIZE, math.ceil(len(ids) / 4)))
         messages += [(queue, ids[start : start + size]) for start in range(0, len(ids), size)]
-    # The bus: up to its batch size per message, each published as one confirmed batch.
-    bus_messages = bus_batches(bus_ids)
-    transport_get().deliveries_send(messages, bus_messages)
-    return len(messages) + len(bus_messages)
+    # The bus: a small claim is published by this process's publishing thread, when this is
+    # the relay's process and the thread takes it (outbox/bus/relaying.py); otherwise up to
+    # its batch size per message to the bus queue, each published as one confirmed batch.
+    handed = relay_publisher_offer(bus_ids)
+    bus_messages = [] if handed else bus_batches(bus_ids)
+    if messages or bus_messages:
+        transport_get().deliveries_send(messages, bus_messages)
+    return len(messages) + len(bus_messages) + int(handed)
 
 
 def relay_run(*, woken_at: float | None = None) -> int:

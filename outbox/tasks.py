@@ -3,10 +3,12 @@ outbox what it sends with (outbox/transport.py). Tasks take ids, never objects, 
 run twice."""
 
 import logging
+from types import SimpleNamespace
 
 from celery import bootsteps, shared_task
 from celery.signals import worker_init, worker_shutdown
 
+from outbox.bus.relaying import relay_publisher_start, relay_publisher_stop
 from outbox.continuation import deliveries_run, queues_served_set
 from outbox.relay import RELAY_QUEUE, heartbeat, relay_run
 from outbox.retention import events_purge
@@ -61,6 +63,21 @@ class RelayListening(bootsteps.StartStopStep):
 
     def create(self, worker) -> RelayListener:
         return RelayListener(_relay_woken)
+
+
+class RelayPublishing(bootsteps.StartStopStep):
+    """The relay's worker publishes small bus claims itself, in a thread of its own
+    (outbox/bus/relaying.py), from the worker's start to its stop. shop/celery.py adds this step
+    to the worker."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def include_if(self, worker) -> bool:
+        queues = worker.app.amqp.queues
+        return RELAY_QUEUE in (queues.consume_from or queues)
+
+    def create(self, worker) -> SimpleNamespace:
+        return SimpleNamespace(start=relay_publisher_start, stop=relay_publisher_stop)
 
 
 def _relay_woken(woken_at: float) -> int:

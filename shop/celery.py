@@ -15,6 +15,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # The relay's worker listens for commits when they wake it by NOTIFY (outbox/wake.py).
 app.steps["worker"].add("outbox.tasks:RelayListening")
+app.steps["worker"].add("outbox.tasks:RelayPublishing")
 
 
 @signals.task_prerun.connect(weak=False)

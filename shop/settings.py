@@ -330,6 +330,8 @@ EVENT_BUS = {
         q.strip() for q in os.environ.get("EVENT_BUS_RUN_QUEUES", "").split(",") if q.strip()
     ]
     or None,
+    # Small claims published by the relay's own process (0: all through the bus queue).
+    "RELAY_PUBLISH_MAX": int(os.environ.get("EVENT_BUS_RELAY_PUBLISH_MAX", "50")),
     # outbox_replay --to-service: which apps each service of the split installs.
     "SERVICES": {name: list(service.apps) for name, service in SERVICES.items()},
     "LOCAL_APPS": list(SERVICE.apps)

@@ -244,7 +244,10 @@ class NatsAdapter:
                     wait_stall=None,
                 )
             )
-        await self._nc.flush(timeout=timeout)
+        # No ``flush()``: each publish already kicks the client's flusher, which writes the
+        # batch at once, and no ack can come before it; a flush is one more round trip (a PING,
+        # a wait for its PONG) per batch (docs/bus.md, "The relay publishes small claims
+        # itself"). A lost connection still fails the batch: its acks time out.
         done, _ = await asyncio.wait(futures, timeout=timeout)
         results: list[Exception | None] = []
         for future in futures:
