@@ -135,7 +135,10 @@ def deliveries_handle_together(*, delivery_ids: list[int]) -> tuple[dict[int, st
     their ids (``ORDER BY id``): two workers' batches that share rows take them in the same
     order and queue, they cannot deadlock on them. Each handler runs in a savepoint: one that
     raises rolls back its own writes only, and its failed attempt is recorded in the batch
-    (retry or dead, as ``delivery_handle`` records it). Those that returned are marked done in
+    (retry or dead, as ``delivery_handle`` records it). A batch with a single handler to run
+    (the others done already, or to run alone) runs it without a savepoint: if it raises, the
+    batch's transaction is rolled back whole and the attempt recorded in a transaction of its
+    own, as ``delivery_handle`` does. Those that returned are marked done in
     one statement, and the batch commits once: each handler's writes and its delivery's done
     mark still commit together or not at all, which is the whole exactly-once argument.
 
@@ -152,14 +155,19 @@ def deliveries_handle_together(*, delivery_ids: list[int]) -> tuple[dict[int, st
     outcomes: dict[int, str] = {}
     alone: list[int] = []
     done: list[tuple[Delivery, _Run]] = []
+    failed: _Run | None = None
     try:
         with transaction.atomic():
-            for delivery in _pending_lock_many(delivery_ids):
-                if delivery.ordered or _prepare_of(delivery) is not None:
-                    alone.append(delivery.pk)
-                    continue
+            locked = _pending_lock_many(delivery_ids)
+            runnable = [delivery for delivery in locked if not _runs_alone(delivery)]
+            alone.extend(delivery.pk for delivery in locked if _runs_alone(delivery))
+            # One runnable delivery needs no savepoint: if its handler raises, the batch's
+            # transaction is rolled back whole (it holds nothing else but row locks of those
+            # that run alone) and the attempt is recorded in one of its own, as alone.
+            single = len(runnable) == 1
+            for delivery in runnable:
                 with _run_context(delivery) as span:
-                    ran = _run_in_savepoint(delivery)
+                    ran = _run_single(delivery) if single else _run_in_savepoint(delivery)
                     if ran.error is None:
                         outcomes[delivery.pk] = "done"
                         done.append((delivery, ran))
@@ -168,6 +176,11 @@ def deliveries_handle_together(*, delivery_ids: list[int]) -> tuple[dict[int, st
                     if _contended(ran.error):
                         handler_span_end(span, "abandoned", ran.error)
                         raise BatchAbandoned(str(ran.error)) from ran.error
+                    if single:
+                        expected = "dead" if ran.attempt >= ran.max_attempts else "retry"
+                        handler_span_end(span, expected, ran.error)
+                        failed = ran
+                        raise _HandlerFailed(ran)
                     outcome = outcomes[delivery.pk] = _outcome_record(delivery, ran)
                     handler_span_end(span, outcome, ran.error)
             if done:
@@ -178,12 +191,34 @@ def deliveries_handle_together(*, delivery_ids: list[int]) -> tuple[dict[int, st
                 transaction.set_rollback(True)
     except BatchAbandoned:
         raise
+    except _HandlerFailed as exc:
+        if exc.run is not failed:
+            raise BatchAbandoned(f"{type(exc).__name__}: {exc}") from exc
+        (delivery,) = runnable
+        with log_fields(**_fields(delivery)):
+            outcomes[delivery.pk] = _failure_record(
+                delivery_id=delivery.pk, error=failed.error, seconds=failed.seconds
+            )
     except Exception as exc:
         raise BatchAbandoned(f"{type(exc).__name__}: {exc}") from exc
     for delivery_id in delivery_ids:
         if delivery_id not in outcomes and delivery_id not in alone:
             outcomes[delivery_id] = "skipped"
     return outcomes, alone
+
+
+def _runs_alone(delivery: Delivery) -> bool:
+    return delivery.ordered or _prepare_of(delivery) is not None
+
+
+def _run_single(delivery: Delivery) -> _Run:
+    """``_run`` without a savepoint, for a batch's only runnable delivery: what a handler that
+    raised published is forgotten, and its writes go with the batch's rollback."""
+    mark = born_mark()
+    ran = _run(delivery)
+    if ran.error is not None:
+        born_forget(mark)
+    return ran
 
 
 def _run_in_savepoint(delivery: Delivery) -> _Run:

@@ -18,6 +18,7 @@ from decimal import Decimal
 import psycopg.errors
 import pytest
 from django.db import OperationalError, close_old_connections, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from outbox import publish
@@ -155,6 +156,75 @@ def test_a_failed_attempt_in_a_batch_is_recorded_as_one_alone_and_the_last_is_de
     assert not Effect.objects.filter(subscriber="flaky").exists()
     assert runs_per_event(counted) == exactly_once(counted)
     assert set(Delivery.objects.filter(pk__in=ids_of(counted)).values_list("status")) == {("done",)}
+
+
+def _handler_writes_in_savepoints(queries) -> list[str]:
+    """The handlers' writes (testapp's tables) made inside an open savepoint. Other savepoints
+    (on PostgreSQL, the wait for a lock the first statement skipped) do not count."""
+    open_savepoints: list[str] = []
+    inside = []
+    for query in queries.captured_queries:
+        sql = query["sql"]
+        if sql.startswith("SAVEPOINT"):
+            open_savepoints.append(sql.split()[1])
+        elif sql.startswith("RELEASE SAVEPOINT"):
+            # Django releases a savepoint after rolling back to it: released once.
+            name = sql.split()[-1]
+            if name in open_savepoints:
+                del open_savepoints[open_savepoints.index(name) :]
+        elif open_savepoints and "testapp_" in sql and sql.startswith("INSERT"):
+            inside.append(sql)
+    return inside
+
+
+def test_a_batchs_only_runnable_delivery_runs_without_a_savepoint(commits):
+    """Beside deliveries it skips (done already, or to run alone), a batch that runs one
+    handler needs no savepoint: its writes and its done mark commit together, once."""
+    done_before = counted_publish(1)
+    deliveries_run(ids_of(done_before))
+    events = counted_publish(1)
+    first = Delivery.objects.filter(event__in=events).order_by("pk").first()
+    ids = sorted([*ids_of(done_before), first.pk])
+
+    commits.clear()
+    with CaptureQueriesContext(connection) as queries:
+        deliveries_run(ids)
+
+    assert _handler_writes_in_savepoints(queries) == []
+    assert len(commits) == 1
+    first.refresh_from_db()
+    assert (first.status, first.attempts) == ("done", 1)
+    assert runs_per_event(done_before) == exactly_once(done_before)
+
+
+def test_a_batchs_only_runnable_delivery_that_fails_leaves_nothing_and_is_retried(
+    commits, settings
+):
+    """Without a savepoint, the failing handler's writes go with the batch's rollback; its
+    attempt is recorded in a transaction of its own, as alone, and the retry runs it once."""
+    settings.OUTBOX = {**settings.OUTBOX, "BACKOFF_BASE_SECONDS": 0.0, "BACKOFF_CAP_SECONDS": 0.0}
+    done_before = counted_publish(1)
+    deliveries_run(ids_of(done_before))
+    with transaction.atomic():
+        flaky = publish(FlakyThing(thing_id="s", fail_times=1)).deliveries.get()
+    ids = sorted([*ids_of(done_before), flaky.pk])
+
+    commits.clear()
+    with CaptureQueriesContext(connection) as queries:
+        deliveries_run(ids)
+
+    assert _handler_writes_in_savepoints(queries) == []
+    assert len(commits) == 1  # the failure's record; the batch rolled back
+    flaky.refresh_from_db()
+    assert (flaky.status, flaky.attempts, flaky.completed_at) == ("pending", 1, None)
+    assert "planned failure on attempt 1" in flaky.last_error
+    assert not Effect.objects.filter(subscriber="flaky").exists()
+
+    deliveries_run(ids)
+    flaky.refresh_from_db()
+    assert (flaky.status, flaky.attempts) == ("done", 2)
+    assert Effect.objects.filter(subscriber="flaky").count() == 1
+    assert runs_per_event(done_before) == exactly_once(done_before)
 
 
 def test_a_serialization_failure_rolls_the_batch_back_and_each_runs_once_alone(
