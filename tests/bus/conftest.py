@@ -14,9 +14,10 @@ import pytest
 from django.conf import settings
 from django.db import transaction
 
+from harness.services import RabbitMQNode, rabbitmq_server_binary
 from outbox import publish
 from outbox.bus import publishing
-from tests.support import all_queues, relay_ticker, require_service, running_worker
+from tests.support import IN_CI, all_queues, relay_ticker, require_service, running_worker
 from tests.testapp.events import ThingHappened
 
 NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -230,3 +231,23 @@ def receive(*, messages, adapter, **options):
 command.bus_messages_receive = receive
 call_command("bus_consume")
 """
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_node_shared(tmp_path_factory, django_db_setup):
+    """One RabbitMQ node of this run's own (harness/services.py) for the tests that stop and
+    start a broker (``rabbitmq_node``, tests/bus/test_rabbitmq.py): one boot, not one per test.
+    The machine's node is never touched. After the test database (``django_db_setup``), so it
+    is closed before the database's teardown ends the children left running."""
+    try:
+        binary = rabbitmq_server_binary()
+    except RuntimeError as exc:
+        if IN_CI:
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    node = RabbitMQNode(log_folder=tmp_path_factory.mktemp("rabbitmq-node"), binary=binary)
+    try:
+        node.create()
+        yield node
+    finally:
+        node.close()

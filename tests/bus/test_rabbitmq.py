@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils.timezone import now
 
 from harness.latency_proxy import LatencyProxy
-from harness.services import RabbitMQNode, free_port, rabbitmq_server_binary
+from harness.services import free_port
 from orders.events import OrderCancelled
 from outbox import publish
 from outbox.bus import publishing
@@ -33,7 +33,7 @@ from tests.bus.conftest import (
     publish_things,
 )
 from tests.observability.test_metrics import Scrape
-from tests.support import IN_CI, wait_until
+from tests.support import wait_until
 from tests.testapp.events import ThingHappened
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -258,25 +258,22 @@ def test_a_consumer_killed_between_its_commit_and_its_ack_stores_nothing_twice(
 
 
 @pytest.fixture
-def rabbitmq_node(tmp_path, rabbitmq_bus, settings):
-    """A RabbitMQ node of this test's own (harness/services.py), which it may stop and start:
-    the machine's broker is never stopped. EVENT_BUS_URL points at it."""
+def rabbitmq_node(rabbitmq_node_shared, rabbitmq_bus, settings):
+    """A RabbitMQ node of this run's own (tests/bus/conftest.py), which the test may stop and
+    start: the machine's broker is never stopped. EVENT_BUS_URL points at it. The node is the
+    session's; a test leaves it running (a stopped one is started here again), and each test's
+    topology lives in its own namespace on it."""
+    node = rabbitmq_node_shared
+    if node.popen is None or node.popen.poll() is not None:
+        node.start()
+    node.wait_ready(90)
+    settings.EVENT_BUS_URL = node.url
+    publishing._adapter.cache_clear()
     try:
-        binary = rabbitmq_server_binary()
-    except RuntimeError as exc:
-        if IN_CI:
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-    node = RabbitMQNode(log_folder=tmp_path, binary=binary)
-    try:
-        node.create()
-        settings.EVENT_BUS_URL = node.url
-        publishing._adapter.cache_clear()
         yield node
     finally:
         publishing.bus_adapter().close()
         publishing._adapter.cache_clear()
-        node.close()
 
 
 @pytest.mark.timeout(400)
